@@ -1,0 +1,57 @@
+"""Chat prompts and the thinking-trace / answer split of openPangu-R replies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .tokenizer import NO_THINK_SUFFIX, ROLE_TOKENS, PanguTokenizer
+
+THINK_START, THINK_END = ROLE_TOKENS["think_start"], ROLE_TOKENS["think_end"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    thinking: str  # the trace (possibly still growing)
+    answer: str
+    thinking_open: bool  # the trace has started and not yet closed
+    has_trace: bool  # the reply opened a trace at all
+
+
+def split_reply(text: str) -> Reply:
+    """Split decoded reply text at [unused16] / [unused17]; works on a partial (streaming) reply."""
+    start = text.find(THINK_START)
+    if start < 0:
+        return Reply("", _clean(text), False, False)
+    rest = text[start + len(THINK_START):]
+    end = rest.find(THINK_END)
+    if end < 0:
+        return Reply(rest.strip(), "", True, True)
+    return Reply(rest[:end].strip(), _clean(rest[end + len(THINK_END):]), False, True)
+
+
+def _clean(answer: str) -> str:
+    for marker in (THINK_START, THINK_END):
+        answer = answer.replace(marker, "")
+    return answer.strip()
+
+
+def build_messages(history: list[tuple[str, str]], user: str, think: bool = True,
+                   system: str | None = None) -> list[dict]:
+    """Chat messages for the template.
+
+    Earlier assistant turns go back with an empty trace ([unused16][unused17]answer): the model
+    only needs the answers to follow the conversation, and dropping old traces keeps the
+    context short.
+    """
+    messages: list[dict] = [{"role": "system", "content": system}] if system else []
+    for old_user, old_answer in history:
+        messages.append({"role": "user", "content": old_user})
+        messages.append({"role": "assistant", "content": f"{THINK_START}{THINK_END}{old_answer}"})
+    messages.append({"role": "user", "content": user if think else user + NO_THINK_SUFFIX})
+    return messages
+
+
+def prompt_ids(tok: PanguTokenizer, history: list[tuple[str, str]], user: str, think: bool = True,
+               system: str | None = None) -> list[int]:
+    """Render the chat template and encode it the way the authors do (BOS first)."""
+    return tok.encode(tok.apply_chat_template(build_messages(history, user, think, system)))

@@ -1,0 +1,384 @@
+"""Context-causal block diffusion decoding, as openPangu-R-7B-Diffusion's authors run it.
+
+The generation is cut into blocks of `block_length` tokens. Position 0 of each block comes from an
+ordinary autoregressive prediction (the prefill for block 0, the commit forward of the previous
+block otherwise). The rest of the block starts as MASK and is filled small block by small block:
+every *denoising* forward runs the whole block against the KV cache with full attention inside the
+block, and commits the most confident candidates. A finished block is run once more causally
+(the *commit* forward), which stores it in the cache and predicts position 0 of the next block.
+
+`Decoder.generate` is a generator: it yields a `Step` after every forward pass and a `Result` last.
+Batches are left-padded; a `Step` describes row 0 of the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from .sampling import Candidates, confidence, sample
+from .tokenizer import PanguTokenizer
+
+TRACE_VERSION = 1
+ALGORITHMS = ("confidence_threshold", "entropy", "low_confidence", "topk_margin", "elastic")
+MODES = ("diffusion", "ar")
+
+
+@dataclass
+class DecodeConfig:
+    mode: str = "diffusion"
+    algorithm: str = "confidence_threshold"
+    block_length: int = 32
+    num_small_blocks: int = 1
+    threshold: float = 0.9
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 256
+    seed: int = 0
+    stop_ids: tuple[int, ...] | None = None  # None: the tokenizer's end-of-turn and </s>
+
+    def validate(self) -> None:
+        """Raise ValueError saying what is allowed."""
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}.")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"Unknown algorithm {self.algorithm!r}; valid algorithms: {', '.join(ALGORITHMS)}.")
+        if not isinstance(self.block_length, int) or self.block_length < 2:
+            raise ValueError(f"block_length must be an integer ≥ 2, got {self.block_length!r}.")
+        n = self.num_small_blocks
+        if not isinstance(n, int) or n < 1 or self.block_length % n:
+            divisors = [d for d in range(1, self.block_length + 1) if self.block_length % d == 0]
+            raise ValueError(f"num_small_blocks must divide block_length {self.block_length}: one of "
+                             f"{', '.join(map(str, divisors))} (got {n!r}).")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}.")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be ≥ 0 (0 = greedy), got {self.temperature}.")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}.")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer ≥ 0 (0 = off), got {self.top_k!r}.")
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
+
+
+@dataclass
+class Step:
+    """What one forward pass did, for row 0 of the batch. Positions count inside `block`."""
+
+    kind: str  # "prefill" | "denoise" | "commit" | "ar"
+    block: int
+    small_block: int | None
+    nfe: int  # forwards so far, this one included
+    block_tokens: list[int]  # the block after this forward; MASK where still undecided
+    committed: list[int]  # positions committed by this forward
+    committed_tokens: list[int]
+    committed_confidence: list[float]  # probability of each committed token
+    candidates: dict[int, tuple[int, float]]  # masked-before-this-forward position -> (token, probability)
+    text: str  # the contiguous committed prefix of the whole generation, decoded
+    n_generated: int  # tokens in that prefix
+    elapsed: float
+
+
+@dataclass
+class Result:
+    tokens: list[int]  # generated tokens, up to and including the stop token
+    text: str  # decoded reply without the stop token
+    nfe: int
+    seconds: float
+    stop_reason: str  # "stop_token" | "length" | "cancelled"
+    prompt_ids: list[int]
+    config: dict
+    batch: list[Result] = field(default_factory=list)  # every row's result when batched
+
+    @property
+    def tpf(self) -> float:
+        return len(self.tokens) / self.nfe if self.nfe else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return len(self.tokens) / self.seconds if self.seconds > 0 else 0.0
+
+
+def trace_json(steps: list[Step], result: Result, **extra) -> str:
+    """Every step record and the result as JSON, with a version field."""
+    res = asdict(result)
+    res.pop("batch")
+    res.update(tpf=result.tpf, tokens_per_second=result.tokens_per_second)
+    records = [dict(asdict(s), candidates={str(k): v for k, v in s.candidates.items()}) for s in steps]
+    return json.dumps({"version": TRACE_VERSION, "prompt_ids": result.prompt_ids, **extra,
+                       "steps": records, "result": res}, ensure_ascii=False)
+
+
+class _Row:
+    """Book-keeping for one sequence: committed prefix, stop detection, streamed text."""
+
+    def __init__(self, tok: PanguTokenizer, stop_ids: set[int], max_new: int):
+        self.tokens: list[int] = []  # the committed contiguous prefix, cut at the stop token
+        self.stop_ids, self.max_new = stop_ids, max_new
+        self.stopped = False
+        self.stream = tok.stream_decoder()
+
+    @property
+    def done(self) -> bool:
+        return self.stopped or len(self.tokens) >= self.max_new
+
+    def extend(self, new: list[int]) -> None:
+        for i, t in enumerate(new[: self.max_new - len(self.tokens)]):
+            if t in self.stop_ids:
+                self.tokens.extend(new[: i + 1])
+                self.stream.feed(new[:i])
+                self.stopped = True
+                return
+        new = new[: self.max_new - len(self.tokens)]
+        self.tokens.extend(new)
+        self.stream.feed(new)
+
+
+class Decoder:
+    """Runs block diffusion (or AR) decoding of a Llama-style model through one KV cache."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: PanguTokenizer):
+        self.model, self.tok = model, tokenizer
+        self.mask_id = tokenizer.ids.mask
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+
+    # -- the forward passes ---------------------------------------------------------------------
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: DynamicCache,
+                 store: bool, last_only: bool = False) -> torch.Tensor:
+        out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1 if last_only else 0)
+        if not store:  # a denoising forward must leave the cache as it found it
+            cache.crop(-ids.shape[1])
+        return out.logits
+
+    def _mask(self, key_valid: torch.Tensor, q_len: int, causal: bool) -> torch.Tensor:
+        """Additive 4-D mask: queries = the last q_len keys; earlier keys where valid (not padding)."""
+        batch, kv_len = key_valid.shape
+        allowed = key_valid[:, None, None, :].expand(batch, 1, q_len, kv_len).clone()
+        if causal:
+            allowed[..., kv_len - q_len:] &= torch.ones(q_len, q_len, dtype=torch.bool,
+                                                        device=self.device).tril()
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
+        return mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+
+    # -- the decoding loop ----------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, prompt_ids: list[int] | list[list[int]], config: DecodeConfig | None = None,
+                 stop_event: threading.Event | None = None) -> Iterator[Step | Result]:
+        cfg = config or DecodeConfig()
+        cfg.validate()
+        prompts = [list(p) for p in prompt_ids] if prompt_ids and isinstance(prompt_ids[0], list) else [
+            list(prompt_ids)]
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("The prompt is empty: give at least one token (e.g. BOS).")
+        ctx = getattr(self.model.config, "max_position_embeddings", None)
+        need = max(map(len, prompts)) + -(-cfg.max_new_tokens // cfg.block_length) * cfg.block_length
+        if ctx and need > ctx:
+            raise ValueError(f"The prompt ({max(map(len, prompts))} tokens) plus {cfg.max_new_tokens} new tokens "
+                             f"(rounded up to whole blocks) exceed the model's context of {ctx} tokens.")
+        run = _Run(self, prompts, cfg, stop_event)
+        try:
+            yield from run.steps()
+            yield run.result()
+        finally:
+            run.cache = None  # free the KV cache at once, also when the consumer closes us early
+
+
+class _Run:
+    """One generation: the state the decoding loop reads and updates."""
+
+    def __init__(self, dec: Decoder, prompts: list[list[int]], cfg: DecodeConfig,
+                 stop_event: threading.Event | None):
+        self.dec, self.cfg, self.prompts, self.stop_event = dec, cfg, prompts, stop_event
+        stop_ids = set(cfg.stop_ids if cfg.stop_ids is not None else dec.tok.stop_ids)
+        self.rows = [_Row(dec.tok, stop_ids, cfg.max_new_tokens) for _ in prompts]
+        self.generator = torch.Generator(device=dec.device).manual_seed(cfg.seed)
+        self.cache = DynamicCache(config=dec.model.config)
+        self.nfe, self.cancelled = 0, False
+        self.start = time.perf_counter()
+        width = max(map(len, prompts))
+        pad = dec.tok.ids.pad
+        self.prompt = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=dec.device)
+        self.prompt_valid = torch.tensor([[False] * (width - len(p)) + [True] * len(p) for p in prompts],
+                                         device=dec.device)
+        self.key_valid = self.prompt_valid[:, :0]  # which cached keys are real tokens (not padding)
+        # Position of the first generated token per row: padding does not count.
+        self.gen_start = torch.tensor([len(p) for p in prompts], device=dec.device)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _sample(self, logits: torch.Tensor) -> Candidates:
+        c = self.cfg
+        return sample(logits, c.temperature, c.top_p, c.top_k, self.generator)
+
+    def _positions(self, offset: int, length: int) -> torch.Tensor:
+        return (self.gen_start + offset)[:, None] + torch.arange(length, device=self.dec.device)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, causal: bool, store: bool,
+                 last_only: bool = False, ids_valid: torch.Tensor | None = None) -> torch.Tensor:
+        valid = torch.ones_like(ids, dtype=torch.bool) if ids_valid is None else ids_valid
+        keys_valid = torch.cat([self.key_valid, valid], 1)
+        mask = self.dec._mask(keys_valid, ids.shape[1], causal)
+        logits = self.dec._forward(ids, positions, mask, self.cache, store, last_only)
+        if store:
+            self.key_valid = keys_valid
+        self.nfe += 1
+        return logits
+
+    def _should_stop(self) -> bool:
+        if self.stop_event is not None and self.stop_event.is_set():
+            self.cancelled = True
+        return self.cancelled or all(r.done for r in self.rows)
+
+    def _update_rows(self, block: torch.Tensor, prefix_before: list[int]) -> list[int]:
+        """Feed each row's newly contiguous committed tokens; return the new prefix lengths."""
+        is_mask = (block == self.dec.mask_id).tolist()
+        block_list = block.tolist()
+        prefix = []
+        for r, row in enumerate(self.rows):
+            n = next((j for j, m in enumerate(is_mask[r]) if m), len(is_mask[r]))
+            if not row.done and n > prefix_before[r]:
+                row.extend(block_list[r][prefix_before[r]:n])
+            prefix.append(n)
+        return prefix
+
+    def _step(self, kind: str, b: int, sb: int | None, block: torch.Tensor, committed: torch.Tensor,
+              cand: Candidates | None, was_masked: torch.Tensor | None, first_prob: float | None = None) -> Step:
+        row_tokens = block[0].tolist()
+        pos = committed[0].nonzero().flatten().tolist()
+        if cand is not None:
+            probs = cand.token_probs[0].tolist()
+            toks = cand.tokens[0].tolist()
+            masked = was_masked[0].nonzero().flatten().tolist()
+            candidates = {j: (toks[j], probs[j]) for j in masked}
+            conf = [probs[j] for j in pos]
+        else:
+            candidates, conf = {}, [first_prob if first_prob is not None else 1.0] * len(pos)
+        return Step(kind=kind, block=b, small_block=sb, nfe=self.nfe, block_tokens=row_tokens,
+                    committed=pos, committed_tokens=[row_tokens[j] for j in pos], committed_confidence=conf,
+                    candidates=candidates, text=self.rows[0].stream.text, n_generated=len(self.rows[0].tokens),
+                    elapsed=time.perf_counter() - self.start)
+
+    # -- the procedure --------------------------------------------------------------------------
+    def steps(self) -> Iterator[Step]:
+        L = self.cfg.block_length
+        positions = (self.prompt_valid.long().cumsum(1) - 1).clamp(min=0)
+        logits = self._forward(self.prompt, positions, causal=True, store=True, last_only=True,
+                               ids_valid=self.prompt_valid)
+        first = self._sample(logits[:, -1])
+        block, committed = self._new_block(first.tokens)
+        prefix = self._update_rows(block, [0] * len(self.rows))
+        yield self._step("prefill", 0, None, block, committed, None, None, first.token_probs[0].item())
+        if self.cfg.mode == "ar":
+            yield from self._ar_steps(block, prefix)
+            return
+        b = 0
+        while not self._should_stop():
+            for sb in range(self.cfg.num_small_blocks):
+                yield from self._denoise_small_block(b, sb, block, prefix)
+                if self._should_stop():
+                    return
+            # Commit forward: block b enters the cache causally; it predicts position 0 of block b+1.
+            logits = self._forward(block, self._positions(b * L, L), causal=True, store=True, last_only=True)
+            first = self._sample(logits[:, -1])
+            b += 1
+            block, committed = self._new_block(first.tokens)
+            prefix = self._update_rows(block, [0] * len(self.rows))
+            yield self._step("commit", b, None, block, committed, None, None, first.token_probs[0].item())
+
+    def _new_block(self, first_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        L = self.cfg.block_length
+        block = torch.full((len(self.rows), L), self.dec.mask_id, dtype=torch.long, device=self.dec.device)
+        block[:, 0] = first_tokens
+        committed = torch.zeros_like(block, dtype=torch.bool)
+        committed[:, 0] = True
+        return block, committed
+
+    def _denoise_small_block(self, b: int, sb: int, block: torch.Tensor, prefix: list[int]) -> Iterator[Step]:
+        """Denoising forwards until small block `sb` of block `b` holds no MASK (or every row is done)."""
+        cfg, L = self.cfg, self.cfg.block_length
+        size = L // cfg.num_small_blocks
+        in_small = torch.zeros(L, dtype=torch.bool, device=self.dec.device)
+        in_small[max(sb * size, 1):(sb + 1) * size] = True  # position 0 is never a denoising target
+        positions = self._positions(b * L, L)
+        while True:
+            active = torch.tensor([not r.done for r in self.rows], device=self.dec.device)
+            was_masked = block == self.dec.mask_id
+            target = was_masked & in_small & active[:, None]
+            if not target.any() or self._should_stop():
+                return
+            logits = self._forward(block, positions, causal=False, store=False)
+            # The output at position j-1 predicts block position j.
+            cand = self._sample(torch.cat([logits[:, :1], logits[:, :-1]], 1))
+            committed = self._choose(cand, target)
+            block[committed] = cand.tokens[committed]
+            prefix[:] = self._update_rows(block, prefix)
+            yield self._step("denoise", b, sb, block, committed, cand, was_masked)
+
+    def _choose(self, cand: Candidates, target: torch.Tensor) -> torch.Tensor:
+        """Which target positions this forward commits: at least the most confident one per row."""
+        cfg = self.cfg
+        score = confidence(cfg.algorithm, cand).masked_fill(~target, float("-inf"))
+        has_target = target.any(1)
+        rows = torch.arange(target.shape[0], device=target.device)
+        committed = torch.zeros_like(target)
+        if cfg.algorithm == "elastic":
+            # Leftmost masked position, then the contiguous run after it that clears the threshold.
+            first = target.float().argmax(1)
+            committed[rows, first] = has_target
+            idx = torch.arange(target.shape[1], device=target.device)
+            clears = (target & (cand.token_probs > cfg.threshold)) | (idx <= first[:, None])
+            run = clears.long().cumprod(1).bool() & (idx > first[:, None])
+            return committed | (run & has_target[:, None])
+        committed[rows, score.argmax(1)] = has_target
+        if cfg.algorithm == "confidence_threshold":
+            committed |= target & (cand.token_probs > cfg.threshold)
+        return committed
+
+    def _ar_steps(self, block: torch.Tensor, prefix: list[int]) -> Iterator[Step]:
+        """One token per forward through the same cache; blocks only group the steps for display."""
+        L = self.cfg.block_length
+        n = 1
+        while not self._should_stop():
+            last = block[:, (n - 1) % L:(n - 1) % L + 1]
+            logits = self._forward(last, self._positions(n - 1, 1), causal=True, store=True, last_only=True)
+            nxt = self._sample(logits[:, -1])
+            if n % L == 0:
+                block, committed = self._new_block(nxt.tokens)
+                prefix[:] = [0] * len(self.rows)
+            else:
+                block[:, n % L] = nxt.tokens
+                committed = torch.zeros_like(block, dtype=torch.bool)
+                committed[:, n % L] = True
+            prefix[:] = self._update_rows(block, prefix)
+            yield self._step("ar", n // L, None, block, committed, None, None, nxt.token_probs[0].item())
+            n += 1
+
+    def result(self) -> Result:
+        seconds = time.perf_counter() - self.start
+        results = []
+        for prompt, row in zip(self.prompts, self.rows):
+            reason = "stop_token" if row.stopped else "cancelled" if self.cancelled and not row.done else "length"
+            results.append(Result(tokens=row.tokens, text=row.stream.text, nfe=self.nfe, seconds=seconds,
+                                  stop_reason=reason, prompt_ids=prompt, config=asdict(self.cfg)))
+        head = results[0]
+        head.batch = results if len(results) > 1 else []
+        return head
+
+
+def run(decoder: Decoder, prompt_ids: list[int], config: DecodeConfig | None = None) -> tuple[list[Step], Result]:
+    """Decode to the end; return every step and the result."""
+    steps: list[Step] = []
+    for item in decoder.generate(prompt_ids, config):
+        if isinstance(item, Result):
+            return steps, item
+        steps.append(item)
+    raise RuntimeError("decoding ended without a result")  # pragma: no cover

@@ -1,0 +1,64 @@
+"""Sampling, kept apart from the decoding loop: logits in, candidate tokens and confidences out.
+
+Order as in the reference: temperature, then top-p, then top-k, then softmax. Confidences are read
+from the filtered, renormalised distribution (at temperature 0 too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    tokens: torch.Tensor  # (..., ) the sampled (or arg-max) token per position
+    probs: torch.Tensor  # (..., V) the filtered, renormalised distribution
+
+    @property
+    def token_probs(self) -> torch.Tensor:
+        return self.probs.gather(-1, self.tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def warpers(temperature: float, top_p: float, top_k: int) -> LogitsProcessorList:
+    chain = LogitsProcessorList()
+    if temperature > 0 and temperature != 1.0:
+        chain.append(TemperatureLogitsWarper(temperature))
+    if top_p < 1.0:
+        chain.append(TopPLogitsWarper(top_p))
+    if top_k and top_k > 0:
+        chain.append(TopKLogitsWarper(top_k))
+    return chain
+
+
+def sample(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
+           generator: torch.Generator | None = None) -> Candidates:
+    """Candidates for logits of shape (..., V): drawn at temperature > 0, arg-max at 0."""
+    shape = logits.shape
+    # bf16/fp16 logits are sampled in float32; float64 stays float64 (exact tests).
+    flat = logits.reshape(-1, shape[-1])
+    flat = flat if flat.dtype == torch.float64 else flat.float()
+    flat = warpers(temperature, top_p, top_k)(None, flat)
+    probs = flat.softmax(-1)
+    if temperature > 0:
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    else:
+        tokens = probs.argmax(-1)  # first maximum on ties: deterministic
+    return Candidates(tokens.reshape(shape[:-1]), probs.reshape(shape))
+
+
+def confidence(algorithm: str, cand: Candidates) -> torch.Tensor:
+    """What each algorithm ranks positions by (higher = more certain)."""
+    if algorithm == "entropy":
+        return torch.special.xlogy(cand.probs, cand.probs).sum(-1)  # negative entropy
+    if algorithm == "topk_margin":
+        top2 = cand.probs.topk(2, dim=-1).values
+        return top2[..., 0] - top2[..., 1]
+    return cand.token_probs  # confidence_threshold, low_confidence, elastic
