@@ -365,7 +365,7 @@ class _Run:
     def result(self) -> Result:
         seconds = time.perf_counter() - self.start
         results = []
-        for prompt, row in zip(self.prompts, self.rows):
+        for prompt, row in zip(self.prompts, self.rows, strict=True):
             reason = "stop_token" if row.stopped else "cancelled" if self.cancelled and not row.done else "length"
             results.append(Result(tokens=row.tokens, text=row.stream.text, nfe=self.nfe, seconds=seconds,
                                   stop_reason=reason, prompt_ids=prompt, config=asdict(self.cfg)))
