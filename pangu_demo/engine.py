@@ -367,7 +367,7 @@ class _Run:
         results = []
         for prompt, row in zip(self.prompts, self.rows, strict=True):
             reason = "stop_token" if row.stopped else "cancelled" if self.cancelled and not row.done else "length"
-            results.append(Result(tokens=row.tokens, text=row.stream.text, nfe=self.nfe, seconds=seconds,
+            results.append(Result(tokens=row.tokens, text=row.stream.finish(), nfe=self.nfe, seconds=seconds,
                                   stop_reason=reason, prompt_ids=prompt, config=asdict(self.cfg)))
         head = results[0]
         head.batch = results if len(results) > 1 else []

@@ -21,6 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from .tokenizer import PanguTokenizer, TokenizerError
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "model"
+OFFICIAL_FORMAT = Path(__file__).resolve().parent / "official_format"  # the published config/tokenizer files
 OFFICIAL_HUB_ID = "openpangu/openPangu-R-7B-Diffusion"
 GET_OFFICIAL = (
     "Get openPangu-R-7B-Diffusion from https://huggingface.co/openpangu/openPangu-R-7B-Diffusion or "

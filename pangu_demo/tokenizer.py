@@ -25,6 +25,9 @@ ROLE_TOKENS = {
     "think_end": "[unused17]",
 }
 NO_THINK_SUFFIX = " /no_think"
+# SentencePiece's decode turns every byte of an invalid UTF-8 sequence into U+FFFD; the stream does the same.
+_PER_BYTE_ERRORS = "pangu_per_byte_replace"
+codecs.register_error(_PER_BYTE_ERRORS, lambda e: ("\ufffd" * (e.end - e.start), e.end))
 
 
 class TokenizerError(ValueError):
@@ -181,7 +184,7 @@ class StreamDecoder:
         self.tok = tok
         self.text = ""
         self.n_tokens = 0
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors=_PER_BYTE_ERRORS)
         self._segment_start = True
 
     def feed(self, token_ids: list[int]) -> str:
@@ -196,9 +199,15 @@ class StreamDecoder:
                 continue
             raw = self.tok._piece_bytes[i] if i < len(self.tok._piece_bytes) else b""
             if self._segment_start and raw:
-                raw = raw[1:] if raw.startswith(b" ") else raw
-                self._segment_start = False
+                # Only a piece's "▁" is the dummy prefix; a byte-fallback <0x20> is a real space.
+                raw = raw[1:] if raw.startswith(b" ") and not self.tok.sp.is_byte(i) else raw
+                self._segment_start = not raw  # SentencePiece strips on while the segment is still empty
             pieces.append(self._utf8.decode(raw))
         self.n_tokens += len(token_ids)
         self.text += "".join(pieces)
+        return self.text
+
+    def finish(self) -> str:
+        """The final text: an incomplete UTF-8 tail becomes U+FFFD, as `decode` shows it."""
+        self.text += self._utf8.decode(b"", final=True)
         return self.text

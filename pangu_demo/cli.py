@@ -1,0 +1,156 @@
+"""Command line: `python -m pangu_demo generate "PROMPT" [options]`.
+
+Each subcommand is a function `add_<name>(subparsers)` that registers its parser and sets `func`
+(parsed args -> exit code). Subcommands that live in their own module (bench, train, evaluate)
+define `add_subcommand(subparsers)` there and are listed in SUBCOMMAND_MODULES.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+from . import chat, engine
+from .loading import DTYPES, EMBEDDED_MODEL, LoadedModel, ModelLoadError, load_model
+
+SUBCOMMAND_MODULES = ("bench", "train", "evaluate")  # optional: registered when the module exists
+USAGE_ERROR = 2
+
+
+class CliError(Exception):
+    """A problem to report as one line on stderr (exit code 2), without a traceback."""
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --device, --dtype, --trust-remote-code: shared by every command that loads a model."""
+    parser.add_argument("--model", default=None,
+                        help="checkpoint folder or Hugging Face id (default: the embedded model in assets/model)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, npu, mps … (default: the best available)")
+    parser.add_argument("--dtype", default=None, choices=[*DTYPES, "auto"],
+                        help="weights dtype (default: float32 on CPU, bfloat16 on accelerators)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="use the checkpoint's own modeling code (written for transformers 4.53)")
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """The DecodeConfig fields, with its defaults."""
+    d = engine.DecodeConfig()
+    parser.add_argument("--mode", choices=engine.MODES, default=d.mode, help="block diffusion or plain AR")
+    parser.add_argument("--alg", choices=engine.ALGORITHMS, default=d.algorithm, help="unmasking rule")
+    parser.add_argument("--threshold", type=float, default=d.threshold,
+                        help="confidence above which tokens are committed together (confidence_threshold, elastic)")
+    parser.add_argument("--small-blocks", type=int, default=d.num_small_blocks,
+                        help=f"small blocks per block of {d.block_length}: 1, 2, 4, 8, 16 or 32")
+    parser.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling; 1 = off")
+    parser.add_argument("--top-k", type=int, default=d.top_k, help="0 = off")
+    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    parser.add_argument("--seed", type=int, default=d.seed)
+
+
+def decode_config(args: argparse.Namespace) -> engine.DecodeConfig:
+    config = engine.DecodeConfig(mode=args.mode, algorithm=args.alg, threshold=args.threshold,
+                                 num_small_blocks=args.small_blocks, temperature=args.temperature,
+                                 top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens,
+                                 seed=args.seed)
+    config.validate()  # fail before the (possibly long) model load
+    return config
+
+
+def load(args: argparse.Namespace) -> LoadedModel:
+    name = args.model or f"the embedded default model ({EMBEDDED_MODEL})"
+    print(f"Loading {name}…", file=sys.stderr, flush=True)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                    progress=True)
+    print(f"Loaded {lm.describe()} in {lm.load_seconds:.1f} s", file=sys.stderr, flush=True)
+    return lm
+
+
+# -- generate -------------------------------------------------------------------------------------
+def add_generate(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("generate", help="answer one chat prompt and show how it was decoded",
+                              description="Answer one chat prompt; print the thinking trace, the answer, "
+                                          "and NFE / tokens per forward / tokens per second.")
+    p.add_argument("prompt", help="the user message")
+    p.add_argument("--no-think", action="store_true", help="ask for no thinking trace (appends /no_think)")
+    p.add_argument("--system", default=None, help="a system message")
+    p.add_argument("--trace", type=Path, default=None, metavar="FILE.json",
+                   help="write every forward pass and the result as JSON")
+    add_decoding_arguments(p)
+    add_model_arguments(p)
+    p.set_defaults(func=generate)
+
+
+def generate(args: argparse.Namespace) -> int:
+    config = decode_config(args)
+    lm = load(args)
+    tok = lm.tokenizer
+    ids = chat.prompt_ids(tok, [], args.prompt, think=not args.no_think, system=args.system)
+    decoder = engine.Decoder(lm.model, tok)
+    steps: list[engine.Step] = []
+    result: engine.Result | None = None
+    live = sys.stderr.isatty()
+    for item in decoder.generate(ids, config):
+        if isinstance(item, engine.Result):
+            result = item
+        else:
+            steps.append(item)
+            if live:
+                print(f"\r  {item.n_generated} tokens, {item.nfe} forwards", end="", file=sys.stderr, flush=True)
+    if live:
+        print(file=sys.stderr)
+    assert result is not None  # generate always ends with a Result
+    reply = chat.split_reply(result.text)
+    print("=== Thinking ===")
+    print(reply.thinking if reply.has_trace and reply.thinking else "(no thinking trace)")
+    print("=== Answer ===")
+    if reply.answer:
+        print(reply.answer)
+    else:
+        print("(no answer yet: the reply ended inside the thinking trace)" if reply.thinking_open else "(empty)")
+    print(f"NFE {result.nfe} | TPF {result.tpf:.2f} | {result.tokens_per_second:.1f} tokens/s | "
+          f"{len(result.tokens)} tokens | stop: {result.stop_reason}")
+    if args.trace:
+        try:
+            args.trace.write_text(engine.trace_json(steps, result, model=lm.name, prompt=args.prompt),
+                                  encoding="utf-8")
+        except OSError as e:
+            raise CliError(f"could not write the trace to {args.trace}: {e}") from e
+        print(f"Trace written to {args.trace}", file=sys.stderr)
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pangu_demo",
+                                     description="openPangu-R-7B-Diffusion block-diffusion demo.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_generate(subparsers)
+    for name in SUBCOMMAND_MODULES:
+        if importlib.util.find_spec(f"{__package__}.{name}") is None:
+            continue
+        try:
+            module = importlib.import_module(f"{__package__}.{name}")
+        except ImportError as e:  # an optional dependency is missing: keep the other commands usable
+            print(f"warning: `{name}` unavailable ({e})", file=sys.stderr)
+            continue
+        if hasattr(module, "add_subcommand"):
+            module.add_subcommand(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        return args.func(args)
+    except (CliError, ModelLoadError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        return 130

@@ -1,0 +1,337 @@
+"""Context-causal block-diffusion training of the embedded default model (the openPangu recipe).
+
+Each training sequence is the clean chat (prompt + reply) followed by a noisy copy of the reply's
+blocks. Clean tokens attend causally; noisy block k attends to the clean tokens before clean
+block k and to all of itself, and reuses clean block k's position ids, which is exactly what a
+denoising forward sees at inference. Loss = cross-entropy on the masked tokens of the noisy blocks
+(the output at position j-1 predicts token j, as the decoder reads it) + next-token cross-entropy on
+the clean part.
+
+    python -m pangu_demo.train --out runs/embedded            # train (resumes if interrupted)
+    python -m pangu_demo.train --out runs/embedded --export assets/model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from . import data
+from .loading import OFFICIAL_FORMAT, llama_config
+from .tokenizer import PanguTokenizer
+
+IGNORE = -100
+
+
+@dataclass
+class TrainConfig:
+    hidden_size: int = 256
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    intermediate_size: int = 704
+    context_length: int = 1024
+    block_length: int = 32
+    vocab_size: int = 4096
+    steps: int = 3000
+    batch_size: int = 24
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05
+    warmup: int = 150
+    weight_decay: float = 0.05
+    first_token_mask_prob: float = 0.15  # lets the fused commit+denoise forward be trained for
+    max_reply_blocks: int = 8
+    seed: int = 0
+    checkpoint_every: int = 100
+
+
+# -- one example in the training layout ----------------------------------------------------------
+@dataclass
+class Layout:
+    input_ids: torch.Tensor  # (T,) clean prompt + clean reply blocks + noisy reply blocks
+    position_ids: torch.Tensor  # (T,)
+    allowed: torch.Tensor  # (T, T) bool: query i may attend key j
+    labels: torch.Tensor  # (T,) target predicted by the output at each position, IGNORE elsewhere
+    is_noisy_label: torch.Tensor  # (T,) bool: the label is a masked-token target
+
+
+def build_layout(prompt: list[int], reply: list[int], mask_id: int, pad_id: int, block_length: int,
+                 generator: torch.Generator, first_token_mask_prob: float = 0.0) -> Layout:
+    """Lay out one chat for training. `reply` ends with the end-of-turn token."""
+    L, P = block_length, len(prompt)
+    n_blocks = max(1, math.ceil(len(reply) / L))
+    # Pad the last block with the end-of-turn token, which is what follows a finished reply.
+    reply_padded = reply + [reply[-1]] * (n_blocks * L - len(reply))
+    clean = torch.tensor(prompt + reply_padded)
+    C = len(clean)
+
+    # Noise: a mask ratio per block; position 0 of a block stays clean (it comes from the AR step).
+    ratio = torch.rand(n_blocks, 1, generator=generator).clamp(min=1.0 / L)
+    masked = torch.rand(n_blocks, L, generator=generator) < ratio
+    masked[:, 0] = torch.rand(n_blocks, generator=generator) < first_token_mask_prob
+    none = ~masked[:, 1:].any(1)  # every noisy block must teach something
+    rows = none.nonzero().flatten()
+    masked[rows, 1 + torch.randint(L - 1, (len(rows),), generator=generator)] = True
+    noisy = torch.where(masked, mask_id, clean[P:].view(n_blocks, L)).flatten()
+
+    input_ids = torch.cat([clean, noisy])
+    T = len(input_ids)
+    position_ids = torch.cat([torch.arange(C), P + torch.arange(n_blocks * L)])
+
+    allowed = torch.zeros(T, T, dtype=torch.bool)
+    allowed[:C, :C] = torch.ones(C, C, dtype=torch.bool).tril()
+    for k in range(n_blocks):
+        q = slice(C + k * L, C + (k + 1) * L)
+        allowed[q, : P + k * L] = True  # the clean context before clean block k
+        allowed[q, q] = True  # full attention inside the noisy block
+
+    labels = torch.full((T,), IGNORE)
+    # Clean part: next-token prediction up to the end of the reply (not the padding after it).
+    end = P + len(reply)
+    labels[: end - 1] = clean[1:end]
+    # Noisy blocks: the output at block position j-1 predicts masked token j.
+    noisy_labels = torch.where(masked, clean[P:].view(n_blocks, L), IGNORE)
+    shifted = torch.full((n_blocks, L), IGNORE)
+    shifted[:, :-1] = noisy_labels[:, 1:]
+    labels[C:] = shifted.flatten()
+    is_noisy = torch.zeros(T, dtype=torch.bool)
+    is_noisy[C:] = True
+    return Layout(input_ids, position_ids, allowed, labels, is_noisy & (labels != IGNORE))
+
+
+def collate(layouts: list[Layout], pad_id: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest; padding rows attend only to themselves and carry no loss."""
+    B, T = len(layouts), max(len(lay.input_ids) for lay in layouts)
+    ids = torch.full((B, T), pad_id)
+    pos = torch.zeros(B, T, dtype=torch.long)
+    allowed = torch.eye(T, dtype=torch.bool).repeat(B, 1, 1)
+    labels = torch.full((B, T), IGNORE)
+    noisy = torch.zeros(B, T, dtype=torch.bool)
+    for b, lay in enumerate(layouts):
+        n = len(lay.input_ids)
+        ids[b, :n], pos[b, :n], labels[b, :n], noisy[b, :n] = lay.input_ids, lay.position_ids, lay.labels, \
+            lay.is_noisy_label
+        allowed[b, :n, :n] = lay.allowed
+    mask = torch.zeros(B, 1, T, T, dtype=dtype).masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+    return {"input_ids": ids, "position_ids": pos, "attention_mask": mask, "labels": labels, "noisy": noisy}
+
+
+def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Masked-token CE on the noisy blocks + next-token CE on the clean part (each a mean)."""
+    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                   attention_mask=batch["attention_mask"], use_cache=False).logits
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE,
+                         reduction="none").view_as(batch["labels"])
+    has = batch["labels"] != IGNORE
+    noisy, clean = has & batch["noisy"], has & ~batch["noisy"]
+    diff = ce[noisy].mean() if noisy.any() else ce.sum() * 0
+    ar = ce[clean].mean() if clean.any() else ce.sum() * 0
+    return diff + ar, {"diffusion": diff.item(), "ar": ar.item()}
+
+
+# -- data -------------------------------------------------------------------------------------------
+def encode_chat(tok: PanguTokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """(prompt ids, reply ids) for a chat whose last message is the assistant reply to learn."""
+    prompt = tok.encode(tok.apply_chat_template(messages[:-1], add_generation_prompt=True))
+    full = tok.encode(tok.apply_chat_template(messages, add_generation_prompt=False))
+    if full[: len(prompt)] != prompt:
+        raise ValueError("the prompt does not tokenize as a prefix of the chat")
+    return prompt, full[len(prompt):]
+
+
+def make_batch(tok: PanguTokenizer, cfg: TrainConfig, step: int) -> dict[str, torch.Tensor]:
+    """Batch `step` of the run: the same examples and noise every time (resumable, seeded)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    layouts = []
+    for i in range(cfg.batch_size):
+        ex = data.make_example("train", step * cfg.batch_size + i, seed=cfg.seed)
+        prompt, reply = encode_chat(tok, ex["messages"])
+        reply = reply[: cfg.max_reply_blocks * cfg.block_length]
+        prompt = prompt[-(cfg.context_length - cfg.max_reply_blocks * cfg.block_length):]
+        layouts.append(build_layout(prompt, reply, tok.ids.mask, tok.ids.pad, cfg.block_length, gen,
+                                    cfg.first_token_mask_prob))
+    return collate(layouts, tok.ids.pad)
+
+
+# -- model and checkpoints ---------------------------------------------------------------------------
+def pangu_config(cfg: TrainConfig, tok: PanguTokenizer) -> dict:
+    """config.json in the official key layout, with our sizes."""
+    official = json.loads((OFFICIAL_FORMAT / "config.json").read_text())
+    official.update(
+        hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads, vocab_size=tok.vocab_size,
+        max_position_embeddings=cfg.context_length, rope_theta=10000.0, torch_dtype="float32",
+        bos_token_id=tok.ids.bos, eos_token_id=tok.ids.eos, pad_token_id=tok.ids.pad)
+    official.pop("auto_map", None)
+    return official
+
+
+def new_model(cfg: TrainConfig, tok: PanguTokenizer) -> torch.nn.Module:
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    model = LlamaForCausalLM(llama_config(pangu_config(cfg, tok)))
+    return model.float().train()
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def save_checkpoint(out: Path, model, optim, step: int, cfg: TrainConfig) -> None:
+    tmp = out / "checkpoint.pt.tmp"
+    torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "step": step, "config": asdict(cfg)}, tmp)
+    tmp.replace(out / "checkpoint.pt")  # atomic: an interrupted save never corrupts the last checkpoint
+
+
+def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progress: bool = True) -> Path:
+    """Train (or resume) into `out`; returns the folder. Writes train_log.jsonl and loss_curve.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    tok_dir = out / "tokenizer"
+    if not (tok_dir / "tokenizer.model").is_file():
+        if tokenizer_dir is not None:
+            shutil.copytree(tokenizer_dir, tok_dir, dirs_exist_ok=True)
+        else:
+            from .tokenizer_train import train_tokenizer
+
+            train_tokenizer(tok_dir, vocab_size=cfg.vocab_size, seed=cfg.seed)
+    tok = PanguTokenizer.from_pretrained(tok_dir)
+    model = new_model(cfg, tok)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    start = 0
+    if (out / "checkpoint.pt").is_file():
+        state = torch.load(out / "checkpoint.pt", weights_only=False)
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optim"])
+        start = state["step"]
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    n_params = sum(p.numel() for p in model.parameters())
+    log = (out / "train_log.jsonl").open("a")
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
+               desc=f"training {n_params / 1e6:.1f}M")
+    t_last, tokens = time.perf_counter(), 0
+    for step in bar:
+        batch = make_batch(tok, cfg, step)
+        for group in optim.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss, parts = loss_fn(model, batch)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        tokens += int((batch["input_ids"] != tok.ids.pad).sum())
+        now = time.perf_counter()
+        rec = {"step": step + 1, "loss": loss.item(), **parts, "lr": lr_at(step, cfg),
+               "tokens_per_s": tokens / (now - t_last), "time": time.time()}
+        t_last, tokens = now, 0
+        log.write(json.dumps(rec) + "\n")
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", diff=f"{parts['diffusion']:.3f}", ar=f"{parts['ar']:.3f}",
+                        tok_s=f"{rec['tokens_per_s']:.0f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            log.flush()
+            save_checkpoint(out, model, optim, step + 1, cfg)
+    log.close()
+    plot_loss(out / "train_log.jsonl", out / "loss_curve.png")
+    return out
+
+
+def plot_loss(log_file: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    if not recs:
+        return
+    steps = [r["step"] for r in recs]
+
+    def smooth(xs: list[float], k: int = 25) -> list[float]:
+        return [sum(xs[max(0, i - k + 1): i + 1]) / len(xs[max(0, i - k + 1): i + 1]) for i in range(len(xs))]
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    ax.plot(steps, smooth([r["diffusion"] for r in recs]), label="masked-token CE (noisy blocks)")
+    ax.plot(steps, smooth([r["ar"] for r in recs]), label="next-token CE (clean part)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats, moving average)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Training loss of the embedded block-diffusion model")
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+# -- export in the official checkpoint format --------------------------------------------------------
+def export(run_dir: Path, dest: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Write the trained model as an official-format checkpoint (config.json, safetensors, tokenizer)."""
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    cfg = TrainConfig(**state["config"])
+    tok = PanguTokenizer.from_pretrained(run_dir / "tokenizer")
+    config = pangu_config(cfg, tok)
+    config["torch_dtype"] = str(dtype).removeprefix("torch.")
+    dest.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.to(dtype).contiguous() for k, v in state["model"].items()}
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    inv_freq = 1.0 / (config["rope_theta"] ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    for n in range(cfg.num_hidden_layers):  # present in the official files, ignored by the loader
+        weights[f"model.layers.{n}.self_attn.rotary_emb.inv_freq"] = inv_freq.clone()
+    save_file(weights, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    generation = json.loads((OFFICIAL_FORMAT / "generation_config.json").read_text())
+    generation.update(bos_token_id=tok.ids.bos, pad_token_id=tok.ids.pad, eos_token_id=tok.ids.turn_end,
+                      do_sample=False, temperature=0.0, top_p=1.0)
+    (dest / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    for f in ("tokenizer.model", "tokenizer_config.json"):
+        shutil.copy(run_dir / "tokenizer" / f, dest / f)
+    return dest
+
+
+def check_export(dest: Path) -> None:
+    """The exported folder loads through the ordinary loader and matches the trained weights."""
+    from .loading import load_model
+
+    loaded = load_model(dest, dtype="float32", progress=False)
+    print(loaded.describe())
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("runs/embedded"), help="run folder (checkpoints, logs)")
+    p.add_argument("--tokenizer", type=Path, help="use this trained tokenizer folder instead of training one")
+    p.add_argument("--export", type=Path, help="export the run's checkpoint to this folder and exit")
+    p.add_argument("--export-dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    for name, value in asdict(TrainConfig()).items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.export:
+        export(args.out, args.export, getattr(torch, args.export_dtype))
+        check_export(args.export)
+        return
+    cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
+    train(args.out, cfg, args.tokenizer)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""`python -m pangu_demo generate` on the tiny checkpoint, through cli.main()."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from pangu_demo import chat, cli, engine, loading
+from pangu_demo.loading import LoadedModel
+
+
+def generate(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["generate", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_generate_prints_trace_answer_and_figures(tiny_checkpoint: Path, tiny_model: LoadedModel,
+                                                  tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    trace = tmp_path / "trace.json"
+    code, out, err = generate(capsys, "How many eggs?", "--model", str(tiny_checkpoint), "--dtype", "float64",
+                              "--alg", "entropy", "--small-blocks", "4", "--max-new-tokens", "40",
+                              "--system", "Be brief.", "--trace", str(trace))
+    assert code == 0, err
+    assert f"Loading {tiny_checkpoint}" in err
+    # The same decoding done directly must give what the CLI printed.
+    tok = tiny_model.tokenizer
+    ids = chat.prompt_ids(tok, [], "How many eggs?", system="Be brief.")
+    config = engine.DecodeConfig(algorithm="entropy", num_small_blocks=4, max_new_tokens=40)
+    steps, result = engine.run(engine.Decoder(tiny_model.model, tok), ids, config)
+    reply = chat.split_reply(result.text)
+    lines = out.splitlines()
+    assert lines[0] == "=== Thinking ===" and "=== Answer ===" in lines
+    if reply.answer:
+        assert reply.answer in out.split("=== Answer ===", 1)[1]
+    last = lines[-1]
+    assert last.startswith(f"NFE {result.nfe} | TPF {result.tpf:.2f} | ") and "tokens/s" in last
+    data = json.loads(trace.read_text(encoding="utf-8"))
+    assert data["version"] == engine.TRACE_VERSION
+    assert data["prompt_ids"] == ids
+    assert len(data["steps"]) == data["result"]["nfe"] == result.nfe
+    assert data["result"]["tokens"] == result.tokens
+
+
+def test_generate_ar_no_think(tiny_checkpoint: Path, tiny_model: LoadedModel, tmp_path: Path,
+                              capsys: pytest.CaptureFixture) -> None:
+    trace = tmp_path / "ar.json"
+    code, out, err = generate(capsys, "Hi", "--model", str(tiny_checkpoint), "--mode", "ar", "--no-think",
+                              "--max-new-tokens", "12", "--dtype", "float64", "--trace", str(trace))
+    assert code == 0, err
+    figures = re.fullmatch(r"NFE (\d+) \| TPF 1\.00 \| .*", out.splitlines()[-1])  # AR: one token per forward
+    assert figures and 1 <= int(figures.group(1)) <= 12
+    prompt = tiny_model.tokenizer.decode(json.loads(trace.read_text(encoding="utf-8"))["prompt_ids"])
+    assert prompt.endswith("[unused9]用户：Hi /no_think[unused10][unused9]助手：")
+
+
+def test_bad_choice_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["generate", "Hi", "--alg", "origin"])
+    assert exit_info.value.code == 2
+    assert "confidence_threshold" in capsys.readouterr().err  # argparse lists the valid choices
+
+
+def test_invalid_value_is_one_clean_line(tiny_checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, err = generate(capsys, "Hi", "--model", str(tiny_checkpoint), "--small-blocks", "3")
+    assert code == 2 and out == ""
+    assert err.strip().startswith("error: num_small_blocks") and "1, 2, 4, 8, 16, 32" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1  # rejected before loading
+
+
+def test_missing_default_model_is_one_clean_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(loading, "EMBEDDED_MODEL", tmp_path / "assets" / "model")
+    code, out, err = generate(capsys, "Hi")
+    assert code == 2 and out == ""
+    assert "Traceback" not in err
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "does not exist" in error_lines[0] and "hf download" in error_lines[0]
+
+
+def test_unwritable_trace_is_a_clean_error(tiny_checkpoint: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    code, _, err = generate(capsys, "Hi", "--model", str(tiny_checkpoint), "--max-new-tokens", "4",
+                            "--trace", str(tmp_path / "no-such-dir" / "t.json"))
+    assert code == 2 and "could not write the trace" in err and "Traceback" not in err

@@ -1,0 +1,343 @@
+"""The decoding engine against independent references, and the invariants of its step stream.
+
+Everything runs on the tiny random checkpoint in float64 (see conftest.py), so greedy choices do not
+depend on summation order and the cached engine must match the uncached references token for token.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+
+import pytest
+import torch
+
+from pangu_demo.engine import ALGORITHMS, TRACE_VERSION, DecodeConfig, Decoder, Result, Step, run, trace_json
+from pangu_demo.loading import LoadedModel
+from pangu_demo.sampling import confidence, sample
+
+L = 32  # block length
+
+
+@pytest.fixture(scope="module")
+def prompt(tiny_model: LoadedModel) -> list[int]:
+    tok = tiny_model.tokenizer
+    return tok.encode(tok.apply_chat_template([{"role": "user", "content": "How many eggs does Claire eat?"}]))
+
+
+def cfg(**kw) -> DecodeConfig:
+    """Greedy, no stop tokens unless asked: random weights rarely produce a stop token anyway."""
+    kw.setdefault("stop_ids", ())
+    return DecodeConfig(**kw)
+
+
+def blocks_of(steps: list[Step]) -> dict[int, list[Step]]:
+    out: dict[int, list[Step]] = {}
+    for s in steps:
+        out.setdefault(s.block, []).append(s)
+    return out
+
+
+# -- uncached reference --------------------------------------------------------------------------
+def full_forward(model: torch.nn.Module, seq: list[int], block_start: int | None) -> torch.Tensor:
+    """Logits for the whole sequence, no cache. Causal everywhere; if block_start is given, the
+    positions from there on (the current block) also see each other in full."""
+    n = len(seq)
+    allowed = torch.ones(n, n, dtype=torch.bool).tril()
+    if block_start is not None:
+        allowed[block_start:, block_start:] = True
+    mask = torch.zeros(1, 1, n, n, dtype=torch.float64).masked_fill(~allowed, torch.finfo(torch.float64).min)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([seq]), position_ids=torch.arange(n)[None], attention_mask=mask,
+                    use_cache=False)
+    return out.logits[0]
+
+
+def reference_block_diffusion(model: torch.nn.Module, prompt: list[int], mask_id: int, algorithm: str,
+                              num_small_blocks: int, max_new_tokens: int,
+                              threshold: float = 0.9) -> tuple[list[int], list[tuple[int, list[int]]]]:
+    """Greedy context-causal block diffusion recomputing the full sequence for every forward.
+
+    Returns the generated tokens and, per denoising forward, (block, committed positions)."""
+    size = L // num_small_blocks
+    seq = list(prompt)
+    first = int(full_forward(model, seq, None)[-1].argmax())
+    generated: list[int] = []
+    commits: list[tuple[int, list[int]]] = []
+    for b in range(-(-max_new_tokens // L)):
+        block = [first] + [mask_id] * (L - 1)
+        for sb in range(num_small_blocks):
+            lo, hi = max(sb * size, 1), (sb + 1) * size
+            while any(block[j] == mask_id for j in range(lo, hi)):
+                logits = full_forward(model, seq + block, len(seq))
+                # Block position j is predicted by the output at absolute position len(seq) + j - 1.
+                cand = sample(logits[len(seq) - 1: len(seq) + L - 1], 0.0, 1.0, 0)
+                score, probs, tokens = confidence(algorithm, cand).tolist(), cand.token_probs.tolist(), \
+                    cand.tokens.tolist()
+                targets = [j for j in range(lo, hi) if block[j] == mask_id]
+                if algorithm == "elastic":
+                    chosen = [targets[0]]
+                    j = targets[0] + 1
+                    while j < hi and block[j] == mask_id and probs[j] > threshold:
+                        chosen.append(j)
+                        j += 1
+                else:
+                    best = targets[0]
+                    for j in targets:  # strict '>' keeps the lowest position on ties
+                        if score[j] > score[best]:
+                            best = j
+                    chosen = {best}
+                    if algorithm == "confidence_threshold":
+                        chosen |= {j for j in targets if probs[j] > threshold}
+                    chosen = sorted(chosen)
+                for j in chosen:
+                    block[j] = tokens[j]
+                commits.append((b, chosen))
+        generated += block
+        seq += block
+        first = int(full_forward(model, seq, None)[-1].argmax())  # the commit forward
+    return generated[:max_new_tokens], commits
+
+
+@pytest.mark.parametrize("num_small_blocks", [1, 4, 32])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_cached_diffusion_equals_uncached_reference(tiny_model: LoadedModel, tiny_decoder: Decoder,
+                                                    prompt: list[int], algorithm: str, num_small_blocks: int) -> None:
+    max_new = 70  # not a multiple of 32: the last block is cut
+    steps, result = run(tiny_decoder, prompt, cfg(algorithm=algorithm, num_small_blocks=num_small_blocks,
+                                                  max_new_tokens=max_new))
+    ref_tokens, ref_commits = reference_block_diffusion(tiny_model.model, prompt, tiny_decoder.mask_id,
+                                                        algorithm, num_small_blocks, max_new)
+    assert result.tokens == ref_tokens
+    ours = [(s.block, s.committed) for s in steps if s.kind == "denoise"]
+    # The engine stops as soon as 70 tokens are contiguous; until then it did exactly what the reference did.
+    assert ours == ref_commits[: len(ours)]
+    assert len(ours) >= len([c for c in ref_commits if c[0] < 2])  # at least the two full blocks
+
+
+# -- AR mode ------------------------------------------------------------------------------------
+def test_ar_mode_equals_transformers_generate(tiny_model: LoadedModel, tiny_decoder: Decoder,
+                                              prompt: list[int]) -> None:
+    steps, result = run(tiny_decoder, prompt, cfg(mode="ar", max_new_tokens=40))
+    out = tiny_model.model.generate(torch.tensor([prompt]), max_new_tokens=40, do_sample=False,
+                                    eos_token_id=None, pad_token_id=tiny_model.tokenizer.ids.pad)
+    assert result.tokens == out[0, len(prompt):].tolist()
+    assert result.nfe == 40 == len(steps)  # one forward per token, the prefill included
+    assert {s.kind for s in steps[1:]} == {"ar"}
+
+
+# -- ties -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_ties_commit_lowest_position_and_lowest_token(tiny_model: LoadedModel, prompt: list[int],
+                                                      algorithm: str) -> None:
+    # A zero lm_head makes every distribution exactly uniform: every position and token ties.
+    model = copy.deepcopy(tiny_model.model)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    steps, result = run(Decoder(model, tiny_model.tokenizer), prompt, cfg(algorithm=algorithm, max_new_tokens=32))
+    denoise = [s for s in steps if s.kind == "denoise"]
+    assert [s.committed for s in denoise] == [[j] for j in range(1, 32)]
+    assert result.tokens == [0] * 32
+
+
+# -- the step stream ------------------------------------------------------------------------------
+def check_stream(steps: list[Step], result: Result, mask_id: int, num_small_blocks: int) -> None:
+    size = L // num_small_blocks
+    assert result.nfe == len(steps)
+    assert [s.nfe for s in steps] == list(range(1, len(steps) + 1))
+    assert steps[0].kind == "prefill"
+    prev: list[int] | None = None
+    for s in steps:
+        if s.kind in ("prefill", "commit"):  # a new block starts with one AR token at position 0
+            assert s.committed == [0] and s.block_tokens[1:] == [mask_id] * (L - 1)
+        else:
+            assert s.kind == "denoise" and prev is not None
+            assert len(s.committed) >= 1
+            for j in s.committed:  # only masked positions of the current small block are committed
+                assert prev[j] == mask_id and s.small_block * size <= j < (s.small_block + 1) * size
+            for j, t in enumerate(prev):  # committed tokens never change
+                if t != mask_id:
+                    assert s.block_tokens[j] == t
+        prev = s.block_tokens
+    for block_steps in blocks_of(steps).values():
+        assert sum(s.kind == "denoise" for s in block_steps) <= L - 1
+
+
+@pytest.mark.parametrize(("algorithm", "num_small_blocks", "threshold"),
+                         [("confidence_threshold", 1, 0.9), ("entropy", 4, 0.9), ("elastic", 8, 0.5),
+                          ("topk_margin", 2, 0.9), ("low_confidence", 16, 0.9), ("confidence_threshold", 4, 0.3)])
+def test_step_stream_invariants(tiny_decoder: Decoder, prompt: list[int], algorithm: str, num_small_blocks: int,
+                                threshold: float) -> None:
+    steps, result = run(tiny_decoder, prompt, cfg(algorithm=algorithm, num_small_blocks=num_small_blocks,
+                                                  threshold=threshold, max_new_tokens=70))
+    check_stream(steps, result, tiny_decoder.mask_id, num_small_blocks)
+    assert len(result.tokens) == 70
+
+
+@pytest.mark.parametrize("algorithm", ["confidence_threshold", "elastic"])
+def test_threshold_one_commits_one_token_per_forward(tiny_decoder: Decoder, prompt: list[int],
+                                                     algorithm: str) -> None:
+    steps, result = run(tiny_decoder, prompt, cfg(algorithm=algorithm, threshold=1.0, max_new_tokens=64))
+    check_stream(steps, result, tiny_decoder.mask_id, 1)
+    denoise = [s for s in steps if s.kind == "denoise"]
+    assert all(len(s.committed) == 1 for s in denoise)
+    assert len(denoise) == 2 * (L - 1)
+
+
+@pytest.mark.parametrize("algorithm", ["confidence_threshold", "elastic"])
+@pytest.mark.parametrize("num_small_blocks", [1, 4])
+def test_threshold_near_zero_finishes_each_small_block_in_one_forward(tiny_decoder: Decoder, prompt: list[int],
+                                                                      algorithm: str, num_small_blocks: int) -> None:
+    steps, result = run(tiny_decoder, prompt, cfg(algorithm=algorithm, threshold=1e-9, max_new_tokens=64,
+                                                  num_small_blocks=num_small_blocks))
+    check_stream(steps, result, tiny_decoder.mask_id, num_small_blocks)
+    for b in (0, 1):
+        denoise = [s for s in blocks_of(steps)[b] if s.kind == "denoise"]
+        assert [s.small_block for s in denoise] == list(range(num_small_blocks))
+    # prefill + per block (small blocks + commit forward), without the last commit forward
+    assert result.nfe == 1 + 2 * num_small_blocks + 1
+    assert result.tpf == pytest.approx(64 / result.nfe)
+
+
+def test_32_small_blocks_take_31_denoising_forwards(tiny_decoder: Decoder, prompt: list[int]) -> None:
+    steps, result = run(tiny_decoder, prompt, cfg(algorithm="confidence_threshold", threshold=0.0,
+                                                  num_small_blocks=32, max_new_tokens=64))
+    check_stream(steps, result, tiny_decoder.mask_id, 32)
+    for b in (0, 1):
+        assert sum(s.kind == "denoise" for s in blocks_of(steps)[b]) == 31
+
+
+# -- stopping -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["diffusion", "ar"])
+def test_stop_token_ends_decoding(tiny_model: LoadedModel, tiny_decoder: Decoder, prompt: list[int],
+                                  mode: str) -> None:
+    tok = tiny_model.tokenizer
+    config = dict(mode=mode, algorithm="confidence_threshold", num_small_blocks=4, max_new_tokens=70)
+    _, base = run(tiny_decoder, prompt, cfg(**config))
+    # Tokens the model really produces mid-way, each first seen at index i (several, so that some
+    # stop tokens land inside a run of tokens that becomes contiguous in one forward).
+    firsts = [i for i in range(5, 60) if base.tokens[i] not in base.tokens[:i]][:4]
+    assert firsts
+    for i in firsts:
+        steps, result = run(tiny_decoder, prompt, cfg(**config, stop_ids=(base.tokens[i],)))
+        assert result.tokens == base.tokens[: i + 1]
+        assert result.stop_reason == "stop_token"
+        assert result.text == tok.decode(base.tokens[:i])
+        assert result.nfe < base.nfe
+        assert steps[-1].n_generated == i + 1
+
+
+@pytest.mark.parametrize("mode", ["diffusion", "ar"])
+def test_max_new_tokens(tiny_decoder: Decoder, prompt: list[int], mode: str) -> None:
+    _, result = run(tiny_decoder, prompt, cfg(mode=mode, max_new_tokens=45))
+    assert len(result.tokens) == 45 and result.stop_reason == "length"
+    _, with_stops = run(tiny_decoder, prompt, DecodeConfig(mode=mode, max_new_tokens=45))  # default stop ids
+    assert len(with_stops.tokens) <= 45
+
+
+def test_seeded_sampling_is_reproducible(tiny_decoder: Decoder, prompt: list[int]) -> None:
+    def tokens(seed: int) -> list[int]:
+        config = cfg(temperature=0.8, seed=seed, num_small_blocks=4, max_new_tokens=40)
+        return run(tiny_decoder, prompt, config)[1].tokens
+
+    first = tokens(1)
+    assert tokens(1) == first
+    assert tokens(2) != first  # 40 draws at temperature 0.8: identical by chance is vanishingly unlikely
+
+
+# -- validation --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("kw", "words"), [
+    (dict(algorithm="origin"), ["confidence_threshold", "entropy", "low_confidence", "topk_margin", "elastic"]),
+    (dict(num_small_blocks=3), ["num_small_blocks", "1, 2, 4, 8, 16, 32"]),
+    (dict(threshold=1.5), ["threshold", "between 0 and 1"]),
+    (dict(top_p=0.0), ["top_p", "(0, 1]"]),
+    (dict(max_new_tokens=0), ["max_new_tokens", "positive"]),
+    (dict(mode="fast"), ["diffusion", "ar"]),
+])
+def test_invalid_config_says_what_is_allowed(tiny_decoder: Decoder, prompt: list[int], kw: dict,
+                                             words: list[str]) -> None:
+    with pytest.raises(ValueError) as err:
+        run(tiny_decoder, prompt, cfg(**kw))
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_prompt_longer_than_context(tiny_model: LoadedModel, tiny_decoder: Decoder) -> None:
+    ctx = tiny_model.model.config.max_position_embeddings
+    with pytest.raises(ValueError, match="context"):
+        run(tiny_decoder, [1] * (ctx + 10), cfg(max_new_tokens=8))
+    with pytest.raises(ValueError, match="context"):  # fits alone, but not with the new tokens
+        run(tiny_decoder, [1] * (ctx - 20), cfg(max_new_tokens=40))
+
+
+# -- cancellation -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["diffusion", "ar"])
+def test_cancel_event_stops_within_one_forward(tiny_decoder: Decoder, prompt: list[int], mode: str) -> None:
+    config = cfg(mode=mode, num_small_blocks=4, max_new_tokens=96)
+    _, full = run(tiny_decoder, prompt, config)
+    event = threading.Event()
+    gen = tiny_decoder.generate(prompt, config, stop_event=event)
+    steps = [next(gen) for _ in range(20)]
+    event.set()
+    rest = list(gen)
+    assert isinstance(rest[-1], Result) and len(rest) <= 2  # at most one more forward, then the result
+    steps += rest[:-1]
+    result = rest[-1]
+    assert result.stop_reason == "cancelled"
+    assert result.nfe == len(steps) < full.nfe
+    n = steps[-1].n_generated
+    assert 0 < n < len(full.tokens) and result.tokens == full.tokens[:n]
+
+
+def test_closing_the_generator_early(tiny_decoder: Decoder, prompt: list[int]) -> None:
+    config = cfg(num_small_blocks=4, max_new_tokens=40)
+    gen = tiny_decoder.generate(prompt, config)
+    for _ in range(3):
+        next(gen)
+    gen.close()  # must not raise
+    _, again = run(tiny_decoder, prompt, config)  # the decoder is still usable
+    assert len(again.tokens) == 40
+
+
+# -- batches ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["diffusion", "ar"])
+def test_batch_rows_equal_single_runs(tiny_model: LoadedModel, tiny_decoder: Decoder, prompt: list[int],
+                                      mode: str) -> None:
+    short = tiny_model.tokenizer.encode("The answer is")
+    assert len(short) < len(prompt)  # different lengths: the short one is left-padded
+    config = cfg(mode=mode, algorithm="entropy", num_small_blocks=4, max_new_tokens=45)
+    _, batch = run(tiny_decoder, [prompt, short], config)
+    assert len(batch.batch) == 2
+    for row, p in zip(batch.batch, [prompt, short], strict=True):
+        assert row.tokens == run(tiny_decoder, p, config)[1].tokens
+        assert row.prompt_ids == p
+
+
+# -- trace and text -----------------------------------------------------------------------------------
+def test_trace_json_round_trips(tiny_decoder: Decoder, prompt: list[int]) -> None:
+    steps, result = run(tiny_decoder, prompt, cfg(num_small_blocks=4, max_new_tokens=40))
+    data = json.loads(trace_json(steps, result, model="tiny"))
+    assert data["version"] == TRACE_VERSION
+    assert data["prompt_ids"] == prompt and data["model"] == "tiny"
+    assert len(data["steps"]) == result.nfe
+    assert [s["kind"] for s in data["steps"]] == [s.kind for s in steps]
+    assert data["result"]["tokens"] == result.tokens
+    assert data["result"]["tpf"] == pytest.approx(len(result.tokens) / result.nfe)
+
+
+@pytest.mark.parametrize("stop_at", [None, 20])
+def test_last_step_text_is_the_decoded_result(tiny_model: LoadedModel, tiny_decoder: Decoder, prompt: list[int],
+                                              stop_at: int | None) -> None:
+    tok = tiny_model.tokenizer
+    config = dict(num_small_blocks=4, max_new_tokens=70)
+    stop_ids: tuple[int, ...] = ()
+    if stop_at is not None:
+        base = run(tiny_decoder, prompt, cfg(**config))[1].tokens
+        stop_ids = (next(t for i, t in enumerate(base) if i >= stop_at and t not in base[:i]),)
+    steps, result = run(tiny_decoder, prompt, cfg(**config, stop_ids=stop_ids))
+    body = result.tokens[:-1] if result.stop_reason == "stop_token" else result.tokens
+    assert result.text == tok.decode(body)
+    # While streaming, only an incomplete UTF-8 tail may be held back.
+    last = steps[-1].text
+    assert result.text.startswith(last) and set(result.text[len(last):]) <= {"\ufffd"}
