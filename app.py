@@ -1,0 +1,28 @@
+"""Start the demo: `python app.py [--model PATH_OR_HUB_ID] [--allow-custom-models] [--host H] [--port P] [--share]`.
+
+Also the Hugging Face Spaces entry point (app_file). PANGU_DEMO_MODEL and PANGU_DEMO_ALLOW_CUSTOM=1
+do what the flags do.
+"""
+
+import argparse
+import os
+
+from pangu_demo.ui import allow_custom_default, build_app, default_model_source, launch_options
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Block diffusion, live: the openPangu diffusion demo.")
+    parser.add_argument("--model", default=default_model_source(),
+                        help="checkpoint folder or hub id (default: $PANGU_DEMO_MODEL or the embedded model)")
+    parser.add_argument("--allow-custom-models", action="store_true", default=allow_custom_default(),
+                        help="let visitors load another local folder or hub id")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    args = parser.parse_args()
+    demo = build_app(args.model, allow_custom=args.allow_custom_models)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,480 @@
+"""Pure functions from recorded decoding steps to what the page shows.
+
+Everything here reads a list of `engine.Step` records and a position `upto` in it (the number of
+forwards to show, so `upto = k` is the state right after the k-th forward). Nothing is recomputed
+from the model: live frames and replay use the same functions. No UI framework is imported; the
+heatmap is a plain plotly figure dict (cheap to build and to serialise).
+
+All text that reaches HTML passes through `html.escape`: tokens and prompts are untrusted.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from .chat import THINK_END, THINK_START, Reply, split_reply
+from .engine import Result, Step
+from .tokenizer import ROLE_TOKENS
+
+TokenText = Callable[[int], str]
+
+# Viridis: a perceptually uniform sequential scale, readable on light and dark backgrounds.
+VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58",
+           "#b5de2b", "#fde725"]
+# The heatmap's confidence scale (inferno: dark = unsure, bright = sure), distinct from the grid's step scale.
+# Explicit stops: plotly.js itself knows only a few scale names.
+INFERNO = ["#000004", "#1b0c41", "#4a0c6b", "#781c6d", "#a52c60", "#cf4446", "#ed6925", "#fb9b06", "#f7d13d",
+           "#fcffa4"]
+CONFIDENCE_SCALE = [[i / (len(INFERNO) - 1), c] for i, c in enumerate(INFERNO)]
+MIN_SCALE = 8  # at least this many steps on the colour scale, so that short blocks keep contrast
+SPECIAL_LABELS = {
+    ROLE_TOKENS["think_start"]: "‹think›",
+    ROLE_TOKENS["think_end"]: "‹/think›",
+    ROLE_TOKENS["turn_start"]: "‹turn›",
+    ROLE_TOKENS["turn_end"]: "‹end›",
+    ROLE_TOKENS["mask"]: "‹mask›",
+    "</s>": "‹/s›",
+    "<s>": "‹s›",
+}
+SPECIAL_MEANING = {
+    ROLE_TOKENS["think_start"]: "start of the thinking trace",
+    ROLE_TOKENS["think_end"]: "end of the thinking trace",
+    ROLE_TOKENS["turn_end"]: "end of the turn (stop token)",
+    "</s>": "end of sequence (stop token)",
+}
+
+
+# -- colours ------------------------------------------------------------------------------------
+def _hex_rgb(h: str) -> tuple[int, int, int]:
+    return int(h[1:3], 16), int(h[3:5], 16), int(h[5:7], 16)
+
+
+@lru_cache(maxsize=4096)
+def step_colour(step: int, scale_max: int) -> tuple[str, str]:
+    """Background and readable text colour for a cell committed at `step` (0 … scale_max)."""
+    t = 0.0 if scale_max <= 0 else min(max(step / scale_max, 0.0), 1.0)
+    x = t * (len(VIRIDIS) - 1)
+    i = min(int(x), len(VIRIDIS) - 2)
+    a, b = _hex_rgb(VIRIDIS[i]), _hex_rgb(VIRIDIS[i + 1])
+    f = x - i
+    r, g, bl = (round(a[k] + (b[k] - a[k]) * f) for k in range(3))
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * bl
+    return f"#{r:02x}{g:02x}{bl:02x}", "#111111" if luminance > 140 else "#ffffff"
+
+
+def scale_stops(n: int = 10) -> list[list]:
+    """The step scale as a plotly colorscale."""
+    return [[i / (n - 1), step_colour(i, n - 1)[0]] for i in range(n)]
+
+
+# -- reconstructing the blocks from the step records --------------------------------------------
+@dataclass
+class BlockState:
+    index: int
+    tokens: list[int]
+    step: list[int | None]  # forward within the block at which each position was committed
+    nfe: list[int | None]  # global forward count at that moment
+    confidence: list[float | None]
+    forwards: int = 0  # forwards spent on this block after the one that opened it
+    latest: set[int] = field(default_factory=set)  # positions committed by the shown forward
+
+
+def clamp_upto(steps: list[Step], upto: int | None) -> int:
+    return len(steps) if upto is None else max(0, min(int(upto), len(steps)))
+
+
+def block_states(steps: list[Step], upto: int | None = None) -> list[BlockState]:
+    """The blocks as they were after `upto` forwards, in order.
+
+    Step 0 of a block is the forward that opened it (prefill or the previous block's commit
+    forward, which predicts position 0); steps 1, 2, … are the denoising forwards (or, in AR
+    mode, the following one-token forwards).
+    """
+    upto = clamp_upto(steps, upto)
+    blocks: dict[int, BlockState] = {}
+    for i, s in enumerate(steps[:upto]):
+        b = blocks.get(s.block)
+        if b is None:
+            n = len(s.block_tokens)
+            b = blocks[s.block] = BlockState(s.block, list(s.block_tokens), [None] * n, [None] * n, [None] * n)
+        else:
+            b.forwards += 1
+        b.tokens = list(s.block_tokens)
+        for p, c in zip(s.committed, s.committed_confidence, strict=True):
+            b.step[p], b.nfe[p], b.confidence[p] = b.forwards, s.nfe, c
+        if i == upto - 1:
+            b.latest = set(s.committed)
+    return [blocks[k] for k in sorted(blocks)]
+
+
+def scale_max(steps: list[Step]) -> int:
+    """Top of the step colour scale: the most forwards any block of the run needed (at least 8).
+
+    Taken over every recorded step, not only those shown, so that replay keeps its colours.
+    """
+    most, count, block = 0, 0, None
+    for s in steps:
+        count = count + 1 if s.block == block else 0
+        block = s.block
+        most = max(most, count)
+    return max(MIN_SCALE, most)
+
+
+# -- token display ------------------------------------------------------------------------------
+def visible_text(text: str) -> str:
+    """A token as readable text: whitespace made visible, special tokens given short names."""
+    if text in SPECIAL_LABELS:
+        return SPECIAL_LABELS[text]
+    if text == "":
+        return "∅"
+    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
+
+
+def _cell_title(text: str, pos: int, block: BlockState, i: int) -> str:
+    meaning = SPECIAL_MEANING.get(text)
+    parts = [f"token {text!r}" + (f" ({meaning})" if meaning else ""), f"position {pos} of block {block.index + 1}"]
+    step, nfe, conf = block.step[i], block.nfe[i], block.confidence[i]
+    if step == 0:
+        parts.append(f"step 0: predicted by the forward that opened the block (NFE {nfe})")
+    elif step is not None:
+        parts.append(f"committed at forward {step} of this block (NFE {nfe})")
+    if conf is not None:
+        parts.append(f"confidence {conf:.3f}")
+    return "\n".join(parts)
+
+
+# -- the token grid -----------------------------------------------------------------------------
+def legend_html(top: int) -> str:
+    stops = ", ".join(step_colour(round(i * top / 9), top)[0] for i in range(10))
+    return (
+        '<div class="pg-legend">'
+        '<span class="pg-legend-item"><b>Colour = the forward pass of its block that committed the token</b></span>'
+        f'<span class="pg-legend-item">0 (first) <span class="pg-ramp" '
+        f'style="background:linear-gradient(90deg,{stops})"></span> {top}+ (late)</span>'
+        '<span class="pg-legend-item"><span class="pg-swatch pg-mask"></span> still MASK</span>'
+        '<span class="pg-legend-item"><span class="pg-swatch pg-latest-swatch"></span>'
+        " committed by the latest forward</span>"
+        '<span class="pg-legend-item"><span class="pg-swatch pg-sb-swatch"></span> small-block boundary</span>'
+        "</div>"
+    )
+
+
+HOW_TO_READ = (
+    "How to read this: the answer is written 32 tokens (one block) at a time. Inside a block the model fills "
+    "the MASK cells in any order, several per forward pass when it is confident. Step 0 (dark) is the first "
+    "token of the block, predicted left to right; bright cells were decided late. Hover a cell for its token, "
+    "confidence and step. Finished blocks are listed above the current one, coloured the same way. "
+    "␣ is a space, ↵ a newline."
+)
+
+
+def _row_html(block: BlockState, token_text: TokenText, mask_id: int, top: int) -> str:
+    return _row_html_cached(block.index, tuple(block.tokens), tuple(block.step), tuple(block.nfe),
+                            tuple(block.confidence), block.forwards, token_text, mask_id, top)
+
+
+@lru_cache(maxsize=1024)
+def _row_html_cached(index: int, tokens: tuple, step: tuple, nfe: tuple, confidence: tuple, forwards: int,
+                     token_text: TokenText, mask_id: int, top: int) -> str:
+    # Finished blocks never change, so each row is rendered once per run and colour scale.
+    block = BlockState(index, list(tokens), list(step), list(nfe), list(confidence), forwards)
+    chips = []
+    for i, tok in enumerate(block.tokens):
+        if tok == mask_id or block.step[i] is None:
+            chips.append('<span class="pg-chip pg-mask"></span>')
+            continue
+        text = token_text(tok)
+        bg, fg = step_colour(block.step[i], top)
+        cls = "pg-chip pg-special" if text in SPECIAL_LABELS else "pg-chip"
+        chips.append(f'<span class="{cls}" style="background:{bg};color:{fg}" '
+                     f'title="{html.escape(_cell_title(text, i, block, i))}">'
+                     f"{html.escape(visible_text(text))}</span>")
+    label = f"block {block.index + 1} · {block.forwards} fwd"
+    return f'<div class="pg-row"><span class="pg-row-label">{label}</span>{"".join(chips)}</div>'
+
+
+def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_id: int,
+              num_small_blocks: int = 1, columns: int = 16, top: int | None = None) -> str:
+    """The current block as a grid of cells, finished blocks above it as compact rows."""
+    upto = clamp_upto(steps, upto)
+    top = scale_max(steps) if top is None else top
+    if upto == 0:
+        return (f'<div class="pg-grid">{legend_html(top)}'
+                '<div class="pg-empty">The decoding grid appears here when you send a message.</div>'
+                f'<div class="pg-howto">{html.escape(HOW_TO_READ)}</div></div>')
+    blocks = block_states(steps, upto)
+    current, finished = blocks[-1], blocks[:-1]
+    length = len(current.tokens)
+    size = max(1, length // max(1, num_small_blocks))
+    masked = [i for i, t in enumerate(current.tokens) if t == mask_id]
+    active_sb = masked[0] // size if masked else None
+    cells = []
+    for i, tok in enumerate(current.tokens):
+        sb = i // size
+        cls = ["pg-cell", f"pg-sb{sb % 2}"]
+        if i % size == 0 and i > 0 and size > 1:  # with 1-token small blocks every cell is its own
+            cls.append("pg-sb-start")
+        if sb == active_sb:
+            cls.append("pg-sb-active")
+        if tok == mask_id or current.step[i] is None:
+            cls.append("pg-mask")
+            cells.append(f'<div class="{" ".join(cls)}" data-pos="{i}" data-sb="{sb}" '
+                         f'title="position {i}: MASK (small block {sb})"></div>')
+            continue
+        text = token_text(tok)
+        bg, fg = step_colour(current.step[i], top)
+        cls.append("pg-done")
+        if i in current.latest:
+            cls.append("pg-latest")
+        if text in SPECIAL_LABELS:
+            cls.append("pg-special")
+        cells.append(f'<div class="{" ".join(cls)}" style="background:{bg};color:{fg}" data-pos="{i}" '
+                     f'data-sb="{sb}" data-step="{current.step[i]}" '
+                     f'title="{html.escape(_cell_title(text, i, current, i))}">'
+                     f'<span class="pg-tok">{html.escape(visible_text(text))}</span>'
+                     f'<span class="pg-step">{current.step[i]}</span></div>')
+    # Newest first in the page source: the box is flex column-reverse, so it reads top to bottom in block order
+    # and stays scrolled to the newest row.
+    rows = "".join(_row_html(b, token_text, mask_id, top) for b in reversed(finished))
+    done_part = ('<div class="pg-caption">Finished blocks (decoding order by colour)</div>'
+                 f'<div class="pg-finished">{rows}</div>') if rows else ""
+    sb_note = f"{num_small_blocks} small blocks of {size}" if num_small_blocks > 1 else "one small block of 32"
+    caption = (f"Block {current.index + 1} (latest) · {sb_note} · {current.forwards} forward"
+               f"{'' if current.forwards == 1 else 's'} so far · {len(masked)} MASK left")
+    return (f'<div class="pg-grid">{legend_html(top)}{done_part}'
+            f'<div class="pg-caption">{caption}</div>'
+            f'<div class="pg-cells" style="grid-template-columns:repeat({columns},minmax(0,1fr))">'
+            f'{"".join(cells)}</div>'
+            f'<div class="pg-howto">{html.escape(HOW_TO_READ)}</div></div>')
+
+
+# -- the confidence heatmap ---------------------------------------------------------------------
+def _empty_figure(message: str) -> dict:
+    return {"data": [], "layout": _layout(message) | {
+        "xaxis": {"visible": False}, "yaxis": {"visible": False},
+        "annotations": [{"text": message, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper",
+                         "yref": "paper", "font": {"size": 14}}]}}
+
+
+def _layout(title: str) -> dict:
+    return {"title": {"text": title, "font": {"size": 14}}, "height": 360,
+            "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+            "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(127,127,127,0.08)",
+            "font": {"color": "#8a8f98"}, "showlegend": True,
+            "legend": {"orientation": "h", "y": -0.22, "x": 0}}
+
+
+def block_heatmap_data(steps: list[Step], upto: int | None, block: int | None = None) -> tuple[int, list[list]]:
+    """(block index, z) with z[r][j] = confidence of position j's candidate at the block's r-th denoising
+    forward; None where the position was no longer masked."""
+    upto = clamp_upto(steps, upto)
+    shown = steps[:upto]
+    if block is None:
+        denoised = [s.block for s in shown if s.kind == "denoise"]
+        latest = shown[-1].block if shown else 0
+        # Just after a commit forward the new block has no denoising step yet: show the one before.
+        block = latest if latest in denoised else (denoised[-1] if denoised else latest)
+    rows = [s for s in shown if s.block == block and s.kind == "denoise"]
+    width = len(shown[-1].block_tokens) if shown else 32
+    z = [[s.candidates[j][1] if j in s.candidates else None for j in range(width)] for s in rows]
+    return block, z
+
+
+def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", token_text: TokenText | None = None,
+                   colour: str = "confidence") -> dict:
+    """A plotly figure (as a dict) of the decoding so far.
+
+    view "block": x = position in the block, y = denoising forward, colour = confidence of that
+    position's candidate at that forward; committed positions marked.
+    view "answer": x = token index in the answer, y = forward (NFE) at which it was committed,
+    colour = confidence when committed (colour="confidence") or step within its block ("step").
+    """
+    upto = clamp_upto(steps, upto)
+    if upto == 0:
+        return _empty_figure("The heatmap appears when decoding starts.")
+    if view == "answer":
+        return _answer_figure(steps, upto, token_text, colour)
+    block, z = block_heatmap_data(steps, upto)
+    if not z:
+        return _empty_figure("No denoising forwards in this view (AR mode decodes one token per forward): "
+                             "switch to the whole-answer view.")
+    rows = [s for s in steps[:upto] if s.block == block and s.kind == "denoise"]
+    text = [[_hover(token_text, s.candidates.get(j)) for j in range(len(z[0]))] for s in rows]
+    mx, my, mtext = [], [], []
+    for r, s in enumerate(rows, start=1):
+        for p, t, c in zip(s.committed, s.committed_tokens, s.committed_confidence, strict=True):
+            mx.append(p)
+            my.append(r)
+            mtext.append(f"committed {_token_label(token_text, t)} · confidence {c:.3f}")
+    heat = {"type": "heatmap", "z": z, "x": list(range(len(z[0]))), "y": list(range(1, len(z) + 1)),
+            "zmin": 0, "zmax": 1, "colorscale": CONFIDENCE_SCALE, "name": "candidate confidence",
+            "colorbar": {"title": {"text": "confidence"}, "thickness": 12}, "text": text,
+            "hovertemplate": "position %{x} · forward %{y}<br>%{text}<extra></extra>", "xgap": 1, "ygap": 1}
+    marks = {"type": "scatter", "mode": "markers", "x": mx, "y": my, "name": "committed here", "text": mtext,
+             "marker": {"symbol": "circle-open", "size": 11, "color": "#22d3ee", "line": {"width": 2.5}},
+             "hovertemplate": "position %{x} · forward %{y}<br>%{text}<extra></extra>"}
+    layout = _layout(f"Block {block + 1}: candidate confidence at each denoising forward")
+    layout["xaxis"] = {"title": {"text": "position in block"}, "range": [-0.5, len(z[0]) - 0.5], "dtick": 4}
+    layout["yaxis"] = {"title": {"text": "denoising forward"}, "autorange": "reversed",
+                       "dtick": 1 if len(z) <= 16 else None}
+    return {"data": [heat, marks], "layout": layout}
+
+
+def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, colour: str) -> dict:
+    blocks = block_states(steps, upto)
+    top = scale_max(steps)
+    xs, ys, cs, texts = [], [], [], []
+    for b in blocks:
+        width = len(b.tokens)
+        for j, nfe in enumerate(b.nfe):
+            if nfe is None:
+                continue
+            conf = b.confidence[j]
+            xs.append(b.index * width + j)
+            ys.append(nfe)
+            cs.append(conf if colour == "confidence" else b.step[j])
+            texts.append(f"{_token_label(token_text, b.tokens[j])} · block {b.index + 1} step {b.step[j]}"
+                         f" · confidence {conf:.3f}" if conf is not None else "")
+    if colour == "confidence":
+        marker = {"color": cs, "cmin": 0, "cmax": 1, "colorscale": CONFIDENCE_SCALE,
+                  "colorbar": {"title": {"text": "confidence"}, "thickness": 12}}
+        title = "Whole answer: when each token was committed, coloured by its confidence"
+    else:
+        marker = {"color": cs, "cmin": 0, "cmax": top, "colorscale": scale_stops(),
+                  "colorbar": {"title": {"text": "step in block"}, "thickness": 12}}
+        title = "Whole answer: when each token was committed, coloured by its step in the block (as the grid)"
+    marker.update(symbol="square", size=8, line={"width": 0})
+    trace = {"type": "scatter", "mode": "markers", "x": xs, "y": ys, "text": texts, "marker": marker,
+             "name": "committed token", "hovertemplate": "token %{x} · forward %{y}<br>%{text}<extra></extra>"}
+    layout = _layout(title)
+    layout["xaxis"] = {"title": {"text": "token index in the answer"}}
+    layout["yaxis"] = {"title": {"text": "forward (NFE) at commit"}}
+    layout["showlegend"] = False
+    return {"data": [trace], "layout": layout}
+
+
+def _token_label(token_text: TokenText | None, token: int) -> str:
+    # Plotly renders hover text as its own limited markup, so escape it like HTML.
+    text = token_text(token) if token_text else str(token)
+    return html.escape(repr(visible_text(text)))
+
+
+def _hover(token_text: TokenText | None, cand: tuple[int, float] | None) -> str:
+    if cand is None:
+        return "already committed"
+    return f"candidate {_token_label(token_text, cand[0])} · confidence {cand[1]:.3f}"
+
+
+# -- stats --------------------------------------------------------------------------------------
+def stats(steps: list[Step], upto: int | None, result: Result | None = None, max_new_tokens: int | None = None,
+          block_length: int = 32) -> dict:
+    """The numbers of the stats line, as JSON-able values."""
+    upto = clamp_upto(steps, upto)
+    final = result is not None and upto == len(steps)
+    if final:
+        tokens, nfe, elapsed = len(result.tokens), result.nfe, result.seconds
+        max_new_tokens = max_new_tokens or result.config.get("max_new_tokens")
+    else:
+        tokens = sum(len(s.committed) for s in steps[:upto])
+        nfe = steps[upto - 1].nfe if upto else 0
+        elapsed = steps[upto - 1].elapsed if upto else 0.0
+    planned = math.ceil(max_new_tokens / block_length) if max_new_tokens else None
+    block = steps[upto - 1].block + 1 if upto else 0
+    return {
+        "block": min(block, planned) if planned else block, "blocks_planned": planned, "nfe": nfe,
+        "tokens": tokens, "tokens_per_forward": tokens / nfe if nfe else 0.0,
+        "tokens_per_second": tokens / elapsed if elapsed > 0 else 0.0, "elapsed": elapsed,
+        "ar_forwards": tokens, "forwards_saved": max(0, tokens - nfe),
+        "stop_reason": result.stop_reason if final else None, "step": upto, "steps_recorded": len(steps),
+    }
+
+
+STOP_REASONS = {"stop_token": "finished (stop token)", "length": "reached max new tokens",
+                "cancelled": "stopped by you"}
+
+
+def stats_text(steps: list[Step], upto: int | None, result: Result | None = None,
+               max_new_tokens: int | None = None) -> str:
+    """One plain-text line: block b/N, NFE, tokens per forward, tokens/s, elapsed, AR forwards."""
+    s = stats(steps, upto, result, max_new_tokens)
+    return format_stats(s)
+
+
+def format_stats(s: dict) -> str:
+    planned = f"/{s['blocks_planned']}" if s["blocks_planned"] else ""
+    parts = [f"block {s['block']}{planned}", f"NFE {s['nfe']}", f"{s['tokens']} tokens",
+             f"{s['tokens_per_forward']:.2f} tokens/forward", f"{s['tokens_per_second']:.1f} tokens/s",
+             f"{s['elapsed']:.2f} s", f"AR would need {s['ar_forwards']} forwards"]
+    if s["stop_reason"]:
+        parts.append(STOP_REASONS.get(s["stop_reason"], s["stop_reason"]))
+    return " · ".join(parts)
+
+
+def stats_html(s: dict, live: bool = False) -> str:
+    planned = f"/{s['blocks_planned']}" if s["blocks_planned"] else ""
+    items = [("block", f"{s['block']}{planned}"), ("forwards (NFE)", str(s["nfe"])),
+             ("tokens", str(s["tokens"])), ("tokens / forward", f"{s['tokens_per_forward']:.2f}"),
+             ("tokens / s", f"{s['tokens_per_second']:.1f}"), ("elapsed", f"{s['elapsed']:.2f} s"),
+             ("AR would need", f"{s['ar_forwards']} forwards")]
+    chips = "".join(f'<span class="pg-stat"><span class="pg-stat-k">{html.escape(k)}</span>'
+                    f'<span class="pg-stat-v" data-stat="{html.escape(k)}">{html.escape(v)}</span></span>'
+                    for k, v in items)
+    if s["stop_reason"]:
+        status = STOP_REASONS.get(s["stop_reason"], s["stop_reason"])
+    elif live:
+        status = "decoding…"
+    elif not s["steps_recorded"]:
+        status = "ready: send a message to see the decoding"
+    else:
+        status = f"replay: forward {s['step']} of {s['steps_recorded']}"
+    return (f'<div class="pg-stats" data-nfe="{s["nfe"]}">{chips}'
+            f'<span class="pg-status">{html.escape(status)}</span></div>')
+
+
+# -- chat ---------------------------------------------------------------------------------------
+def thinking_span(steps: list[Step], upto: int | None) -> tuple[float | None, float | None]:
+    """Elapsed seconds at which the trace opened and closed in the committed prefix (None: not yet)."""
+    start = end = None
+    for s in steps[:clamp_upto(steps, upto)]:
+        if start is None and THINK_START in s.text:
+            start = s.elapsed
+        if start is not None and THINK_END in s.text:
+            end = s.elapsed
+            break
+    return start, end
+
+
+def reply_at(steps: list[Step], upto: int | None, result: Result | None = None) -> Reply:
+    upto = clamp_upto(steps, upto)
+    if result is not None and upto == len(steps):
+        return split_reply(result.text)
+    return split_reply(steps[upto - 1].text if upto else "")
+
+
+def escape_chat(text: str) -> str:
+    """Chat text shown literally: no markup of any kind is interpreted."""
+    return html.escape(text, quote=True)
+
+
+def assistant_messages(reply: Reply, thinking_seconds: float | None, running: bool) -> list[dict]:
+    """The thought message (when the reply has a trace) and the answer, as Chatbot messages."""
+    out = []
+    if reply.has_trace:
+        meta: dict = {"title": "Thinking"}
+        if reply.thinking_open and running:
+            meta["status"] = "pending"
+            meta["title"] = "Thinking…"
+        else:
+            meta["status"] = "done"
+            if thinking_seconds is not None:
+                meta["duration"] = round(thinking_seconds, 2)
+        out.append({"role": "assistant", "content": escape_chat(reply.thinking) or "…", "metadata": meta})
+    if reply.answer or not running:
+        out.append({"role": "assistant", "content": escape_chat(reply.answer) or "(no answer)"})
+    elif not reply.has_trace:
+        out.append({"role": "assistant", "content": "…"})
+    return out

@@ -1,0 +1,135 @@
+"""The UI's streaming path, free of any UI framework.
+
+`stream_frames` consumes `Decoder.generate` in the caller's thread, records every step (for
+replay) and yields coalesced frames: at most `max_fps` per second, each showing the latest state,
+and always the final one. The decoding loop is never made to wait for the browser: a frame is
+built only when enough time has passed, and the plotly figure, the expensive part, even less often.
+The benchmark times this path against the engine alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from . import render
+from .chat import THINK_END, THINK_START, Reply, split_reply
+from .engine import DecodeConfig, Decoder, Result, Step
+
+
+@dataclass
+class Recording:
+    """Everything a run produced; shared by the frames of one run and kept for replay."""
+
+    steps: list[Step] = field(default_factory=list)
+    result: Result | None = None
+    config: DecodeConfig | None = None
+    think_start: float | None = None  # elapsed seconds when the trace opened / closed
+    think_end: float | None = None
+
+    def thinking_seconds(self) -> float | None:
+        if self.think_start is None:
+            return None
+        end = self.think_end if self.think_end is not None else (
+            self.steps[-1].elapsed if self.steps else self.think_start)
+        return end - self.think_start
+
+
+@dataclass
+class Frame:
+    recording: Recording
+    upto: int  # steps shown (= forwards so far)
+    final: bool
+    grid: str
+    figure: dict | None  # None: the figure did not change since the previous frame
+    stats: dict
+    reply: Reply
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.recording.steps
+
+    @property
+    def result(self) -> Result | None:
+        return self.recording.result
+
+
+@dataclass
+class FrameOptions:
+    """What the frames show; mutable so that the UI can switch the heatmap view mid-run."""
+
+    view: str = "block"  # "block" | "answer"
+    colour: str = "confidence"  # colour of the answer view: "confidence" | "step"
+
+
+def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, options: FrameOptions,
+                final: bool, with_figure: bool = True) -> Frame:
+    """Render the latest recorded state (grid, stats, chat split; the figure when asked)."""
+    cfg = rec.config or DecodeConfig()
+    upto = len(rec.steps)
+    grid = render.grid_html(rec.steps, upto, token_text, mask_id, num_small_blocks=cfg.num_small_blocks
+                            if cfg.mode == "diffusion" else 1)
+    figure = render.heatmap_figure(rec.steps, upto, options.view, token_text, options.colour) if with_figure else None
+    stats = render.stats(rec.steps, upto, rec.result if final else None, cfg.max_new_tokens, cfg.block_length)
+    if final and rec.result is not None:
+        reply = split_reply(rec.result.text)
+    else:
+        reply = split_reply(rec.steps[-1].text if rec.steps else "")
+    return Frame(rec, upto, final, grid, figure, stats, reply)
+
+
+def stream_frames(decoder: Decoder, prompt_ids: list[int], config: DecodeConfig,
+                  stop_event: threading.Event | None = None, max_fps: float = 20.0, figure_fps: float = 4.0,
+                  options: FrameOptions | None = None,
+                  token_text: render.TokenText | None = None) -> Iterator[Frame]:
+    """Decode and yield coalesced frames; the last one is final (result set, figure rendered).
+
+    Raises the engine's ValueError for impossible settings before any frame.
+    """
+    options = options or FrameOptions()
+    tok = decoder.tok
+    token_text = token_text or _cached(tok.token_text)
+    rec = Recording(config=config)
+    frame_gap, figure_gap = 1.0 / max_fps, 1.0 / figure_fps
+    last_frame = last_figure = float("-inf")
+    gen = decoder.generate(prompt_ids, config, stop_event)
+    try:
+        for item in gen:
+            if isinstance(item, Result):
+                rec.result = item
+                break
+            rec.steps.append(item)
+            _track_thinking(rec, item)
+            now = time.monotonic()
+            if now - last_frame < frame_gap:
+                continue
+            with_figure = now - last_figure >= figure_gap
+            frame = build_frame(rec, token_text, decoder.mask_id, options, final=False, with_figure=with_figure)
+            if with_figure:
+                last_figure = now
+            yield frame
+            last_frame = time.monotonic()  # measured after the consumer is done: no backlog builds up
+        yield build_frame(rec, token_text, decoder.mask_id, options, final=True)
+    finally:
+        gen.close()  # on Stop, an error or a closed consumer: the engine frees its cache at once
+
+
+def _track_thinking(rec: Recording, step: Step) -> None:
+    if rec.think_start is None and THINK_START in step.text:
+        rec.think_start = step.elapsed
+    if rec.think_start is not None and rec.think_end is None and THINK_END in step.text:
+        rec.think_end = step.elapsed
+
+
+def _cached(fn: Callable[[int], str]) -> Callable[[int], str]:
+    cache: dict[int, str] = {}
+
+    def lookup(token: int) -> str:
+        text = cache.get(token)
+        if text is None:
+            text = cache[token] = fn(token)
+        return text
+
+    return lookup

@@ -1,0 +1,499 @@
+"""The Gradio 6 app: chat, live token grid, confidence heatmap, stats, controls, replay, model panel.
+
+Components are wired to `render` (pure HTML / figures / stats) and `streaming` (the decoding loop's
+coalesced frames) only. Per-session data lives in gr.State; the Stop flag of a running generation
+is kept per browser session (its session hash), so sessions never see each other's runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+from gradio.components.plot import PlotData
+
+from . import render
+from .chat import prompt_ids
+from .engine import ALGORITHMS, DecodeConfig, Decoder, trace_json
+from .loading import EMBEDDED_MODEL, GET_OFFICIAL, LoadedModel, ModelLoadError, load_model
+from .streaming import FrameOptions, Recording, stream_frames
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+CSS_PATH = ASSETS / "app.css"
+SMALL_BLOCKS = [1, 2, 4, 8, 16, 32]
+MAX_PROMPT_CHARS = 20_000
+EMBEDDED_LABEL = "Embedded teaching model (assets/model)"
+PRESETS = {  # from the openPangu-R-7B-Diffusion model card
+    "Throughput": {"algorithm": "confidence_threshold", "threshold": 0.9, "num_small_blocks": 1},
+    "Benchmark": {"algorithm": "entropy", "num_small_blocks": 8},
+    "Coding": {"algorithm": "entropy", "num_small_blocks": 32, "top_p": 0.8, "temperature": 1.0},
+}
+EXAMPLES = [
+    "Tom has 47 marbles and finds 38 more. How many marbles does he have now?",
+    "There are 12 boxes of pencils with 7 in each. Maya gives away 19 of the pencils. How many pencils are left?",
+    "Put these numbers in order from smallest to largest: 61, 17, 45, 30.",
+    "Count the letter e in the word 'beekeeper'.",
+    "Quote Shakespeare on love.",
+    "Continue this passage:\nShall I compare thee to a summer's day?\nThou art more lovely and more temperate:",
+]
+TEACHING_NOTE = (
+    "**About the default model.** The embedded model is a *small teaching model trained by this project* on "
+    "synthetic word problems (with a thinking trace) and Shakespeare. It decodes exactly like "
+    "openPangu-R-7B-Diffusion (same format, same block diffusion) but it is tiny: expect simple arithmetic "
+    "and Shakespeare-like text, not a general assistant."
+)
+HOW_TO_GET = (
+    "**To run the real openPangu-R-7B-Diffusion:** " + GET_OFFICIAL.replace("`hf download", "\n`hf download") +
+    " Start the app with `python app.py --model ~/models/openPangu-R-7B-Diffusion` (or set "
+    "`PANGU_DEMO_MODEL`). A GPU or Ascend NPU is strongly recommended; on a CPU it is very slow."
+)
+
+
+def allow_custom_default() -> bool:
+    return os.environ.get("PANGU_DEMO_ALLOW_CUSTOM", "0").lower() in ("1", "true", "yes")
+
+
+# -- models -------------------------------------------------------------------------------------
+class ModelRegistry:
+    """The models the host configured (label -> source) and a small cache of loaded ones."""
+
+    def __init__(self, host_model: str | None = None, allow_custom: bool = False, cache_size: int = 2,
+                 preloaded: LoadedModel | None = None):
+        self.sources: dict[str, str | None] = {EMBEDDED_LABEL: None}
+        self.default = EMBEDDED_LABEL
+        if host_model:
+            label = f"{Path(host_model).name or host_model} ({host_model})"
+            self.sources[label] = host_model
+            self.default = label
+        self.allow_custom = allow_custom
+        self.cache_size = cache_size
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._decoders: dict[str, Decoder] = {}
+        self._lock = threading.Lock()
+        self.errors: dict[str, str] = {}
+        if preloaded is not None:
+            self._store(self.default, preloaded)
+
+    def labels(self) -> list[str]:
+        return list(self.sources)
+
+    def add_custom(self, source: str) -> str:
+        if not self.allow_custom:
+            raise ModelLoadError("This host does not allow loading other models (start the app with "
+                                 "--allow-custom-models or PANGU_DEMO_ALLOW_CUSTOM=1).")
+        label = f"custom: {source}"
+        self.sources[label] = source
+        return label
+
+    def _store(self, label: str, lm: LoadedModel) -> None:
+        self._loaded[label] = lm
+        self._decoders[label] = Decoder(lm.model, lm.tokenizer)
+        while len(self._loaded) > self.cache_size:  # bound memory: drop the least recently used
+            old, _ = self._loaded.popitem(last=False)
+            self._decoders.pop(old, None)
+
+    def get(self, label: str | None) -> tuple[LoadedModel, Decoder]:
+        label = label if label in self.sources else self.default
+        with self._lock:
+            if label not in self._loaded:
+                try:
+                    self._store(label, load_model(self.sources[label], progress=False))
+                except ModelLoadError as e:
+                    self.errors[label] = str(e)
+                    raise
+                except Exception as e:  # a broken folder must not take the app down
+                    self.errors[label] = f"Could not load {label}: {type(e).__name__}: {e}"
+                    raise ModelLoadError(self.errors[label]) from e
+                self.errors.pop(label, None)
+            self._loaded.move_to_end(label)
+            return self._loaded[label], self._decoders[label]
+
+    def describe(self, label: str | None) -> str:
+        label = label if label in self.sources else self.default
+        lm = self._loaded.get(label)
+        if lm is not None:
+            return (f"**Loaded:** {_md_escape(lm.name)} · {lm.n_params / 1e6:.1f}M parameters · {lm.device.type} · "
+                    f"{str(lm.dtype).removeprefix('torch.')} · context {lm.context_length} tokens")
+        if label in self.errors:
+            return f"**Not loaded:** {_md_escape(self.errors[label])}"
+        return f"**{_md_escape(label)}** is loaded on first use."
+
+
+def _md_escape(text: str) -> str:
+    return html.escape(text).replace("*", "\\*").replace("_", "\\_").replace("`", "\\`")
+
+
+# -- per-session data ---------------------------------------------------------------------------
+@dataclass
+class Session:
+    history: list[tuple[str, str]] = field(default_factory=list)  # (user, answer) for the chat template
+    chat: list[dict] = field(default_factory=list)  # the messages shown
+    recording: Recording | None = None
+    options: FrameOptions = field(default_factory=FrameOptions)
+    mask_id: int = 0
+    token_text: object = None  # the loaded tokenizer's token_text, for replay
+    running: bool = False  # a generation is streaming: replay and view changes must not draw over it
+
+
+def make_config(mode: str, algorithm: str, threshold: float, small_blocks: int | str, temperature: float,
+                top_p: float, top_k: int | float, max_new_tokens: int | float, seed: int | float) -> DecodeConfig:
+    """Controls to a DecodeConfig; raises ValueError (the engine's words) for impossible settings."""
+    try:
+        cfg = DecodeConfig(mode=str(mode), algorithm=str(algorithm), threshold=float(threshold),
+                           num_small_blocks=int(small_blocks), temperature=float(temperature), top_p=float(top_p),
+                           top_k=int(top_k), max_new_tokens=int(max_new_tokens), seed=int(seed))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"A setting is not a number: {e}") from e
+    cfg.validate()
+    return cfg
+
+
+def check_prompt(prompt: str | None) -> str:
+    """The message to send, or ValueError with what is wrong with it."""
+    if prompt is None or not prompt.strip():
+        raise ValueError("Type a message first.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"The message has {len(prompt):,} characters; the limit here is {MAX_PROMPT_CHARS:,}.")
+    return prompt
+
+
+def check_context(n_prompt: int, cfg: DecodeConfig, context: int) -> None:
+    need = n_prompt + -(-cfg.max_new_tokens // cfg.block_length) * cfg.block_length
+    if n_prompt >= context:
+        raise ValueError(f"The message and the conversation so far are {n_prompt} tokens, longer than the model's "
+                         f"context of {context} tokens. Shorten the message or press Clear.")
+    if need > context:
+        room = (context - n_prompt) // cfg.block_length * cfg.block_length
+        raise ValueError(f"The conversation so far is {n_prompt} tokens; with {cfg.max_new_tokens} new tokens "
+                         f"(whole blocks of {cfg.block_length}) that exceeds the model's context of {context} "
+                         f"tokens. Lower 'max new tokens' to {room} or less, or press Clear.")
+
+
+def plot_value(figure: dict | None) -> PlotData | None:
+    return None if figure is None else PlotData(type="plotly", plot=json.dumps(figure))
+
+
+def notice_html(text: str) -> str:
+    return f'<div class="pg-notice">{html.escape(text)}</div>' if text else '<div class="pg-notice"></div>'
+
+
+# -- the app ------------------------------------------------------------------------------------
+def build_app(model: str | None = None, allow_custom: bool | None = None, preloaded: LoadedModel | None = None,
+              concurrency: int = 2, max_queue: int = 16) -> gr.Blocks:
+    """The demo. `model`: the host's model (folder or hub id); None = the embedded teaching model."""
+    models = ModelRegistry(model, allow_custom_default() if allow_custom is None else allow_custom,
+                           preloaded=preloaded)
+    with contextlib.suppress(ModelLoadError):  # shown in the model panel; the app still starts
+        models.get(models.default)
+    stops: dict[str, threading.Event] = {}
+
+    with gr.Blocks(title="openPangu block diffusion, live") as demo:
+        session = gr.State(None)  # a Session, created by the first generation
+        gr.Markdown("# Block diffusion, live: watch a diffusion language model write\n"
+                    "openPangu-R-7B-Diffusion writes 32 tokens at a time and fills each block in parallel, "
+                    "most confident tokens first. This page shows the real run as it happens: which token "
+                    "was decided at which forward pass, how sure the model was, and how many forward passes "
+                    "it saved over left-to-right decoding.", elem_id="pg-header")
+        gr.Markdown(TEACHING_NOTE + " To load the real model, see **Model** below.", elem_classes=["pg-teaching"])
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=360):
+                chatbot = gr.Chatbot(label="Chat", height=460, buttons=["copy"], elem_id="pg-chat",
+                                     render_markdown=False, feedback_options=None, autoscroll=True,
+                                     placeholder="Ask a word problem or for some Shakespeare.")
+                prompt = gr.Textbox(label="Message", placeholder="Type a message and press Enter", lines=2,
+                                    max_lines=8, max_length=MAX_PROMPT_CHARS, elem_id="pg-prompt")
+                with gr.Row():
+                    generate_btn = gr.Button("Generate", variant="primary", elem_id="pg-generate")
+                    stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="pg-stop")
+                    clear_btn = gr.Button("Clear", elem_id="pg-clear")
+                think = gr.Checkbox(value=True, label="Think first (show the thinking trace)",
+                                    info="Off adds /no_think: the model answers without a trace.")
+                notice = gr.HTML(notice_html(""), elem_id="pg-notice")
+                gr.Examples(examples=[[e] for e in EXAMPLES], inputs=[prompt], label="Examples (click one)")
+            with gr.Column(scale=7, min_width=480):
+                stats_box = gr.HTML(render.stats_html(render.stats([], 0)), elem_id="pg-stats")
+                grid = gr.HTML(render.grid_html([], 0, str, -1), elem_id="pg-grid")
+                with gr.Row():
+                    view = gr.Radio(["Current block", "Whole answer: confidence", "Whole answer: step"],
+                                    value="Current block", label="Heatmap view", scale=3,
+                                    info="Current block: confidence of every candidate at every denoising "
+                                         "forward. Whole answer: when each token was committed.")
+                plot = gr.Plot(label="Confidence heatmap", elem_id="pg-heatmap")
+                with gr.Row(visible=False, elem_id="pg-replay-row") as replay_row:
+                    replay = gr.Slider(1, 2, value=1, step=1, label="Replay: forward", scale=4,
+                                       info="Scrub through every recorded forward; nothing is recomputed.",
+                                       elem_id="pg-replay")
+                    speed = gr.Dropdown([1, 2, 5, 10, 20, 50], value=5, label="Speed (forwards/s)", scale=1,
+                                        elem_id="pg-speed")
+                    play_btn = gr.Button("▶ Play", scale=1, elem_id="pg-play")
+                timer = gr.Timer(0.2, active=False)
+        with gr.Accordion("Decoding settings", open=False, elem_id="pg-settings"):
+            preset = gr.Radio(list(PRESETS) + ["Custom"], value="Throughput", label="Preset (from the model card)",
+                              info="Throughput: confidence_threshold 0.9, 1 small block · Benchmark: entropy, "
+                                   "8 small blocks · Coding: entropy, 32 small blocks, top_p 0.8, T 1.")
+            with gr.Row():
+                mode = gr.Radio([("Block diffusion", "diffusion"), ("Autoregressive (AR)", "ar")], value="diffusion",
+                                label="Mode", info="AR decodes one token per forward, for comparison.")
+                algorithm = gr.Dropdown(list(ALGORITHMS), value="confidence_threshold", label="Algorithm",
+                                        elem_id="pg-algorithm",
+                                        info="How confidence is measured and how many tokens a forward commits. "
+                                             "elastic is this demo's extension, not the reference's.")
+                threshold = gr.Slider(0.5, 1.0, value=0.9, step=0.01, label="Threshold", elem_id="pg-threshold",
+                                      info="Commit every masked position whose confidence is above this.")
+                small_blocks = gr.Dropdown(SMALL_BLOCKS, value=1, label="Small blocks per block",
+                                           info="The 32-token block is filled small block by small block, "
+                                                "left to right.")
+            with gr.Row():
+                temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature",
+                                        info="0 = greedy (deterministic).")
+                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p", info="1 = off.")
+                top_k = gr.Slider(0, 200, value=0, step=1, label="top_k", info="0 = off.")
+                max_new = gr.Slider(16, 1024, value=256, step=16, label="Max new tokens", elem_id="pg-max-new")
+                seed = gr.Number(0, precision=0, label="Seed", info="Same seed + settings = same answer.")
+        with gr.Accordion("Model", open=False, elem_id="pg-model"):
+            model_info = gr.Markdown(models.describe(models.default))
+            model_choice = gr.Dropdown(models.labels(), value=models.default, label="Model",
+                                       info="The models this host offers.")
+            with gr.Row(visible=models.allow_custom):
+                custom_source = gr.Textbox(label="Local folder or Hugging Face id", scale=4,
+                                           placeholder="~/models/openPangu-R-7B-Diffusion")
+                custom_btn = gr.Button("Load", scale=1)
+            if not models.allow_custom:
+                gr.Markdown("Loading other models is turned off on this host (start the app with "
+                            "`--allow-custom-models` or `PANGU_DEMO_ALLOW_CUSTOM=1` to allow it).")
+            gr.Markdown(HOW_TO_GET)
+
+        settings = [mode, algorithm, threshold, small_blocks, temperature, top_p, top_k, max_new, seed]
+
+        # -- generation -------------------------------------------------------------------------
+        def options_for(view_label: str) -> FrameOptions:
+            if view_label == "Current block":
+                return FrameOptions("block")
+            return FrameOptions("answer", "step" if view_label.endswith("step") else "confidence")
+
+        def generate(text, think_on, mode_v, alg, thr, sb, temp, tp, tk, mx, sd, model_label, view_label,
+                     sess: Session, request: gr.Request):
+            sess = sess if isinstance(sess, Session) else Session()
+            skip = gr.skip()
+            try:
+                text = check_prompt(text)
+                cfg = make_config(mode_v, alg, thr, sb, temp, tp, tk, mx, sd)
+                lm, decoder = models.get(model_label)
+                ids = prompt_ids(lm.tokenizer, sess.history, text, bool(think_on))
+                check_context(len(ids), cfg, lm.context_length)
+            except (ValueError, ModelLoadError) as e:
+                gr.Warning(str(e))
+                yield skip, skip, skip, skip, skip, skip, notice_html(str(e)), skip, skip, skip, skip
+                return
+            key = request.session_hash or "direct"
+            stop = stops[key] = threading.Event()
+            sess.options = options_for(view_label)
+            sess.mask_id, sess.token_text = decoder.mask_id, lm.tokenizer.token_text
+            sess.running = True
+            base = sess.chat + [{"role": "user", "content": render.escape_chat(text)}]
+            busy = (gr.Button(interactive=False), gr.Button(interactive=True))
+            # The session goes out now, so that the view switch reaches this run's options.
+            yield (base + [{"role": "assistant", "content": "…"}], skip, skip, skip, gr.Row(visible=False), skip,
+                   notice_html(""), "", *busy, sess)
+            try:
+                for frame in stream_frames(decoder, ids, cfg, stop, options=sess.options):
+                    rec = frame.recording
+                    chat = base + render.assistant_messages(frame.reply, rec.thinking_seconds(), not frame.final)
+                    stats_v = render.stats_html(frame.stats, live=not frame.final)
+                    if not frame.final:
+                        yield (chat, frame.grid, plot_value(frame.figure) if frame.figure else skip, stats_v,
+                               skip, skip, skip, skip, skip, skip, skip)
+                        continue
+                    sess.history.append((text, frame.reply.answer))
+                    sess.chat, sess.recording, sess.running = chat, rec, False
+                    n = len(rec.steps)
+                    yield (chat, frame.grid, plot_value(frame.figure), stats_v, gr.Row(visible=True),
+                           gr.Slider(minimum=1, maximum=max(n, 2), value=n), skip, skip,
+                           gr.Button(interactive=True), gr.Button(interactive=False), sess)
+            except ValueError as e:  # the engine's own check of the settings
+                gr.Warning(str(e))
+                yield (sess.chat, skip, skip, skip, skip, skip, notice_html(str(e)), text,
+                       gr.Button(interactive=True), gr.Button(interactive=False), sess)
+            finally:
+                sess.running = False
+                if stops.get(key) is stop:
+                    del stops[key]
+
+        gen_outputs = [chatbot, grid, plot, stats_box, replay_row, replay, notice, prompt, generate_btn, stop_btn,
+                       session]
+        gr.on([generate_btn.click, prompt.submit], generate,
+                          inputs=[prompt, think, *settings, model_choice, view, session], outputs=gen_outputs,
+                          api_name="ui_generate", api_visibility="private", concurrency_limit=concurrency,
+                          concurrency_id="decode")
+
+        def request_stop(request: gr.Request) -> None:
+            event = stops.get(request.session_hash or "direct")
+            if event is not None:
+                event.set()  # the engine checks it before every forward
+
+        stop_btn.click(request_stop, None, None, queue=False, api_visibility="private")
+
+        def clear(request: gr.Request):
+            request_stop(request)  # clearing during a run also ends it
+            return ([], render.grid_html([], 0, str, -1), None, render.stats_html(render.stats([], 0)),
+                    gr.Row(visible=False), notice_html(""), None, gr.Timer(active=False))
+
+        clear_btn.click(clear, None, [chatbot, grid, plot, stats_box, replay_row, notice, session, timer],
+                        api_visibility="private")
+
+        # -- replay -----------------------------------------------------------------------------
+        def show_step(k, view_label, sess: Session):
+            rec = sess.recording if isinstance(sess, Session) else None
+            if rec is None or not rec.steps or sess.running:
+                return gr.skip(), gr.skip(), gr.skip()
+            k = render.clamp_upto(rec.steps, int(k))
+            opts = options_for(view_label)
+            cfg = rec.config or DecodeConfig()
+            token_text = sess.token_text or str
+            nsb = cfg.num_small_blocks if cfg.mode == "diffusion" else 1
+            final = k == len(rec.steps)
+            grid_v = render.grid_html(rec.steps, k, token_text, sess.mask_id, nsb)
+            fig = render.heatmap_figure(rec.steps, k, opts.view, token_text, opts.colour)
+            st = render.stats(rec.steps, k, rec.result if final else None, cfg.max_new_tokens, cfg.block_length)
+            return grid_v, plot_value(fig), render.stats_html(st)
+
+        replay.input(show_step, [replay, view, session], [grid, plot, stats_box], api_visibility="private",
+                     trigger_mode="always_last", show_progress="hidden")
+
+        def change_view(view_label, k, sess: Session):
+            if isinstance(sess, Session):
+                new = options_for(view_label)
+                sess.options.view, sess.options.colour = new.view, new.colour  # a live run picks it up
+            return show_step(k, view_label, sess)
+
+        view.change(change_view, [view, replay, session], [grid, plot, stats_box], api_visibility="private")
+
+        def interval(speed_v) -> float:
+            return max(0.1, 1.0 / float(speed_v or 5))
+
+        def pause():
+            return gr.Timer(active=False), gr.Button("▶ Play")
+
+        play_state = gr.State(False)
+
+        def toggle(playing, k, speed_v, sess: Session):
+            rec = sess.recording if isinstance(sess, Session) else None
+            if playing or rec is None:
+                return (False, gr.skip(), *pause())
+            start = 1 if int(k) >= len(rec.steps) else int(k)  # at the end: play from the start
+            return True, start, gr.Timer(value=interval(speed_v), active=True), gr.Button("⏸ Pause")
+
+        play_btn.click(toggle, [play_state, replay, speed, session], [play_state, replay, timer, play_btn],
+                       api_visibility="private")
+
+        def tick(k, speed_v, view_label, sess: Session):
+            rec = sess.recording if isinstance(sess, Session) else None
+            if rec is None or not rec.steps or sess.running:
+                return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), False, *pause())
+            per_tick = max(1, round(float(speed_v or 5) * interval(speed_v)))
+            k = min(len(rec.steps), int(k) + per_tick)
+            grid_v, plot_v, stats_v = show_step(k, view_label, sess)
+            if k >= len(rec.steps):
+                return (k, grid_v, plot_v, stats_v, False, *pause())
+            return (k, grid_v, plot_v, stats_v, True, gr.skip(), gr.skip())
+
+        timer.tick(tick, [replay, speed, view, session], [replay, grid, plot, stats_box, play_state, timer, play_btn],
+                   api_visibility="private", show_progress="hidden")
+        speed.change(lambda s, playing: gr.Timer(value=interval(s), active=bool(playing)), [speed, play_state],
+                     [timer], api_visibility="private")
+
+        # -- controls that apply ----------------------------------------------------------------
+        def applicable(mode_v, alg):
+            diffusion = mode_v == "diffusion"
+            return (gr.Dropdown(visible=diffusion), gr.Slider(visible=diffusion and alg in (
+                "confidence_threshold", "elastic")), gr.Dropdown(visible=diffusion))
+
+        for trigger in (mode.change, algorithm.change):
+            trigger(applicable, [mode, algorithm], [algorithm, threshold, small_blocks], api_visibility="private")
+
+        def apply_preset(name):
+            p = PRESETS.get(name)
+            if p is None:
+                return [gr.skip()] * 6
+            return ("diffusion", p["algorithm"], p.get("threshold", gr.skip()), p["num_small_blocks"],
+                    p.get("temperature", 0.0), p.get("top_p", 1.0))
+
+        preset.input(apply_preset, [preset], [mode, algorithm, threshold, small_blocks, temperature, top_p],
+                     api_visibility="private")
+
+        # -- model panel --------------------------------------------------------------------------
+        def choose_model(label):
+            try:
+                models.get(label)
+            except ModelLoadError as e:
+                gr.Warning(str(e))
+            return models.describe(label)
+
+        model_choice.change(choose_model, [model_choice], [model_info], api_visibility="private")
+
+        def load_custom(source):
+            source = (source or "").strip()
+            if not source:
+                gr.Warning("Give a local folder or a Hugging Face id.")
+                return gr.skip(), gr.skip()
+            try:
+                label = models.add_custom(source)
+                models.get(label)
+            except ModelLoadError as e:
+                gr.Warning(str(e))
+                return gr.skip(), f"**Not loaded:** {_md_escape(str(e))}"
+            return gr.Dropdown(choices=models.labels(), value=label), models.describe(label)
+
+        custom_btn.click(load_custom, [custom_source], [model_choice, model_info], api_visibility="private")
+
+        # -- the API endpoint ---------------------------------------------------------------------
+        def api_generate(prompt: str, think: bool = True, mode: str = "diffusion",
+                         algorithm: str = "confidence_threshold", threshold: float = 0.9,
+                         num_small_blocks: int = 1, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+                         max_new_tokens: int = 256, seed: int = 0, history: list | None = None,
+                         model: str = "") -> Iterator[dict]:
+            """Generate a reply. Streams {"thinking", "answer", "stats", "done": false} while decoding; the last
+            message adds "trace" (the JSON of every step record, as the CLI's --trace writes) and "done": true.
+            history: earlier turns as [[user, answer], ...]. model: a label of the model panel ('' = default)."""
+            try:
+                text = check_prompt(prompt)
+                cfg = make_config(mode, algorithm, threshold, num_small_blocks, temperature, top_p, top_k,
+                                  max_new_tokens, seed)
+                lm, decoder = models.get(model or None)
+                turns = [(str(u), str(a)) for u, a in (history or [])]
+                ids = prompt_ids(lm.tokenizer, turns, text, bool(think))
+                check_context(len(ids), cfg, lm.context_length)
+            except (ValueError, ModelLoadError, TypeError) as e:
+                raise gr.Error(str(e)) from e
+            for frame in stream_frames(decoder, ids, cfg, options=FrameOptions("answer")):
+                out = {"thinking": frame.reply.thinking, "answer": frame.reply.answer, "stats": frame.stats,
+                       "done": frame.final}
+                if frame.final:
+                    out["trace"] = trace_json(frame.steps, frame.result, model=lm.name)
+                yield out
+
+        gr.api(api_generate, api_name="generate", concurrency_limit=concurrency, concurrency_id="decode")
+
+    demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    return demo
+
+
+def launch_options() -> dict:
+    """Arguments for `launch()`: in Gradio 6 the theme and CSS belong there, not to Blocks."""
+    return {"css_paths": [CSS_PATH], "theme": gr.themes.Soft(primary_hue="indigo", neutral_hue="slate")}
+
+
+def default_model_source() -> str | None:
+    env = os.environ.get("PANGU_DEMO_MODEL", "").strip()
+    return env or None
+
+
+__all__ = ["build_app", "launch_options", "EMBEDDED_MODEL"]

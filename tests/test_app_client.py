@@ -1,0 +1,107 @@
+"""The launched app through gradio_client: the named "generate" endpoint streams, then returns the trace."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    import torch
+
+    from pangu_demo.ui import build_app, launch_options
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: extra threads only spin on a busy machine
+    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_app"), peak=8.0)
+    demo = build_app(str(folder))
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                            quiet=True, **launch_options())
+    yield url
+    demo.close()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def test_generate_endpoint_streams_and_returns_trace(client):
+    job = client.submit(prompt="Tom has 3 <apples> & 4 more.", think=True, num_small_blocks=4, threshold=0.5,
+                        max_new_tokens=96, seed=7, api_name="/generate")
+    final = job.result(timeout=300)
+    updates = job.outputs()
+    assert len(updates) >= 2, "expected streamed updates before the final one"
+    assert all(not u["done"] for u in updates[:-1]) and final["done"]
+    nfes = [u["stats"]["nfe"] for u in updates]
+    assert nfes == sorted(nfes) and nfes[-1] > 0
+    trace = json.loads(final["trace"])
+    assert trace["result"]["nfe"] == final["stats"]["nfe"] == len(trace["steps"])
+    assert trace["result"]["config"]["seed"] == 7 and trace["result"]["config"]["num_small_blocks"] == 4
+    assert isinstance(final["answer"], str) and isinstance(final["thinking"], str)
+
+
+def test_each_request_carries_its_own_seed(client):
+    def answer(seed: int) -> list[int]:
+        out = client.predict(prompt="Hello", temperature=1.0, max_new_tokens=32, seed=seed, api_name="/generate")
+        return json.loads(out["trace"])["result"]["tokens"]
+
+    first = answer(1)
+    assert answer(2) != first  # a random model at temperature 1: different seeds differ
+    assert answer(1) == first
+
+
+def test_history_goes_into_the_prompt(client):
+    def prompt_len(history) -> int:
+        out = client.predict(prompt="And then?", history=history, max_new_tokens=16, api_name="/generate")
+        return len(json.loads(out["trace"])["prompt_ids"])
+
+    assert prompt_len([["Tom has 3 apples.", "Yes."]]) > prompt_len([])
+
+
+def test_bad_input_gives_a_clear_error(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Type a message"):
+        client.predict(prompt="   ", api_name="/generate")
+    with pytest.raises(AppError, match="num_small_blocks must divide"):
+        client.predict(prompt="Hi", num_small_blocks=3, api_name="/generate")
+    with pytest.raises(AppError, match="context"):
+        client.predict(prompt="word " * 600, max_new_tokens=32, api_name="/generate")
+
+
+def test_missing_or_broken_model_folder_gives_a_message_and_the_app_runs(tmp_path):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from pangu_demo.ui import build_app
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ not json")
+    for folder, expected in ((tmp_path / "missing", "does not exist"), (broken, "not valid JSON")):
+        demo = build_app(str(folder))
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                quiet=True)
+        try:
+            with pytest.raises(AppError, match=expected):
+                Client(url, verbose=False).predict(prompt="Hi", api_name="/generate")
+        finally:
+            demo.close()

@@ -1,0 +1,184 @@
+"""Drive the app in Debian's Chromium through Playwright: generate, watch cells and NFE, heatmap, replay,
+Stop on a long run, and the escaping of a prompt with markup. Saves screenshots (SCREENSHOT_DIR)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = Path(os.environ.get("SCREENSHOT_DIR", Path(__file__).resolve().parent.parent / "screenshots"))
+EVIL = 'Hi <b id=x>broken</b> & "quotes"'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def never_stop(folder: Path) -> None:
+    """Zero the stop tokens' rows of lm_head: their logit becomes 0, far below the top logits of this random
+    model, so that a long run cannot end by itself before the test presses Stop."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from pangu_demo.tokenizer import PanguTokenizer
+
+    shard = folder / json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]["lm_head.weight"]
+    tensors = load_file(shard)
+    for token in PanguTokenizer.from_pretrained(folder).stop_ids:
+        tensors["lm_head.weight"][token] = 0
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)")
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
+    import torch
+
+    from pangu_demo.ui import build_app, launch_options
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: extra threads only spin on a busy machine
+    # A little larger than the default tiny model so that a 1024-token run lasts long enough to be stopped.
+    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_browser"), hidden=128, layers=4, intermediate=256,
+                                   context=2048, peak=8.0)
+    never_stop(folder)
+    demo = build_app(str(folder))
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                            quiet=True, **launch_options())
+    yield url
+    demo.close()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def browser(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+def nfe(page) -> int:
+    return int(page.locator(".pg-stats").get_attribute("data-nfe") or 0)
+
+
+def status(page) -> str:
+    return page.locator(".pg-status").inner_text()
+
+
+def set_number(page, elem_id: str, value: int) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def send(page, text: str) -> None:
+    page.fill("#pg-prompt textarea", text)
+    page.click("#pg-generate")
+
+
+def wait_finished(page, timeout: float = 120_000, pattern: str = "finished|reached|stopped") -> None:
+    page.wait_for_function("p => { const s = document.querySelector('.pg-status');"
+                           " return s && new RegExp(p).test(s.textContent) }", arg=pattern, timeout=timeout)
+
+
+def test_generate_replay_stop_and_escaping(browser, app_url):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.wait_for_selector("#pg-prompt textarea")
+    page.screenshot(path=str(SHOTS / "00-start.png"), full_page=True)
+
+    # A generation: committed cells and a non-zero NFE appear while it runs; the heatmap renders.
+    send(page, EVIL)
+    page.wait_for_function("() => +(document.querySelector('.pg-stats')?.dataset.nfe || 0) > 0", timeout=60_000)
+    page.wait_for_selector("#pg-grid .pg-cell.pg-done")
+    wait_finished(page)
+    assert page.locator("#pg-grid .pg-cells .pg-cell").count() == 32
+    page.wait_for_selector("#pg-heatmap .js-plotly-plot .main-svg", timeout=30_000)
+    assert page.locator("#pg-heatmap .js-plotly-plot .hm, #pg-heatmap .js-plotly-plot .heatmaplayer").count() > 0
+    total = nfe(page)
+    assert total > 1
+
+    # The prompt shows as typed: no element from its markup exists, the literal text is there.
+    assert page.locator("#x").count() == 0
+    assert page.locator("#pg-chat").get_by_text("<b id=x>broken</b>", exact=False).count() >= 1
+    page.screenshot(path=str(SHOTS / "01-after-run.png"), full_page=True)
+
+    # Replay: move the slider back; the stats and grid show that forward.
+    set_number(page, "pg-replay", 3)
+    page.wait_for_function("() => /forward 3 of/.test(document.querySelector('.pg-status').textContent)",
+                           timeout=30_000)
+    assert nfe(page) == 3
+    # After 3 forwards no cell of any block can have been committed later than its block's step 2.
+    steps_shown = [int(v) for v in page.locator("#pg-grid .pg-cell.pg-done").evaluate_all(
+        "cells => cells.map(c => c.dataset.step)")]
+    assert steps_shown and max(steps_shown) <= 2
+    page.screenshot(path=str(SHOTS / "02-replay-step3.png"), full_page=True)
+    page.click("#pg-play")
+    page.wait_for_function("() => +document.querySelector('.pg-stats').dataset.nfe > 3", timeout=30_000)
+    page.click("#pg-play")  # pause
+
+    # Stop on a long run: it ends early, keeps what was decoded and the app is ready again.
+    # Controls that do not apply are hidden: AR has no algorithm or threshold; entropy has no threshold.
+    page.click("#pg-settings")
+    page.get_by_label("Autoregressive (AR)").check()
+    page.locator("#pg-threshold").wait_for(state="hidden")
+    assert page.locator("#pg-algorithm").is_hidden()
+    page.get_by_label("Block diffusion").check()
+    page.locator("#pg-threshold").wait_for(state="visible")
+    page.get_by_label("Coding").check()
+    page.locator("#pg-threshold").wait_for(state="hidden")
+    set_number(page, "pg-max-new", 1024)
+    send(page, "Tell me a long story.")
+    page.wait_for_function("() => +(document.querySelector('.pg-stats')?.dataset.nfe || 0) > 5 &&"
+                           " /decoding/.test(document.querySelector('.pg-status').textContent)", timeout=60_000)
+    page.click("#pg-stop")
+    wait_finished(page, timeout=30_000)
+    assert "stopped by you" in status(page)
+    stopped_at = nfe(page)
+    assert 0 < stopped_at < 1024  # 32 small blocks: a full run would need 1024 forwards
+    page.screenshot(path=str(SHOTS / "03-stopped.png"), full_page=True)
+    assert page.locator("#pg-generate").is_enabled()
+    set_number(page, "pg-max-new", 32)
+    send(page, "And now a short one?")
+    wait_finished(page, pattern="finished|reached")  # the previous run's status was "stopped by you"
+    assert nfe(page) > 0
+    page.get_by_text("And now a short one?").wait_for()
+    assert page.locator("#pg-chat .message-row, #pg-chat [data-testid='user']").count() >= 3
+    page.close()
+
+
+def test_dark_mode_screenshot(browser, app_url):
+    """Not an assertion on taste: a screenshot of the dark theme after a run, for a human to look at."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme="dark")
+    page.goto(app_url + "?__theme=dark")
+    page.wait_for_selector("#pg-prompt textarea")
+    page.click("#pg-settings")
+    set_number(page, "pg-max-new", 96)
+    send(page, "Quote Shakespeare on love.")
+    wait_finished(page)
+    page.wait_for_selector("#pg-heatmap .js-plotly-plot .main-svg", timeout=30_000)
+    assert page.locator("#pg-grid .pg-cells .pg-cell").count() == 32
+    page.screenshot(path=str(SHOTS / "04-dark.png"), full_page=True)
+    page.close()

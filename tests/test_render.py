@@ -1,0 +1,224 @@
+"""The pure rendering functions: escaping, grid layout, colours by step, heatmap shape, replay, stats."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from pangu_demo import render
+from pangu_demo.engine import DecodeConfig, Decoder, Result, Step, run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
+
+MASK = 0
+L = 32
+
+
+def token_id(pos: int) -> int:
+    return 100 + pos
+
+
+def fake_run(forwards: list[list[int]], texts: dict[int, str] | None = None,
+             confidence: float = 0.95) -> tuple[list[Step], dict[int, str]]:
+    """Steps of one block: prefill commits position 0, then one denoising forward per entry of `forwards`
+    (the positions it commits), then the commit forward that opens block 1."""
+    texts = texts or {}
+    block = [MASK] * L
+    steps: list[Step] = []
+
+    def step(kind: str, b: int, committed: list[int], tokens: list[int]) -> Step:
+        cands = {} if kind != "denoise" else {j: (token_id(j), 0.5 + j / 100) for j in range(L) if block[j] == MASK
+                                              or j in committed}
+        return Step(kind=kind, block=b, small_block=0 if kind == "denoise" else None, nfe=len(steps) + 1,
+                    block_tokens=list(tokens), committed=committed, committed_tokens=[tokens[j] for j in committed],
+                    committed_confidence=[confidence] * len(committed), candidates=cands, text="", n_generated=0,
+                    elapsed=0.01 * (len(steps) + 1))
+
+    block[0] = token_id(0)
+    steps.append(step("prefill", 0, [0], block))
+    for positions in forwards:
+        before = list(block)
+        for j in positions:
+            block[j] = token_id(j)
+        s = step("denoise", 0, positions, block)
+        s.candidates = {j: (token_id(j), 0.5 + j / 100) for j in range(L) if before[j] == MASK}
+        steps.append(s)
+    nxt = [MASK] * L
+    nxt[0] = token_id(0)
+    steps.append(step("commit", 1, [0], nxt))
+    table = {MASK: "[unused0]", **{token_id(j): f"t{j}" for j in range(L)}, **texts}
+    return steps, table
+
+
+def cells(html_text: str) -> list[str]:
+    """The current block's cells (the big grid), as their opening tags."""
+    grid = html_text.split('class="pg-cells"', 1)[1]
+    return re.findall(r'<div class="pg-cell[^"]*"[^>]*>', grid)
+
+
+def bg(tag: str) -> str | None:
+    m = re.search(r"background:(#[0-9a-f]{6})", tag)
+    return m.group(1) if m else None
+
+
+SEVEN = [[1, 2], [3], [4, 5, 6], *[[j] for j in range(7, 32)]]
+
+
+def test_grid_has_32_cells_and_small_block_boundaries():
+    steps, table = fake_run(SEVEN)
+    for nsb in (1, 2, 4, 8, 16, 32):
+        html_text = render.grid_html(steps, 5, table.get, MASK, num_small_blocks=nsb)
+        tags = cells(html_text)
+        assert len(tags) == 32
+        starts = [i for i, t in enumerate(tags) if "pg-sb-start" in t]
+        assert starts == (list(range(32 // nsb, 32, 32 // nsb)) if nsb < 32 else [])
+        sizes = [sum(f'data-sb="{k}"' in t for t in tags) for k in range(nsb)]
+        assert sizes == [32 // nsb] * nsb
+
+
+def test_mask_cells_are_empty_and_committed_cells_coloured():
+    steps, table = fake_run(SEVEN)
+    tags = cells(render.grid_html(steps, 3, table.get, MASK))  # prefill + 2 denoising forwards
+    committed = [i for i, t in enumerate(tags) if "pg-mask" not in t]
+    assert committed == [0, 1, 2, 3]
+    assert all(bg(tags[i]) for i in committed)
+    assert all(bg(t) is None for i, t in enumerate(tags) if i not in committed)
+
+
+def test_colour_by_step():
+    steps, table = fake_run(SEVEN)
+    tags = cells(render.grid_html(steps, 4, table.get, MASK))
+    # positions 1 and 2 at forward 1, 3 at forward 2, 4-6 at forward 3
+    assert bg(tags[1]) == bg(tags[2])
+    assert bg(tags[4]) == bg(tags[5]) == bg(tags[6])
+    assert len({bg(tags[0]), bg(tags[1]), bg(tags[3]), bg(tags[4])}) == 4
+    assert 'data-step="3"' in tags[5]
+
+
+def test_latest_forward_highlighted():
+    steps, table = fake_run(SEVEN)
+    tags = cells(render.grid_html(steps, 4, table.get, MASK))
+    assert [i for i, t in enumerate(tags) if "pg-latest" in t] == [4, 5, 6]
+
+
+def test_replay_shows_only_what_was_committed_up_to_k():
+    steps, table = fake_run(SEVEN)
+    for k in range(1, len(steps)):
+        tags = cells(render.grid_html(steps, k, table.get, MASK))
+        expected = {p for s in steps[:k] if s.block == 0 for p in s.committed}
+        assert {i for i, t in enumerate(tags) if "pg-mask" not in t} == expected
+        assert render.stats(steps, k)["nfe"] == k
+
+
+def test_finished_blocks_stay_as_rows():
+    steps, table = fake_run(SEVEN)
+    html_text = render.grid_html(steps, len(steps), table.get, MASK)
+    assert html_text.count('class="pg-row"') == 1  # block 1 finished, block 2 is current
+    assert "Block 2 (latest)" in html_text
+    assert len(cells(html_text)) == 32
+
+
+@pytest.mark.parametrize("evil", ["<script>alert(1)</script>", "a & b", "\"quoted\" 'single'", "<b id=x>broken</b>"])
+def test_tokens_are_escaped(evil):
+    steps, table = fake_run(SEVEN, texts={token_id(1): evil, token_id(3): evil})
+    html_text = render.grid_html(steps, len(steps) - 1, table.get, MASK)
+    assert "<script" not in html_text and "<b id" not in html_text
+    assert "&lt;" in html_text or "&amp;" in html_text or "&quot;" in html_text
+    # An attribute value must not be closed early by a quote inside the token.
+    for tag in re.findall(r"<[^>]+>", html_text):
+        assert tag.count('"') % 2 == 0
+    fig = render.heatmap_figure(steps, len(steps) - 1, "block", table.get)
+    assert "<script" not in str(fig) and "<b id" not in str(fig)
+
+
+def test_prompts_and_replies_are_escaped_in_chat():
+    reply = render.split_reply("[unused16]think <script>x</script>[unused17]<b id=x>broken</b> & \"q\"")
+    messages = render.assistant_messages(reply, 1.5, running=False)
+    text = " ".join(m["content"] for m in messages)
+    assert "<" not in text and "&lt;b id=x&gt;" in text and "&amp;" in text and "&quot;q&quot;" in text
+    assert render.escape_chat("<b id=x>") == "&lt;b id=x&gt;"
+
+
+def test_whitespace_and_specials_visible():
+    assert render.visible_text(" the") == "␣the"
+    assert render.visible_text("\n") == "↵"
+    assert render.visible_text("") == "∅"
+    assert render.visible_text("[unused17]") == "‹/think›"
+
+
+def test_thought_message_pending_then_done():
+    running = render.assistant_messages(render.split_reply("[unused16]adding 4 and 5"), None, running=True)
+    assert running[0]["metadata"]["status"] == "pending" and len(running) == 1
+    done = render.assistant_messages(render.split_reply("[unused16]4 + 5 = 9[unused17]9"), 2.0, running=True)
+    assert done[0]["metadata"]["status"] == "done" and done[0]["metadata"]["duration"] == 2.0
+    assert done[1]["content"] == "9"
+
+
+def test_heatmap_shape_and_marks():
+    steps, table = fake_run(SEVEN)
+    for k in (2, 4, 10):
+        fig = render.heatmap_figure(steps, k, "block", table.get)
+        z = fig["data"][0]["z"]
+        n_denoise = sum(1 for s in steps[:k] if s.kind == "denoise")
+        assert (len(z), len(z[0])) == (n_denoise, 32)
+        marks = fig["data"][1]
+        assert len(marks["x"]) == sum(len(s.committed) for s in steps[:k] if s.kind == "denoise")
+    # After the commit forward, block 0 (the last one with denoising forwards) is still shown.
+    z = render.heatmap_figure(steps, len(steps), "block", table.get)["data"][0]["z"]
+    assert len(z) == len(SEVEN)
+    # A value is given exactly where the position was masked before that forward.
+    assert z[0][1] is not None and z[0][0] is None and z[1][1] is None
+
+
+def test_answer_view_one_point_per_committed_token():
+    steps, table = fake_run(SEVEN)
+    for colour in ("confidence", "step"):
+        fig = render.heatmap_figure(steps, len(steps), "answer", table.get, colour)
+        assert len(fig["data"][0]["x"]) == 33  # block 0 complete + position 0 of block 1
+        assert fig["data"][0]["x"][-1] == 32
+
+
+def test_stats_line():
+    steps, _ = fake_run(SEVEN)
+    s = render.stats(steps, 4, max_new_tokens=64)
+    assert (s["nfe"], s["tokens"], s["ar_forwards"], s["block"], s["blocks_planned"]) == (4, 7, 7, 1, 2)
+    assert s["tokens_per_forward"] == pytest.approx(7 / 4)
+    result = Result(tokens=list(range(20)), text="x", nfe=10, seconds=2.0, stop_reason="stop_token", prompt_ids=[1],
+                    config={"max_new_tokens": 64})
+    final = render.stats(steps, len(steps), result)
+    assert (final["tokens"], final["nfe"], final["tokens_per_second"]) == (20, 10, 10.0)
+    text = render.stats_text(steps, len(steps), result)
+    assert "NFE 10" in text and "AR would need 20 forwards" in text and "2/2" in text
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    import torch
+
+    from pangu_demo.loading import load_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: extra threads only spin on a busy machine
+    lm = load_model(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_render"), peak=8.0), progress=False)
+    steps, result = run(Decoder(lm.model, lm.tokenizer), lm.tokenizer.encode("Hello & <b>"),
+                        DecodeConfig(max_new_tokens=64, num_small_blocks=4, threshold=0.5, stop_ids=()))
+    yield lm, steps, result
+    torch.set_num_threads(threads)
+
+
+def test_real_run_renders_consistently(tiny_run):
+    lm, steps, result = tiny_run
+    mask = lm.tokenizer.ids.mask
+    for k in range(1, len(steps) + 1):
+        tags = cells(render.grid_html(steps, k, lm.tokenizer.token_text, mask, 4))
+        assert len(tags) == 32
+        current = steps[k - 1]
+        assert sum("pg-mask" not in t for t in tags) == sum(t != mask for t in current.block_tokens)
+    fig = render.heatmap_figure(steps, None, "block", lm.tokenizer.token_text)
+    rows = [s for s in steps if s.kind == "denoise" and s.block == len(result.tokens) // 32 - 1]
+    assert len(fig["data"][0]["z"]) == len(rows)
+    assert render.stats(steps, None, result)["nfe"] == result.nfe == len(steps)
