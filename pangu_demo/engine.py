@@ -42,6 +42,7 @@ class DecodeConfig:
     top_k: int = 0
     max_new_tokens: int = 256
     seed: int = 0
+    fused_commit: bool = False  # ours: fuse each commit forward with the next block's first denoising forward
     stop_ids: tuple[int, ...] | None = None  # None: the tokenizer's end-of-turn and </s>
 
     def validate(self) -> None:
@@ -73,7 +74,7 @@ class DecodeConfig:
 class Step:
     """What one forward pass did, for row 0 of the batch. Positions count inside `block`."""
 
-    kind: str  # "prefill" | "denoise" | "commit" | "ar"
+    kind: str  # "prefill" | "denoise" | "commit" | "fused" (commit + first denoise) | "ar"
     block: int
     small_block: int | None
     nfe: int  # forwards so far, this one included
@@ -153,20 +154,23 @@ class Decoder:
 
     # -- the forward passes ---------------------------------------------------------------------
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: DynamicCache,
-                 store: bool, last_only: bool = False) -> torch.Tensor:
+                 keep: int, last_only: bool = False) -> torch.Tensor:
+        """Run `ids` against the cache; only the first `keep` of them stay in it."""
         out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache,
                          use_cache=True, logits_to_keep=1 if last_only else 0)
-        if not store:  # a denoising forward must leave the cache as it found it
-            cache.crop(-ids.shape[1])
+        if keep < ids.shape[1]:  # denoised tokens must leave the cache as they found it
+            cache.crop(keep - ids.shape[1])
         return out.logits
 
-    def _mask(self, key_valid: torch.Tensor, q_len: int, causal: bool) -> torch.Tensor:
-        """Additive 4-D mask: queries = the last q_len keys; earlier keys where valid (not padding)."""
+    def _mask(self, key_valid: torch.Tensor, q_len: int, causal_len: int) -> torch.Tensor:
+        """Additive 4-D mask. Queries are the last q_len keys: the first `causal_len` of them attend
+        causally (and not to the rest), the others attend to all of them; earlier keys where valid."""
         batch, kv_len = key_valid.shape
         allowed = key_valid[:, None, None, :].expand(batch, 1, q_len, kv_len).clone()
-        if causal:
-            allowed[..., kv_len - q_len:] &= torch.ones(q_len, q_len, dtype=torch.bool,
-                                                        device=self.device).tril()
+        inner = torch.ones(q_len, q_len, dtype=torch.bool, device=self.device)
+        inner[:causal_len, :causal_len].tril_()
+        inner[:causal_len, causal_len:] = False
+        allowed[..., kv_len - q_len:] &= inner
         mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
         return mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
 
@@ -222,14 +226,13 @@ class _Run:
     def _positions(self, offset: int, length: int) -> torch.Tensor:
         return (self.gen_start + offset)[:, None] + torch.arange(length, device=self.dec.device)
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, causal: bool, store: bool,
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, causal_len: int, keep: int,
                  last_only: bool = False, ids_valid: torch.Tensor | None = None) -> torch.Tensor:
         valid = torch.ones_like(ids, dtype=torch.bool) if ids_valid is None else ids_valid
         keys_valid = torch.cat([self.key_valid, valid], 1)
-        mask = self.dec._mask(keys_valid, ids.shape[1], causal)
-        logits = self.dec._forward(ids, positions, mask, self.cache, store, last_only)
-        if store:
-            self.key_valid = keys_valid
+        mask = self.dec._mask(keys_valid, ids.shape[1], causal_len)
+        logits = self.dec._forward(ids, positions, mask, self.cache, keep, last_only)
+        self.key_valid = keys_valid[:, : self.key_valid.shape[1] + keep]
         self.nfe += 1
         return logits
 
@@ -271,7 +274,8 @@ class _Run:
     def steps(self) -> Iterator[Step]:
         L = self.cfg.block_length
         positions = (self.prompt_valid.long().cumsum(1) - 1).clamp(min=0)
-        logits = self._forward(self.prompt, positions, causal=True, store=True, last_only=True,
+        P = self.prompt.shape[1]
+        logits = self._forward(self.prompt, positions, causal_len=P, keep=P, last_only=True,
                                ids_valid=self.prompt_valid)
         first = self._sample(logits[:, -1])
         block, committed = self._new_block(first.tokens)
@@ -286,13 +290,47 @@ class _Run:
                 yield from self._denoise_small_block(b, sb, block, prefix)
                 if self._should_stop():
                     return
-            # Commit forward: block b enters the cache causally; it predicts position 0 of block b+1.
-            logits = self._forward(block, self._positions(b * L, L), causal=True, store=True, last_only=True)
-            first = self._sample(logits[:, -1])
             b += 1
+            if self.cfg.fused_commit:
+                block, prefix, step = self._fused_forward(b, block)
+                yield step
+                continue
+            # Commit forward: block b-1 enters the cache causally; it predicts position 0 of block b.
+            logits = self._forward(block, self._positions((b - 1) * L, L), causal_len=L, keep=L, last_only=True)
+            first = self._sample(logits[:, -1])
             block, committed = self._new_block(first.tokens)
             prefix = self._update_rows(block, [0] * len(self.rows))
             yield self._step("commit", b, None, block, committed, None, None, first.token_probs[0].item())
+
+    def _fused_forward(self, b: int, finished: torch.Tensor) -> tuple[torch.Tensor, list[int], Step]:
+        """Commit block b-1 and run the first denoising forward of block b in one pass (ours, optional).
+
+        Input: block b-1 (causal, kept in the cache) followed by block b all MASK (full attention,
+        sees block b-1, not kept). Position 0 of block b is predicted by block b-1's last output as
+        in the commit forward, and is committed with whatever else this forward's rule accepts.
+        """
+        L = self.cfg.block_length
+        block = torch.full_like(finished, self.dec.mask_id)
+        ids = torch.cat([finished, block], 1)
+        positions = self._positions((b - 1) * L, 2 * L)
+        logits = self._forward(ids, positions, causal_len=L, keep=L)
+        # Outputs L-1 … 2L-2 predict positions 0 … L-1 of block b: the same shift by one.
+        cand = self._sample(logits[:, L - 1: 2 * L - 1])
+        was_masked = torch.ones_like(block, dtype=torch.bool)
+        active = torch.tensor([not r.done for r in self.rows], device=self.dec.device)
+        target = was_masked & self._small_block_mask(0, from_zero=True) & active[:, None]
+        committed = self._choose(cand, target, first_forced=True)
+        block[committed] = cand.tokens[committed]
+        prefix = self._update_rows(block, [0] * len(self.rows))
+        return block, prefix, self._step("fused", b, 0, block, committed, cand, was_masked)
+
+    def _small_block_mask(self, sb: int, from_zero: bool = False) -> torch.Tensor:
+        L = self.cfg.block_length
+        size = L // self.cfg.num_small_blocks
+        in_small = torch.zeros(L, dtype=torch.bool, device=self.dec.device)
+        # Position 0 is never a denoising target: it comes from the AR prediction.
+        in_small[sb * size if from_zero else max(sb * size, 1):(sb + 1) * size] = True
+        return in_small
 
     def _new_block(self, first_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         L = self.cfg.block_length
@@ -304,10 +342,8 @@ class _Run:
 
     def _denoise_small_block(self, b: int, sb: int, block: torch.Tensor, prefix: list[int]) -> Iterator[Step]:
         """Denoising forwards until small block `sb` of block `b` holds no MASK (or every row is done)."""
-        cfg, L = self.cfg, self.cfg.block_length
-        size = L // cfg.num_small_blocks
-        in_small = torch.zeros(L, dtype=torch.bool, device=self.dec.device)
-        in_small[max(sb * size, 1):(sb + 1) * size] = True  # position 0 is never a denoising target
+        L = self.cfg.block_length
+        in_small = self._small_block_mask(sb)
         positions = self._positions(b * L, L)
         while True:
             active = torch.tensor([not r.done for r in self.rows], device=self.dec.device)
@@ -315,7 +351,7 @@ class _Run:
             target = was_masked & in_small & active[:, None]
             if not target.any() or self._should_stop():
                 return
-            logits = self._forward(block, positions, causal=False, store=False)
+            logits = self._forward(block, positions, causal_len=0, keep=0)
             # The output at position j-1 predicts block position j.
             cand = self._sample(torch.cat([logits[:, :1], logits[:, :-1]], 1))
             committed = self._choose(cand, target)
@@ -323,8 +359,9 @@ class _Run:
             prefix[:] = self._update_rows(block, prefix)
             yield self._step("denoise", b, sb, block, committed, cand, was_masked)
 
-    def _choose(self, cand: Candidates, target: torch.Tensor) -> torch.Tensor:
-        """Which target positions this forward commits: at least the most confident one per row."""
+    def _choose(self, cand: Candidates, target: torch.Tensor, first_forced: bool = False) -> torch.Tensor:
+        """Which target positions this forward commits: at least the most confident one per row
+        (or position 0 when `first_forced`: the fused forward's AR prediction)."""
         cfg = self.cfg
         score = confidence(cfg.algorithm, cand).masked_fill(~target, float("-inf"))
         has_target = target.any(1)
@@ -338,7 +375,7 @@ class _Run:
             clears = (target & (cand.token_probs > cfg.threshold)) | (idx <= first[:, None])
             run = clears.long().cumprod(1).bool() & (idx > first[:, None])
             return committed | (run & has_target[:, None])
-        committed[rows, score.argmax(1)] = has_target
+        committed[rows, torch.zeros_like(rows) if first_forced else score.argmax(1)] = has_target
         if cfg.algorithm == "confidence_threshold":
             committed |= target & (cand.token_probs > cfg.threshold)
         return committed
@@ -349,7 +386,7 @@ class _Run:
         n = 1
         while not self._should_stop():
             last = block[:, (n - 1) % L:(n - 1) % L + 1]
-            logits = self._forward(last, self._positions(n - 1, 1), causal=True, store=True, last_only=True)
+            logits = self._forward(last, self._positions(n - 1, 1), causal_len=1, keep=1, last_only=True)
             nxt = self._sample(logits[:, -1])
             if n % L == 0:
                 block, committed = self._new_block(nxt.tokens)

@@ -223,6 +223,7 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
         start = state["step"]
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     n_params = sum(p.numel() for p in model.parameters())
+    _truncate_log(out / "train_log.jsonl", start)
     log = (out / "train_log.jsonl").open("a")
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
                desc=f"training {n_params / 1e6:.1f}M")
@@ -250,6 +251,21 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
     log.close()
     plot_loss(out / "train_log.jsonl", out / "loss_curve.png")
     return out
+
+
+def _truncate_log(log_file: Path, step: int) -> None:
+    """Keep the records up to the checkpoint we resume from: an interrupted run may have logged later
+    steps (rerun now) or half a line."""
+    if not log_file.is_file():
+        return
+    kept = []
+    for line in log_file.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    log_file.write_text("".join(kept))
 
 
 def plot_loss(log_file: Path, png: Path) -> None:

@@ -1,0 +1,341 @@
+"""Evaluate the embedded model on the held-out set: the figures of its model card.
+
+Every held-out question (think mode, single turn, the five checkable task types) is asked twice: as
+it is, and with ` /no_think`. Each prompt is decoded at batch 1 and temperature 0 (the app's path)
+with block diffusion (confidence_threshold, 1 small block) at thresholds 0.9 (the headline), 0.7
+and 0.95, and with plain AR decoding through the same cache.
+
+    python -m pangu_demo.evaluate [--model PATH] [--n 200] [--out FILE.json] [--markdown FILE.md] [--quick]
+    python -m pangu_demo evaluate ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import chat, data, engine
+from .tokenizer import PanguTokenizer
+
+SETTINGS: dict[str, dict] = {  # name -> DecodeConfig fields
+    "diffusion@0.9": {"mode": "diffusion", "algorithm": "confidence_threshold", "threshold": 0.9},
+    "diffusion@0.7": {"mode": "diffusion", "algorithm": "confidence_threshold", "threshold": 0.7},
+    "diffusion@0.95": {"mode": "diffusion", "algorithm": "confidence_threshold", "threshold": 0.95},
+    "ar": {"mode": "ar"},
+}
+HEADLINE = "diffusion@0.9"
+LABELS = {"diffusion@0.9": "block diffusion, threshold 0.9", "diffusion@0.7": "block diffusion, threshold 0.7",
+          "diffusion@0.95": "block diffusion, threshold 0.95", "ar": "AR"}
+OPEN_PROMPTS = ["Continue this passage: Shall I compare thee to a summer's day?", "Recite a speech about love.",
+                "Tell me a story."]
+SPEED_NOTE = ("Note: tokens/s are wall-clock figures on this machine; they mean little while another job "
+              "(e.g. training) shares the CPU cores.")
+QUICK = {"n": 5, "max_new_tokens": 64, "open_prompts": 1}
+
+
+# -- scoring ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Score:
+    correct: bool  # the answer part states the expected answer
+    well_formed: bool  # [unused16]trace[unused17]answer, a non-empty answer, stopped on the stop token
+    empty_trace: bool  # [unused16][unused17]answer: what a no-think prompt should give
+
+
+def score_reply(example: dict, text: str, stop_reason: str) -> Score:
+    """Score one decoded reply (`Result.text`, without the stop token) against its example."""
+    parts = data.split_reply(text)  # None unless the reply opens one trace and closes it once
+    # Only the text after the trace counts as the answer: a trace that never closes answers nothing,
+    # even if it mentions the number.
+    answer = chat.split_reply(text).answer
+    return Score(correct=data.check_answer(example, answer),
+                 well_formed=parts is not None and bool(parts[1].strip()) and stop_reason == "stop_token",
+                 empty_trace=parts is not None and not parts[0].strip())
+
+
+@dataclass(frozen=True)
+class Record:
+    """One decoded prompt."""
+
+    task: str
+    think: bool
+    score: Score
+    tokens: int  # generated tokens, the stop token included
+    nfe: int
+    seconds: float
+
+
+def summarize(records: list[Record]) -> dict:
+    """Rates, tokens per forward (all tokens / all forwards, not a mean of ratios), speed, mean NFE."""
+    n = len(records)
+    if n == 0:
+        return {"n": 0}
+    tokens, nfe, seconds = (sum(getattr(r, k) for r in records) for k in ("tokens", "nfe", "seconds"))
+    return {
+        "n": n,
+        "accuracy": sum(r.score.correct for r in records) / n,
+        "well_formed": sum(r.score.well_formed for r in records) / n,
+        "empty_trace": sum(r.score.empty_trace for r in records) / n,
+        "tpf": tokens / nfe if nfe else 0.0,
+        "mean_nfe": nfe / n,
+        "mean_tokens": tokens / n,
+        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        "tokens": tokens,
+        "nfe": nfe,
+        "seconds": seconds,
+    }
+
+
+def summarize_setting(records: list[Record], wall_seconds: float) -> dict:
+    """Per task and overall, for think and no-think prompts, and over the whole setting."""
+    out: dict = {}
+    for key, think in (("think", True), ("no_think", False)):
+        rows = [r for r in records if r.think == think]
+        out[key] = {task: summarize([r for r in rows if r.task == task]) for task in data.EVAL_TASKS}
+        out[key]["all"] = summarize(rows)
+    out["overall"] = summarize(records)
+    # The whole run's wall clock (scoring and Python overhead included) for the headline speed.
+    out["overall"]["wall_seconds"] = wall_seconds
+    out["overall"]["tokens_per_s_wall"] = out["overall"]["tokens"] / wall_seconds if wall_seconds > 0 else 0.0
+    return out
+
+
+# -- the bars of the issue ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bar:
+    name: str
+    target: float
+    unit: str  # "%" for rates, else printed as a number with this unit
+    measure: Callable[[dict], float]  # a setting's summary -> the measured value
+
+
+BARS = [
+    Bar("one-operation word problems: final-answer accuracy", 0.95, "%", lambda s: s["think"]["one_op"]["accuracy"]),
+    Bar("two-operation word problems: final-answer accuracy", 0.60, "%", lambda s: s["think"]["two_op"]["accuracy"]),
+    Bar("replies with a well-formed trace", 0.98, "%", lambda s: s["think"]["all"]["well_formed"]),
+    Bar("no-think prompts give an empty trace", 0.98, "%", lambda s: s["no_think"]["all"]["empty_trace"]),
+    Bar("tokens per forward over the whole evaluation", 3.0, "", lambda s: s["overall"]["tpf"]),
+    Bar("decoding speed (generated tokens/s)", 200.0, "tok/s", lambda s: s["overall"]["tokens_per_s_wall"]),
+]
+
+
+def check_bars(summary: dict) -> list[dict]:
+    """Each bar against one setting's summary (the headline setting for the issue's bars)."""
+    out = []
+    for bar in BARS:
+        try:
+            value: float | None = float(bar.measure(summary))
+        except KeyError:  # a task with no examples (tiny n)
+            value = None
+        out.append({"bar": bar.name, "target": bar.target, "unit": bar.unit, "measured": value,
+                    "pass": value is not None and value >= bar.target})
+    return out
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "%":
+        return f"{100 * value:.1f}%"
+    return f"{value:.2f}" if unit == "" else f"{value:.0f} {unit}"
+
+
+# -- running ------------------------------------------------------------------------------------------
+def decode_config(setting: str, max_new_tokens: int, block_length: int) -> engine.DecodeConfig:
+    return engine.DecodeConfig(**SETTINGS[setting], num_small_blocks=1, temperature=0.0,
+                               max_new_tokens=max_new_tokens, block_length=block_length)
+
+
+def question(example: dict) -> str:
+    return example["messages"][-2]["content"]  # the user turn before the reply
+
+
+def system(example: dict) -> str | None:
+    first = example["messages"][0]
+    return first["content"] if first["role"] == "system" else None
+
+
+def _decode(decoder: engine.Decoder, ids: list[int], config: engine.DecodeConfig) -> tuple[engine.Result, float]:
+    start = time.perf_counter()
+    _, result = engine.run(decoder, ids, config)
+    return result, time.perf_counter() - start
+
+
+def evaluate(model: torch.nn.Module, tok: PanguTokenizer, *, n: int = 200, max_new_tokens: int = 256,
+             block_length: int = 32, settings: list[str] | None = None, open_prompts: list[str] | None = None,
+             progress: bool = True, model_name: str = "") -> dict:
+    """Run every setting over the held-out set and return the report (JSON-ready)."""
+    settings = settings or list(SETTINGS)
+    open_prompts = OPEN_PROMPTS if open_prompts is None else open_prompts
+    decoder = engine.Decoder(model, tok)
+    examples = data.eval_set(n)
+    prompts = [(ex, think, chat.prompt_ids(tok, [], question(ex), think=think, system=system(ex)))
+               for think in (True, False) for ex in examples]
+    # One short decode first so that one-time costs (allocations, lazy init) do not count.
+    _decode(decoder, prompts[0][2], decode_config(settings[0], min(max_new_tokens, block_length), block_length))
+    report: dict = {"model": model_name, "n": n, "max_new_tokens": max_new_tokens, "block_length": block_length,
+                    "batch_size": 1, "temperature": 0.0, "threads": torch.get_num_threads(),
+                    "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "headline": HEADLINE,
+                    "speed_note": SPEED_NOTE, "settings": {}, "samples": []}
+    sample_texts: dict[tuple[str, bool], tuple[dict, engine.Result]] = {}
+    for name in settings:
+        config = decode_config(name, max_new_tokens, block_length)
+        records = []
+        start = time.perf_counter()
+        for ex, think, ids in tqdm(prompts, desc=LABELS[name], disable=not progress, unit="prompt", leave=False):
+            result, seconds = _decode(decoder, ids, config)
+            records.append(Record(ex["task"], think, score_reply(ex, result.text, result.stop_reason),
+                                  len(result.tokens), result.nfe, seconds))
+            if name == HEADLINE and (ex["task"], think) not in sample_texts:
+                sample_texts[(ex["task"], think)] = (ex, result)
+        summary = summarize_setting(records, time.perf_counter() - start)
+        report["settings"][name] = {"label": LABELS[name], "config": asdict(config), **summary}
+    if HEADLINE in report["settings"]:
+        report["bars"] = check_bars(report["settings"][HEADLINE])
+        head_config = decode_config(HEADLINE, max_new_tokens, block_length)
+        for (task, think), (ex, result) in sample_texts.items():
+            report["samples"].append(_sample(task, think, question(ex), result, ex))
+        for prompt in open_prompts:
+            for think in (True, False):
+                result, _ = _decode(decoder, chat.prompt_ids(tok, [], prompt, think=think), head_config)
+                report["samples"].append(_sample("open", think, prompt, result))
+    return report
+
+
+def _sample(task: str, think: bool, question: str, result: engine.Result, example: dict | None = None) -> dict:
+    reply = chat.split_reply(result.text)
+    out = {"task": task, "mode": "think" if think else "no_think", "prompt": question, "reply": result.text,
+           "thinking": reply.thinking, "answer": reply.answer, "stop_reason": result.stop_reason,
+           "tokens": len(result.tokens), "nfe": result.nfe, "tpf": round(result.tpf, 3)}
+    if example is not None:
+        out["expected"] = example["answer"]
+        out["correct"] = score_reply(example, result.text, result.stop_reason).correct
+    return out
+
+
+# -- output -------------------------------------------------------------------------------------------
+COLUMNS = ("setting", "prompts", "task", "n", "accuracy", "well-formed", "empty trace", "TPF", "mean NFE", "tok/s")
+
+
+def table_rows(report: dict) -> list[list[str]]:
+    rows = []
+    for s in report["settings"].values():
+        entries = [("think", task, s["think"][task]) for task in [*data.EVAL_TASKS, "all"]]
+        entries += [("no-think", "all", s["no_think"]["all"]), ("both", "all", s["overall"])]
+        for prompts, task, m in entries:
+            if not m.get("n"):
+                continue
+            speed = m["tokens_per_s_wall"] if "tokens_per_s_wall" in m else m["tokens_per_s"]
+            rows.append([s["label"], prompts, task, str(m["n"]), fmt(m["accuracy"], "%"),
+                         fmt(m["well_formed"], "%"), fmt(m["empty_trace"] if prompts != "think" else None, "%"),
+                         f"{m['tpf']:.2f}", f"{m['mean_nfe']:.1f}", f"{speed:.0f}"])
+    return rows
+
+
+def bar_lines(report: dict) -> list[str]:
+    lines = [f"Bars ({LABELS[HEADLINE]}, 1 small block, temperature 0):"]
+    for b in report.get("bars", []):
+        lines.append(f"  {'PASS' if b['pass'] else 'FAIL'}  {b['bar']}: {fmt(b['measured'], b['unit'])} "
+                     f"(target ≥ {fmt(b['target'], b['unit'])})")
+    return lines
+
+
+def render_text(report: dict) -> str:
+    rows = [list(COLUMNS), *table_rows(report)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join([*lines, "", *bar_lines(report), "", SPEED_NOTE])
+
+
+def render_markdown(report: dict) -> str:
+    """The evaluation section of the model card."""
+    out = ["## Evaluation", "",
+           f"Held-out set: {report['n']} think-mode, single-turn questions ({', '.join(data.EVAL_TASKS)}; operand "
+           "tuples never seen in training), each also asked with ` /no_think`. Batch 1, temperature 0, block "
+           f"length {report['block_length']}, at most {report['max_new_tokens']} new tokens, "
+           f"{report['threads']} CPU thread(s) ({report['machine']}). TPF = generated tokens (stop token "
+           "included) / forward passes. Model: " + (report["model"] or "?") + ".", "",
+           f"> {SPEED_NOTE}", ""]
+    if report.get("bars"):
+        out += [f"### Bars ({LABELS[HEADLINE]}, 1 small block)", "", "| bar | target | measured | |",
+                "|---|---|---|---|"]
+        out += [f"| {b['bar']} | ≥ {fmt(b['target'], b['unit'])} | {fmt(b['measured'], b['unit'])} | "
+                f"{'PASS' if b['pass'] else 'FAIL'} |" for b in report["bars"]]
+        out.append("")
+    out += ["### Per setting and task", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    out += ["| " + " | ".join(r) + " |" for r in table_rows(report)]
+    if report.get("samples"):
+        out += ["", f"### Sample replies ({LABELS[HEADLINE]})", ""]
+        for s in report["samples"]:
+            verdict = "" if "correct" not in s else f", {'correct' if s['correct'] else 'wrong'}"
+            out += [f"**{s['task']}, {s['mode'].replace('_', '-')}** ({s['tokens']} tokens, {s['nfe']} forwards"
+                    f"{verdict}): {s['prompt']}", "", "~~~text", s["reply"].replace("~~~", "~ ~ ~"), "~~~", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# -- command line -------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import add_model_arguments
+
+    p.add_argument("--n", type=int, default=200, help="held-out questions (each also asked with /no_think)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="enough for the longest reply")
+    p.add_argument("--block-length", type=int, default=engine.DecodeConfig().block_length)
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    p.add_argument("--out", type=Path, default=None, metavar="FILE.json", help="write the report as JSON")
+    p.add_argument("--markdown", type=Path, default=None, metavar="FILE.md", help="write the model-card section")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke test: n={QUICK['n']}, {QUICK['max_new_tokens']} new tokens, one open prompt")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--no-progress", action="store_true")
+    add_model_arguments(p)
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="held-out accuracy, trace form, TPF and speed of a model",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=run_cli)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from .cli import load
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n, max_new, n_open = args.n, args.max_new_tokens, len(OPEN_PROMPTS)
+    if args.quick:
+        n, max_new, n_open = QUICK["n"], QUICK["max_new_tokens"], QUICK["open_prompts"]
+    lm = load(args)
+    print(SPEED_NOTE, file=sys.stderr)
+    report = evaluate(lm.model, lm.tokenizer, n=n, max_new_tokens=max_new, block_length=args.block_length,
+                      settings=args.settings, open_prompts=OPEN_PROMPTS[:n_open], progress=not args.no_progress,
+                      model_name=lm.name)
+    print(render_text(report))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"Report written to {args.out}", file=sys.stderr)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(render_markdown(report), encoding="utf-8")
+        print(f"Markdown written to {args.markdown}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli import main as cli_main
+
+    return cli_main(["evaluate", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

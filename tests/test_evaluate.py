@@ -1,0 +1,120 @@
+"""The embedded model's evaluation (pangu_demo.evaluate): scoring, aggregation, bars and the quick run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pangu_demo import chat, cli, data, engine, evaluate
+from pangu_demo.evaluate import Record, Score, score_reply, summarize
+from pangu_demo.loading import LoadedModel
+
+THINK_START, THINK_END = chat.THINK_START, chat.THINK_END
+
+
+@pytest.fixture(scope="module")
+def examples() -> list[dict]:
+    return data.eval_set(25)  # five of each task
+
+
+def test_reference_replies_score_as_correct_and_well_formed(examples: list[dict]) -> None:
+    for ex in examples:
+        gold = ex["messages"][-1]["content"]  # what the model should say
+        assert score_reply(ex, gold, "stop_token") == Score(correct=True, well_formed=True, empty_trace=False)
+        # Cut off by max_new_tokens: the answer may be right, the reply is not well formed.
+        assert score_reply(ex, gold, "length") == Score(correct=True, well_formed=False, empty_trace=False)
+
+
+def test_broken_replies(examples: list[dict]) -> None:
+    ex = next(e for e in examples if e["task"] == "one_op")
+    right, wrong = ex["answer"], str(int(ex["answer"]) + 1)
+    trace = f"I work it out: the result is {right}."
+    # The trace never closes: nothing after it counts as the answer, though the trace names it.
+    unclosed = f"{THINK_START}{trace} The answer is {right}."
+    assert score_reply(ex, unclosed, "stop_token") == Score(False, False, False)
+    assert score_reply(ex, data.reply(trace, f"The answer is {wrong}."), "stop_token") == Score(False, True, False)
+    assert score_reply(ex, data.reply(trace, ""), "stop_token") == Score(False, False, False)  # no answer
+    assert score_reply(ex, f"The answer is {right}.", "stop_token") == Score(True, False, False)  # no trace
+    assert score_reply(ex, data.reply(trace, f"So {right}.") + THINK_END, "stop_token").well_formed is False
+    # What a no-think prompt should give, and a trace that does not start the reply.
+    assert score_reply(ex, data.reply("", f"It is {right}."), "stop_token") == Score(True, True, True)
+    assert score_reply(ex, "Hmm " + data.reply("", f"It is {right}."), "stop_token") == Score(True, False, False)
+
+
+def test_comparing_and_ordering_answers(examples: list[dict]) -> None:
+    cmp = next(e for e in examples if e["task"] == "comparing")
+    other = cmp["meta"]["other"]
+    assert score_reply(cmp, data.reply("x", f"{cmp['answer']}."), "stop_token").correct
+    assert not score_reply(cmp, data.reply("x", f"{other}."), "stop_token").correct
+    order = next(e for e in examples if e["task"] == "ordering")
+    numbers = order["answer"]
+    assert score_reply(order, data.reply("x", numbers), "stop_token").correct
+    assert not score_reply(order, data.reply("x", ", ".join(reversed(numbers.split(", ")))), "stop_token").correct
+
+
+def record(task: str, correct: bool, tokens: int, nfe: int, seconds: float, think: bool = True) -> Record:
+    return Record(task, think, Score(correct, correct, not think), tokens, nfe, seconds)
+
+
+def test_summarize_pools_tokens_and_forwards() -> None:
+    rows = [record("one_op", True, 10, 4, 0.5), record("one_op", False, 6, 6, 0.3),
+            record("two_op", True, 20, 5, 0.2), record("two_op", True, 4, 4, 1.0, think=False)]
+    m = summarize(rows[:2])
+    assert m["n"] == 2 and m["accuracy"] == 0.5 and m["well_formed"] == 0.5
+    assert m["tpf"] == pytest.approx(16 / 10)  # not the mean of 2.5 and 1.0
+    assert m["mean_nfe"] == 5 and m["tokens_per_s"] == pytest.approx(16 / 0.8)
+    s = evaluate.summarize_setting(rows, wall_seconds=4.0)
+    assert s["think"]["one_op"]["n"] == 2 and s["think"]["two_op"]["tpf"] == 4.0
+    assert s["think"]["counting"] == {"n": 0}
+    assert s["think"]["all"]["tpf"] == pytest.approx(36 / 15)
+    assert s["no_think"]["all"]["n"] == 1 and s["no_think"]["all"]["empty_trace"] == 1.0
+    assert s["overall"]["tpf"] == pytest.approx(40 / 19) and s["overall"]["tokens_per_s_wall"] == 10.0
+
+    bars = {b["bar"]: b for b in evaluate.check_bars(s)}
+    assert bars["one-operation word problems: final-answer accuracy"]["measured"] == 0.5
+    assert not bars["one-operation word problems: final-answer accuracy"]["pass"]
+    assert bars["two-operation word problems: final-answer accuracy"]["pass"]
+    assert bars["no-think prompts give an empty trace"]["pass"]
+    assert not bars["tokens per forward over the whole evaluation"]["pass"]
+
+
+def test_quick_run_on_the_tiny_checkpoint(tiny_checkpoint: Path, tiny_model: LoadedModel, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    out, md = tmp_path / "eval.json", tmp_path / "eval.md"
+    code = cli.main(["evaluate", "--model", str(tiny_checkpoint), "--dtype", "float64", "--quick", "--no-progress",
+                     "--out", str(out), "--markdown", str(md)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    report = json.loads(out.read_text())
+    n, max_new = evaluate.QUICK["n"], evaluate.QUICK["max_new_tokens"]
+    assert report["n"] == n and report["max_new_tokens"] == max_new
+    assert list(report["settings"]) == list(evaluate.SETTINGS)
+    for s in report["settings"].values():
+        assert [s["think"][t]["n"] for t in data.EVAL_TASKS] == [1] * 5 and s["think"]["all"]["n"] == n
+        assert s["no_think"]["all"]["n"] == n and s["overall"]["n"] == 2 * n
+        assert s["overall"]["tpf"] > 0 and s["overall"]["tokens"] <= 2 * n * max_new
+    assert report["settings"]["ar"]["overall"]["tpf"] == pytest.approx(1.0)  # one token per forward
+    assert len(report["bars"]) == len(evaluate.BARS)
+    assert len(report["samples"]) == 2 * (len(data.EVAL_TASKS) + evaluate.QUICK["open_prompts"])
+
+    # The headline figures are those of decoding the same prompts directly.
+    config = evaluate.decode_config(evaluate.HEADLINE, max_new, engine.DecodeConfig().block_length)
+    decoder = engine.Decoder(tiny_model.model, tiny_model.tokenizer)
+    tokens = nfe = 0
+    for ex in data.eval_set(n):
+        for think in (True, False):
+            ids = chat.prompt_ids(tiny_model.tokenizer, [], evaluate.question(ex), think, evaluate.system(ex))
+            _, result = engine.run(decoder, ids, config)
+            tokens, nfe = tokens + len(result.tokens), nfe + result.nfe
+    head = report["settings"][evaluate.HEADLINE]["overall"]
+    assert (head["tokens"], head["nfe"]) == (tokens, nfe)
+    assert head["tpf"] == pytest.approx(tokens / nfe)
+
+    for b in report["bars"]:
+        assert f"{'PASS' if b['pass'] else 'FAIL'}  {b['bar']}" in printed
+    assert evaluate.SPEED_NOTE in printed
+    text = md.read_text()
+    assert text.startswith("## Evaluation") and "| bar | target | measured |" in text
+    assert text.count("\n| block diffusion, threshold 0.9 |") == 8  # 5 tasks, all, no-think, both

@@ -1,0 +1,206 @@
+"""Training layout, loss, resumable training and export of the embedded model (pangu_demo.train)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pangu_demo import chat, engine, train
+from pangu_demo.loading import OFFICIAL_FORMAT, LoadedModel, load_model
+from pangu_demo.tokenizer import PanguTokenizer
+from pangu_demo.train import IGNORE, TrainConfig, build_layout, collate
+
+MASK, PAD, END = 7, 0, 9  # made-up ids for the hand-built layout
+
+# Prompt of 3 tokens, reply of 5 (ending with END), block_length 4: clean part = 3 + 2 blocks = 11 tokens,
+# then noisy blocks 0 (rows 11-14) and 1 (rows 15-18). Columns: 11 clean, then 8 noisy.
+EXPECTED_ALLOWED = """
+10000000000 00000000
+11000000000 00000000
+11100000000 00000000
+11110000000 00000000
+11111000000 00000000
+11111100000 00000000
+11111110000 00000000
+11111111000 00000000
+11111111100 00000000
+11111111110 00000000
+11111111111 00000000
+11100000000 11110000
+11100000000 11110000
+11100000000 11110000
+11100000000 11110000
+11111110000 00001111
+11111110000 00001111
+11111110000 00001111
+11111110000 00001111
+"""
+EXPECTED_POSITIONS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 3, 4, 5, 6, 7, 8, 9, 10]
+EXPECTED_CLEAN_IDS = [101, 102, 103, 201, 202, 203, 204, END, END, END, END]  # last block padded with END
+# Next-token labels of the clean part stop at the end of the reply, not at its padding.
+EXPECTED_CLEAN_LABELS = [102, 103, 201, 202, 203, 204, END, IGNORE, IGNORE, IGNORE, IGNORE]
+REPLY_BLOCKS = [[201, 202, 203, 204], [END, END, END, END]]
+
+
+def small_config(**changes: object) -> TrainConfig:
+    base = TrainConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                       intermediate_size=64, context_length=256, block_length=16, max_reply_blocks=4,
+                       batch_size=2, steps=2, warmup=1, lr=3e-3, checkpoint_every=1)
+    return replace(base, **changes)
+
+
+def test_layout_matches_hand_built_example() -> None:
+    lay = build_layout([101, 102, 103], [201, 202, 203, 204, END], MASK, PAD, 4, torch.Generator().manual_seed(3))
+    expected = torch.tensor([[int(c) for c in row.replace(" ", "")] for row in EXPECTED_ALLOWED.strip().splitlines()])
+    assert torch.equal(lay.allowed, expected.bool())
+    assert lay.position_ids.tolist() == EXPECTED_POSITIONS
+    assert lay.input_ids[:11].tolist() == EXPECTED_CLEAN_IDS
+    assert lay.labels[:11].tolist() == EXPECTED_CLEAN_LABELS
+    noisy = lay.input_ids[11:].view(2, 4)
+    for k, block in enumerate(REPLY_BLOCKS):
+        masked = noisy[k] == MASK
+        assert noisy[k][~masked].tolist() == [t for t, m in zip(block, masked.tolist(), strict=True) if not m]
+        # The output at block position j-1 predicts masked token j; position 3 predicts nothing.
+        want = [block[j + 1] if masked[j + 1] else IGNORE for j in range(3)] + [IGNORE]
+        assert lay.labels[11 + 4 * k: 15 + 4 * k].tolist() == want
+    assert torch.equal(lay.is_noisy_label, (torch.arange(19) >= 11) & (lay.labels != IGNORE))
+
+
+@pytest.mark.parametrize("reply_len", [1, 4, 5, 9, 16])
+def test_noise_rules(reply_len: int) -> None:
+    L = 4
+    reply = list(range(200, 200 + reply_len - 1)) + [END]
+    n_blocks = max(1, -(-reply_len // L))
+    gen = torch.Generator().manual_seed(reply_len)
+    first_masked = 0
+    for _ in range(200):
+        for prob in (0.0, 1.0):
+            lay = build_layout([101, 102], reply, MASK, PAD, L, gen, first_token_mask_prob=prob)
+            noisy = lay.input_ids[2 + n_blocks * L:].view(n_blocks, L) == MASK
+            assert noisy[:, 1:].any(1).all()  # every noisy block teaches something
+            if prob == 0.0:
+                assert not noisy[:, 0].any()  # position 0 comes from the AR step at inference
+            else:
+                first_masked += int(noisy[:, 0].sum())
+            padded = reply + [END] * (n_blocks * L - reply_len)
+            assert lay.input_ids[2: 2 + n_blocks * L].tolist() == padded
+    assert first_masked == 200 * n_blocks  # the knob does mask the first token
+
+
+def test_training_layout_reproduces_the_engines_forwards(tiny_model: LoadedModel) -> None:
+    """Each noisy block in the training layout sees exactly what a cached denoising forward of the engine
+    sees, and the clean part is a causal forward: same probabilities for every candidate the engine scored."""
+    tok, model = tiny_model.tokenizer, tiny_model.model
+    prompt = chat.prompt_ids(tok, [], "How many eggs does Claire eat in four weeks?")
+    L, n = 8, 3
+    # One token per denoising forward (low_confidence): many intermediate states of each block.
+    config = engine.DecodeConfig(algorithm="low_confidence", block_length=L, max_new_tokens=n * L, stop_ids=())
+    steps, result = engine.run(engine.Decoder(model, tok), prompt, config)
+    assert len(result.tokens) == n * L
+    P, C = len(prompt), len(prompt) + n * L
+    base = build_layout(prompt, result.tokens, tok.ids.mask, tok.ids.pad, L, torch.Generator().manual_seed(0))
+    denoise = [s for s in steps if s.kind == "denoise"]
+    assert len(denoise) == n * (L - 1)
+    layouts = []
+    for s in denoise:  # put the block as this forward saw it into noisy block s.block
+        ids = base.input_ids.clone()
+        seen = [tok.ids.mask if j in s.candidates else t for j, t in enumerate(s.block_tokens)]
+        ids[C + s.block * L: C + (s.block + 1) * L] = torch.tensor(seen)
+        layouts.append(replace(base, input_ids=ids))
+    batch = collate(layouts, tok.ids.pad, torch.float64)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                       attention_mask=batch["attention_mask"], use_cache=False).logits
+        plain = model(input_ids=base.input_ids[None, :C], use_cache=False).logits[0]
+    torch.testing.assert_close(logits[0, :C], plain, atol=1e-9, rtol=0)
+    probs = logits.softmax(-1)
+    for i, s in enumerate(denoise):
+        for j, (token, p) in s.candidates.items():
+            q = probs[i, C + s.block * L + j - 1]  # the output at j-1 predicts position j
+            assert int(q.argmax()) == token
+            assert abs(q[token].item() - p) < 1e-9, (s.block, s.nfe, j)
+    # Position 0 of each block: the prefill / commit forward's AR prediction = the clean part's.
+    firsts = [s for s in steps if s.kind in ("prefill", "commit")]
+    assert [s.block for s in firsts] == list(range(n))
+    for s in firsts:
+        q = probs[0, P + s.block * L - 1]
+        assert int(q.argmax()) == s.block_tokens[0]
+        assert abs(q[s.block_tokens[0]].item() - s.committed_confidence[0]) < 1e-9
+
+
+def test_optimiser_steps_lower_the_loss(tiny_model: LoadedModel) -> None:
+    tok = tiny_model.tokenizer
+    cfg = small_config()
+    torch.manual_seed(0)
+    model = train.new_model(cfg, tok)
+    batch = train.make_batch(tok, cfg, 0)
+    assert batch["labels"].shape == batch["input_ids"].shape and batch["noisy"].any()
+    loss, parts = train.loss_fn(model, batch)
+    assert loss.item() == pytest.approx(parts["diffusion"] + parts["ar"], rel=1e-5)
+    before = loss.item()
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(4):
+        loss, _ = train.loss_fn(model, batch)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    with torch.no_grad():
+        after = train.loss_fn(model, batch)[0].item()
+    assert after < before - 0.1, (before, after)
+
+
+def test_batches_are_a_function_of_the_step(tiny_model: LoadedModel) -> None:
+    tok, cfg = tiny_model.tokenizer, small_config()
+    a, b, other = train.make_batch(tok, cfg, 5), train.make_batch(tok, cfg, 5), train.make_batch(tok, cfg, 6)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (a["input_ids"].shape == other["input_ids"].shape and torch.equal(a["input_ids"], other["input_ids"]))
+
+
+def log_steps(run: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_train_resumes_and_exports_in_the_official_format(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    for f in ("tokenizer.model", "tokenizer_config.json"):
+        shutil.copy(tiny_checkpoint / f, tok_dir / f)
+    cfg = small_config()
+    run = train.train(tmp_path / "run", cfg, tok_dir, progress=False)
+    assert log_steps(run) == [1, 2]
+    # An interrupted run may have logged a step after its last checkpoint (a half-written line too).
+    with (run / "train_log.jsonl").open("a") as fh:
+        fh.write(json.dumps({"step": 3, "loss": 1.0, "diffusion": 0.5, "ar": 0.5}) + '\n{"step": 4, "lo')
+    train.train(run, replace(cfg, steps=3), progress=False)
+    assert log_steps(run) == [1, 2, 3]
+    assert (run / "loss_curve.png").stat().st_size > 1000
+    resumed = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert resumed["step"] == 3
+    # 2 steps + resume + 1 step == 3 steps straight (the learning rates of steps 0-2 agree, see lr_at).
+    straight = torch.load(train.train(tmp_path / "straight", replace(cfg, steps=3), tok_dir, progress=False)
+                          / "checkpoint.pt", weights_only=False)
+    for k, v in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][k], v)
+
+    dest = train.export(run, tmp_path / "export", dtype=torch.float32)
+    config = json.loads((dest / "config.json").read_text())
+    assert config["model_type"] == "PanguEmbedded" and config["bias"] is True
+    assert config["hidden_size"] == 32 and config["num_hidden_layers"] == 1
+    names = [n.strip() for n in (OFFICIAL_FORMAT / "weight_names.txt").read_text().splitlines() if n.strip()]
+    assert set(load_file(dest / "model.safetensors")) == {n.replace("{N}", "0") for n in names}
+    assert (dest / "tokenizer.model").is_file() and (dest / "tokenizer_config.json").is_file()
+
+    loaded = load_model(dest, dtype="float32", device="cpu", progress=False)
+    tok = PanguTokenizer.from_pretrained(run / "tokenizer")
+    trained = train.new_model(cfg, tok)
+    trained.load_state_dict(resumed["model"])
+    ids = torch.tensor([chat.prompt_ids(tok, [], "How many eggs does Claire eat?")])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, trained.eval()(ids).logits, atol=1e-5, rtol=0)
