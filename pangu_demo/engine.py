@@ -215,6 +215,8 @@ class _Run:
         self.prompt_valid = torch.tensor([[False] * (width - len(p)) + [True] * len(p) for p in prompts],
                                          device=dec.device)
         self.key_valid = self.prompt_valid[:, :0]  # which cached keys are real tokens (not padding)
+        # Denoising forwards of a block share one mask: build it once per (cache length, shape).
+        self._masks: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         # Position of the first generated token per row: padding does not count.
         self.gen_start = torch.tensor([len(p) for p in prompts], device=dec.device)
 
@@ -228,9 +230,15 @@ class _Run:
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, causal_len: int, keep: int,
                  last_only: bool = False, ids_valid: torch.Tensor | None = None) -> torch.Tensor:
-        valid = torch.ones_like(ids, dtype=torch.bool) if ids_valid is None else ids_valid
-        keys_valid = torch.cat([self.key_valid, valid], 1)
-        mask = self.dec._mask(keys_valid, ids.shape[1], causal_len)
+        key = (self.key_valid.shape[1], ids.shape[1], causal_len)
+        if ids_valid is None and key in self._masks:
+            keys_valid, mask = self._masks[key]
+        else:
+            valid = torch.ones_like(ids, dtype=torch.bool) if ids_valid is None else ids_valid
+            keys_valid = torch.cat([self.key_valid, valid], 1)
+            mask = self.dec._mask(keys_valid, ids.shape[1], causal_len)
+            if ids_valid is None:
+                self._masks = {key: (keys_valid, mask)}  # the cache only grows: older masks are dead
         logits = self.dec._forward(ids, positions, mask, self.cache, keep, last_only)
         self.key_valid = keys_valid[:, : self.key_valid.shape[1] + keep]
         self.nfe += 1
@@ -243,25 +251,24 @@ class _Run:
 
     def _update_rows(self, block: torch.Tensor, prefix_before: list[int]) -> list[int]:
         """Feed each row's newly contiguous committed tokens; return the new prefix lengths."""
-        is_mask = (block == self.dec.mask_id).tolist()
-        block_list = block.tolist()
+        mask_id = self.dec.mask_id
         prefix = []
-        for r, row in enumerate(self.rows):
-            n = next((j for j, m in enumerate(is_mask[r]) if m), len(is_mask[r]))
+        for r, (row, tokens) in enumerate(zip(self.rows, block.tolist(), strict=True)):
+            n = tokens.index(mask_id) if mask_id in tokens else len(tokens)
             if not row.done and n > prefix_before[r]:
-                row.extend(block_list[r][prefix_before[r]:n])
+                row.extend(tokens[prefix_before[r]:n])
             prefix.append(n)
         return prefix
 
     def _step(self, kind: str, b: int, sb: int | None, block: torch.Tensor, committed: torch.Tensor,
               cand: Candidates | None, was_masked: torch.Tensor | None, first_prob: float | None = None) -> Step:
+        # Row 0 only, converted with one tolist() per tensor: no per-element tensor access.
         row_tokens = block[0].tolist()
-        pos = committed[0].nonzero().flatten().tolist()
+        pos = [j for j, c in enumerate(committed[0].tolist()) if c]
         if cand is not None:
             probs = cand.token_probs[0].tolist()
             toks = cand.tokens[0].tolist()
-            masked = was_masked[0].nonzero().flatten().tolist()
-            candidates = {j: (toks[j], probs[j]) for j in masked}
+            candidates = {j: (toks[j], probs[j]) for j, m in enumerate(was_masked[0].tolist()) if m}
             conf = [probs[j] for j in pos]
         else:
             candidates, conf = {}, [first_prob if first_prob is not None else 1.0] * len(pos)
@@ -320,7 +327,7 @@ class _Run:
         active = torch.tensor([not r.done for r in self.rows], device=self.dec.device)
         target = was_masked & self._small_block_mask(0, from_zero=True) & active[:, None]
         committed = self._choose(cand, target, first_forced=True)
-        block[committed] = cand.tokens[committed]
+        block.copy_(torch.where(committed, cand.tokens, block))
         prefix = self._update_rows(block, [0] * len(self.rows))
         return block, prefix, self._step("fused", b, 0, block, committed, cand, was_masked)
 
@@ -355,7 +362,7 @@ class _Run:
             # The output at position j-1 predicts block position j.
             cand = self._sample(torch.cat([logits[:, :1], logits[:, :-1]], 1))
             committed = self._choose(cand, target)
-            block[committed] = cand.tokens[committed]
+            block.copy_(torch.where(committed, cand.tokens, block))
             prefix[:] = self._update_rows(block, prefix)
             yield self._step("denoise", b, sb, block, committed, cand, was_masked)
 
@@ -363,19 +370,21 @@ class _Run:
         """Which target positions this forward commits: at least the most confident one per row
         (or position 0 when `first_forced`: the fused forward's AR prediction)."""
         cfg = self.cfg
-        score = confidence(cfg.algorithm, cand).masked_fill(~target, float("-inf"))
-        has_target = target.any(1)
-        rows = torch.arange(target.shape[0], device=target.device)
+        has_target = target.any(1, keepdim=True)
         committed = torch.zeros_like(target)
         if cfg.algorithm == "elastic":
             # Leftmost masked position, then the contiguous run after it that clears the threshold.
-            first = target.float().argmax(1)
-            committed[rows, first] = has_target
+            first = target.float().argmax(1, keepdim=True)
+            committed.scatter_(1, first, has_target)
             idx = torch.arange(target.shape[1], device=target.device)
-            clears = (target & (cand.token_probs > cfg.threshold)) | (idx <= first[:, None])
-            run = clears.long().cumprod(1).bool() & (idx > first[:, None])
-            return committed | (run & has_target[:, None])
-        committed[rows, torch.zeros_like(rows) if first_forced else score.argmax(1)] = has_target
+            clears = (target & (cand.token_probs > cfg.threshold)) | (idx <= first)
+            run = clears.long().cumprod(1).bool() & (idx > first)
+            return committed | (run & has_target)
+        if first_forced:
+            committed[:, :1] = has_target
+        else:
+            score = confidence(cfg.algorithm, cand).masked_fill(~target, float("-inf"))
+            committed.scatter_(1, score.argmax(1, keepdim=True), has_target)
         if cfg.algorithm == "confidence_threshold":
             committed |= target & (cand.token_probs > cfg.threshold)
         return committed

@@ -7,6 +7,7 @@ from the filtered, renormalised distribution (at temperature 0 too).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from transformers.generation.logits_process import (
@@ -22,7 +23,7 @@ class Candidates:
     tokens: torch.Tensor  # (..., ) the sampled (or arg-max) token per position
     probs: torch.Tensor  # (..., V) the filtered, renormalised distribution
 
-    @property
+    @cached_property  # read several times per forward (ranking, threshold, step record)
     def token_probs(self) -> torch.Tensor:
         return self.probs.gather(-1, self.tokens.unsqueeze(-1)).squeeze(-1)
 
