@@ -9,9 +9,10 @@ The benchmark times this path against the engine alone.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import render
@@ -90,7 +91,7 @@ def stream_frames(decoder: Decoder, prompt_ids: list[int], config: DecodeConfig,
     """
     options = options or FrameOptions()
     tok = decoder.tok
-    token_text = token_text or _cached(tok.token_text)
+    token_text = token_text or functools.cache(tok.token_text)  # few distinct tokens per run
     rec = Recording(config=config)
     frame_gap, figure_gap = 1.0 / max_fps, 1.0 / figure_fps
     last_frame = last_figure = float("-inf")
@@ -122,14 +123,3 @@ def _track_thinking(rec: Recording, step: Step) -> None:
     if rec.think_start is not None and rec.think_end is None and THINK_END in step.text:
         rec.think_end = step.elapsed
 
-
-def _cached(fn: Callable[[int], str]) -> Callable[[int], str]:
-    cache: dict[int, str] = {}
-
-    def lookup(token: int) -> str:
-        text = cache.get(token)
-        if text is None:
-            text = cache[token] = fn(token)
-        return text
-
-    return lookup

@@ -119,8 +119,8 @@ def collate(layouts: list[Layout], pad_id: int, dtype: torch.dtype = torch.float
     noisy = torch.zeros(B, T, dtype=torch.bool)
     for b, lay in enumerate(layouts):
         n = len(lay.input_ids)
-        ids[b, :n], pos[b, :n], labels[b, :n], noisy[b, :n] = lay.input_ids, lay.position_ids, lay.labels, \
-            lay.is_noisy_label
+        ids[b, :n], pos[b, :n] = lay.input_ids, lay.position_ids
+        labels[b, :n], noisy[b, :n] = lay.labels, lay.is_noisy_label
         allowed[b, :n, :n] = lay.allowed
     mask = torch.zeros(B, 1, T, T, dtype=dtype).masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
     return {"input_ids": ids, "position_ids": pos, "attention_mask": mask, "labels": labels, "noisy": noisy}
