@@ -47,8 +47,9 @@ EXAMPLES = [
 TEACHING_NOTE = (
     "**About the default model.** The embedded model is a *small teaching model trained by this project* on "
     "synthetic word problems (with a thinking trace) and Shakespeare. It decodes exactly like "
-    "openPangu-R-7B-Diffusion (same format, same block diffusion) but it is tiny: expect simple arithmetic "
-    "and Shakespeare-like text, not a general assistant."
+    "openPangu-R-7B-Diffusion (same format, same block diffusion) but it is tiny (6.5M parameters, 95 minutes "
+    "of CPU training): it writes traces and answers in the right form but often gets the arithmetic wrong. "
+    "Watch how it decodes, not what it answers."
 )
 HOW_TO_GET = (
     "**To run the real openPangu-R-7B-Diffusion:** " + GET_OFFICIAL.replace("`hf download", "\n`hf download") +
