@@ -7,6 +7,8 @@ do what the flags do.
 import argparse
 import os
 
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the demo works offline: no calls home
+
 from pangu_demo.ui import allow_custom_default, build_app, default_model_source, launch_options
 
 
