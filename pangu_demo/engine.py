@@ -184,17 +184,26 @@ class Decoder:
             list(prompt_ids)]
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("The prompt is empty: give at least one token (e.g. BOS).")
-        ctx = getattr(self.model.config, "max_position_embeddings", None)
-        need = max(map(len, prompts)) + -(-cfg.max_new_tokens // cfg.block_length) * cfg.block_length
-        if ctx and need > ctx:
-            raise ValueError(f"The prompt ({max(map(len, prompts))} tokens) plus {cfg.max_new_tokens} new tokens "
-                             f"(rounded up to whole blocks) exceed the model's context of {ctx} tokens.")
+        check_context(max(map(len, prompts)), cfg, getattr(self.model.config, "max_position_embeddings", None))
         run = _Run(self, prompts, cfg, stop_event)
         try:
             yield from run.steps()
             yield run.result()
         finally:
             run.cache = None  # free the KV cache at once, also when the consumer closes us early
+
+
+def check_context(prompt_len: int, cfg: DecodeConfig, context: int | None) -> None:
+    """ValueError unless the prompt plus max_new_tokens, rounded up to whole blocks, fits the context."""
+    if not context:
+        return
+    if prompt_len >= context:
+        raise ValueError(f"The prompt is {prompt_len} tokens, longer than the model's context of {context} tokens.")
+    if prompt_len + -(-cfg.max_new_tokens // cfg.block_length) * cfg.block_length > context:
+        room = (context - prompt_len) // cfg.block_length * cfg.block_length
+        raise ValueError(f"The prompt is {prompt_len} tokens; with {cfg.max_new_tokens} new tokens (whole blocks of "
+                         f"{cfg.block_length}) that exceeds the model's context of {context} tokens. Lower max new "
+                         f"tokens to {room} or less, or shorten the prompt.")
 
 
 class _Run:

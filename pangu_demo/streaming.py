@@ -83,9 +83,10 @@ def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, opti
 
 def stream_frames(decoder: Decoder, prompt_ids: list[int], config: DecodeConfig,
                   stop_event: threading.Event | None = None, max_fps: float = 20.0, figure_fps: float = 4.0,
-                  options: FrameOptions | None = None,
-                  token_text: render.TokenText | None = None) -> Iterator[Frame]:
-    """Decode and yield coalesced frames; the last one is final (result set, figure rendered).
+                  options: FrameOptions | None = None, token_text: render.TokenText | None = None,
+                  figures: bool = True) -> Iterator[Frame]:
+    """Decode and yield coalesced frames; the last one is final (result set, figure rendered unless
+    `figures` is False).
 
     Raises the engine's ValueError for impossible settings before any frame.
     """
@@ -106,13 +107,13 @@ def stream_frames(decoder: Decoder, prompt_ids: list[int], config: DecodeConfig,
             now = time.monotonic()
             if now - last_frame < frame_gap:
                 continue
-            with_figure = now - last_figure >= figure_gap
+            with_figure = figures and now - last_figure >= figure_gap
             frame = build_frame(rec, token_text, decoder.mask_id, options, final=False, with_figure=with_figure)
             if with_figure:
                 last_figure = now
             yield frame
             last_frame = time.monotonic()  # measured after the consumer is done: no backlog builds up
-        yield build_frame(rec, token_text, decoder.mask_id, options, final=True)
+        yield build_frame(rec, token_text, decoder.mask_id, options, final=True, with_figure=figures)
     finally:
         gen.close()  # on Stop, an error or a closed consumer: the engine frees its cache at once
 

@@ -22,7 +22,7 @@ from gradio.components.plot import PlotData
 
 from . import render
 from .chat import prompt_ids
-from .engine import ALGORITHMS, DecodeConfig, Decoder, trace_json
+from .engine import ALGORITHMS, DecodeConfig, Decoder, check_context, trace_json
 from .loading import EMBEDDED_MODEL, GET_OFFICIAL, LoadedModel, ModelLoadError, load_model
 from .streaming import FrameOptions, Recording, stream_frames
 
@@ -166,18 +166,6 @@ def check_prompt(prompt: str | None) -> str:
     return prompt
 
 
-def check_context(n_prompt: int, cfg: DecodeConfig, context: int) -> None:
-    need = n_prompt + -(-cfg.max_new_tokens // cfg.block_length) * cfg.block_length
-    if n_prompt >= context:
-        raise ValueError(f"The message and the conversation so far are {n_prompt} tokens, longer than the model's "
-                         f"context of {context} tokens. Shorten the message or press Clear.")
-    if need > context:
-        room = (context - n_prompt) // cfg.block_length * cfg.block_length
-        raise ValueError(f"The conversation so far is {n_prompt} tokens; with {cfg.max_new_tokens} new tokens "
-                         f"(whole blocks of {cfg.block_length}) that exceeds the model's context of {context} "
-                         f"tokens. Lower 'max new tokens' to {room} or less, or press Clear.")
-
-
 def plot_value(figure: dict | None) -> PlotData | None:
     return None if figure is None else PlotData(type="plotly", plot=json.dumps(figure))
 
@@ -290,7 +278,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                 lm, decoder = models.get(model_label)
                 ids = prompt_ids(lm.tokenizer, sess.history, text, bool(think_on))
                 check_context(len(ids), cfg, lm.context_length)
-            except (ValueError, ModelLoadError) as e:
+            except (ValueError, ModelLoadError) as e:  # the conversation may need Clear to fit again
                 gr.Warning(str(e))
                 yield skip, skip, skip, skip, skip, skip, notice_html(str(e)), skip, skip, skip, skip
                 return
@@ -474,7 +462,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                 check_context(len(ids), cfg, lm.context_length)
             except (ValueError, ModelLoadError, TypeError) as e:
                 raise gr.Error(str(e)) from e
-            for frame in stream_frames(decoder, ids, cfg, options=FrameOptions("answer")):
+            for frame in stream_frames(decoder, ids, cfg, figures=False):  # the API returns no figures
                 out = {"thinking": frame.reply.thinking, "answer": frame.reply.answer, "stats": frame.stats,
                        "done": frame.final}
                 if frame.final:

@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from app_server import launched
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    import torch
-
-    from pangu_demo.ui import build_app, launch_options
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: extra threads only spin on a busy machine
-    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_app"), peak=8.0)
-    demo = build_app(str(folder))
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                            quiet=True, **launch_options())
-    yield url
-    demo.close()
-    torch.set_num_threads(threads)
+def app_url(tiny_checkpoint):
+    with launched(str(tiny_checkpoint)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -91,17 +69,9 @@ def test_missing_or_broken_model_folder_gives_a_message_and_the_app_runs(tmp_pat
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    from pangu_demo.ui import build_app
-
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{ not json")
     for folder, expected in ((tmp_path / "missing", "does not exist"), (broken, "not valid JSON")):
-        demo = build_app(str(folder))
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                quiet=True)
-        try:
-            with pytest.raises(AppError, match=expected):
-                Client(url, verbose=False).predict(prompt="Hi", api_name="/generate")
-        finally:
-            demo.close()
+        with launched(str(folder)) as url, pytest.raises(AppError, match=expected):
+            Client(url, verbose=False).predict(prompt="Hi", api_name="/generate")

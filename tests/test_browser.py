@@ -4,14 +4,11 @@ Stop on a long run, and the escaping of a prompt with markup. Saves screenshots 
 from __future__ import annotations
 
 import os
-import socket
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
+from app_server import launched
+from tiny_checkpoint import write_tiny_checkpoint
 
 pytestmark = pytest.mark.browser
 
@@ -20,12 +17,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = Path(os.environ.get("SCREENSHOT_DIR", Path(__file__).resolve().parent.parent / "screenshots"))
 EVIL = 'Hi <b id=x>broken</b> & "quotes"'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def never_stop(folder: Path) -> None:
@@ -49,22 +40,12 @@ def app_url(tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)")
     pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
-    import torch
-
-    from pangu_demo.ui import build_app, launch_options
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: extra threads only spin on a busy machine
     # A little larger than the default tiny model so that a 1024-token run lasts long enough to be stopped.
     folder = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_browser"), hidden=128, layers=4, intermediate=256,
                                    context=2048, peak=8.0)
     never_stop(folder)
-    demo = build_app(str(folder))
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                            quiet=True, **launch_options())
-    yield url
-    demo.close()
-    torch.set_num_threads(threads)
+    with launched(str(folder)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

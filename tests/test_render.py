@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
 from pangu_demo import render
 from pangu_demo.engine import DecodeConfig, Decoder, Result, Step, run
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
 
 MASK = 0
 L = 32
@@ -196,18 +191,13 @@ def test_stats_line():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    import torch
-
+def tiny_run(tiny_checkpoint):
     from pangu_demo.loading import load_model
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: extra threads only spin on a busy machine
-    lm = load_model(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_render"), peak=8.0), progress=False)
+    lm = load_model(tiny_checkpoint, progress=False)
     steps, result = run(Decoder(lm.model, lm.tokenizer), lm.tokenizer.encode("Hello & <b>"),
                         DecodeConfig(max_new_tokens=64, num_small_blocks=4, threshold=0.5, stop_ids=()))
-    yield lm, steps, result
-    torch.set_num_threads(threads)
+    return lm, steps, result
 
 
 def test_real_run_renders_consistently(tiny_run):

@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from pangu_demo.engine import DecodeConfig, Decoder, Result, run
 from pangu_demo.streaming import FrameOptions, stream_frames
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
-
 LONG = DecodeConfig(max_new_tokens=96, num_small_blocks=32, stop_ids=())  # 31 denoising forwards per block
 
 
 @pytest.fixture(scope="module")
-def decoder(tmp_path_factory):
-    import torch
-
+def decoder(tiny_checkpoint):
     from pangu_demo.loading import load_model
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: extra threads only spin on a busy machine
-    lm = load_model(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_stream"), peak=8.0), progress=False)
-    yield Decoder(lm.model, lm.tokenizer)
-    torch.set_num_threads(threads)
+    lm = load_model(tiny_checkpoint, progress=False)
+    return Decoder(lm.model, lm.tokenizer)
 
 
 class SlowDecoder:
