@@ -21,7 +21,7 @@ THINK_START, THINK_END = "[unused16]", "[unused17]"
 NO_THINK = " /no_think"
 TASKS = ("one_op", "two_op", "counting", "comparing", "ordering", "text")
 EVAL_TASKS = ("one_op", "two_op", "counting", "comparing", "ordering")
-TRAIN_MIX = {"one_op": 35, "two_op": 37, "counting": 4, "comparing": 4, "ordering": 5, "text": 15}
+TRAIN_MIX = {"one_op": 38, "two_op": 42, "counting": 4, "comparing": 4, "ordering": 4, "text": 8}
 SYM = {"add": "+", "sub": "-", "mul": "×", "div": "÷"}
 PLACES = ("ones", "tens", "hundreds", "thousands")
 

@@ -51,6 +51,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     first_token_mask_prob: float = 0.15  # lets the fused commit+denoise forward be trained for
     max_reply_blocks: int = 8
+    pack_length: int = 0  # > 0: pack several chats into rows of this many tokens (no padding waste)
     seed: int = 0
     checkpoint_every: int = 100
 
@@ -109,6 +110,27 @@ def build_layout(prompt: list[int], reply: list[int], mask_id: int, pad_id: int,
     return Layout(input_ids, position_ids, allowed, labels, is_noisy & (labels != IGNORE))
 
 
+def pack(layouts: list[Layout], row_length: int) -> list[Layout]:
+    """First-fit packing (longest first) into rows of at most `row_length` tokens. Chats sharing a row
+    cannot see each other (block-diagonal attention) and keep their own position ids, so the loss is
+    the same as unpacked; only the padding compute is saved."""
+    rows: list[list[Layout]] = []
+    sizes: list[int] = []
+    for lay in sorted(layouts, key=lambda lay: -len(lay.input_ids)):
+        n = len(lay.input_ids)
+        for i, size in enumerate(sizes):
+            if size + n <= row_length:
+                rows[i].append(lay)
+                sizes[i] += n
+                break
+        else:
+            rows.append([lay])
+            sizes.append(n)
+    return [Layout(torch.cat([lay.input_ids for lay in row]), torch.cat([lay.position_ids for lay in row]),
+                   torch.block_diag(*[lay.allowed for lay in row]), torch.cat([lay.labels for lay in row]),
+                   torch.cat([lay.is_noisy_label for lay in row])) for row in rows]
+
+
 def collate(layouts: list[Layout], pad_id: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Right-pad to the longest; padding rows attend only to themselves and carry no loss."""
     B, T = len(layouts), max(len(lay.input_ids) for lay in layouts)
@@ -128,8 +150,9 @@ def collate(layouts: list[Layout], pad_id: int, dtype: torch.dtype = torch.float
 
 def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     """Masked-token CE on the noisy blocks + next-token CE on the clean part (each a mean)."""
+    mask = batch["attention_mask"].to(model.dtype)  # attention adds it to scores of the model's dtype
     logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                   attention_mask=batch["attention_mask"], use_cache=False).logits
+                   attention_mask=mask, use_cache=False).logits
     ce = F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE,
                          reduction="none").view_as(batch["labels"])
     has = batch["labels"] != IGNORE
@@ -160,6 +183,8 @@ def make_batch(tok: PanguTokenizer, cfg: TrainConfig, step: int) -> dict[str, to
         prompt = prompt[-(cfg.context_length - cfg.max_reply_blocks * cfg.block_length):]
         layouts.append(build_layout(prompt, reply, tok.ids.mask, tok.ids.pad, cfg.block_length, gen,
                                     cfg.first_token_mask_prob))
+    if cfg.pack_length:
+        layouts = pack(layouts, cfg.pack_length)
     return collate(layouts, tok.ids.pad)
 
 
@@ -198,8 +223,11 @@ def save_checkpoint(out: Path, model, optim, step: int, cfg: TrainConfig) -> Non
     tmp.replace(out / "checkpoint.pt")  # atomic: an interrupted save never corrupts the last checkpoint
 
 
-def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progress: bool = True) -> Path:
-    """Train (or resume) into `out`; returns the folder. Writes train_log.jsonl and loss_curve.png."""
+def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progress: bool = True,
+          init: Path | None = None) -> Path:
+    """Train (or resume) into `out`; returns the folder. Writes train_log.jsonl and loss_curve.png.
+    `init`: start from the weights of another run's checkpoint.pt (same sizes and tokenizer) instead of
+    random ones; the optimiser and the schedule start afresh."""
     out.mkdir(parents=True, exist_ok=True)
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.model").is_file():
@@ -221,7 +249,10 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
         model.load_state_dict(state["model"])
         optim.load_state_dict(state["optim"])
         start = state["step"]
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    elif init is not None:
+        model.load_state_dict(torch.load(init, weights_only=False)["model"])
+    record = {**asdict(cfg), **({"init": str(init)} if init is not None and start == 0 else {})}
+    (out / "train_config.json").write_text(json.dumps(record, indent=2))
     n_params = sum(p.numel() for p in model.parameters())
     _truncate_log(out / "train_log.jsonl", start)
     log = (out / "train_log.jsonl").open("a")
@@ -335,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokenizer", type=Path, help="use this trained tokenizer folder instead of training one")
     p.add_argument("--export", type=Path, help="export the run's checkpoint to this folder and exit")
     p.add_argument("--export-dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--init", type=Path, help="start from the weights of this checkpoint.pt (fresh optimiser)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     for name, value in asdict(TrainConfig()).items():
         p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
@@ -346,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
         check_export(args.export)
         return
     cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
-    train(args.out, cfg, args.tokenizer)
+    train(args.out, cfg, args.tokenizer, init=args.init)
 
 
 if __name__ == "__main__":

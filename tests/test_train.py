@@ -204,3 +204,18 @@ def test_train_resumes_and_exports_in_the_official_format(tiny_checkpoint: Path,
     ids = torch.tensor([chat.prompt_ids(tok, [], "How many eggs does Claire eat?")])
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(ids).logits, trained.eval()(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_packing_changes_no_loss(tiny_model: LoadedModel) -> None:
+    """Chats packed into shared rows see only themselves: the loss equals the unpacked one (float32 CE)."""
+    tok, model = tiny_model.tokenizer, tiny_model.model
+    cfg = small_config(batch_size=6)
+    plain = train.make_batch(tok, cfg, 3)
+    packed = train.make_batch(tok, replace(cfg, pack_length=2 * plain["input_ids"].shape[1]), 3)
+    assert packed["input_ids"].shape[0] < plain["input_ids"].shape[0]  # rows were actually shared
+    assert int((packed["labels"] != IGNORE).sum()) == int((plain["labels"] != IGNORE).sum())
+    with torch.no_grad():
+        a, parts_a = train.loss_fn(model, plain)
+        b, parts_b = train.loss_fn(model, packed)
+    assert parts_a["diffusion"] == pytest.approx(parts_b["diffusion"], rel=1e-6)
+    assert parts_a["ar"] == pytest.approx(parts_b["ar"], rel=1e-6)
