@@ -19,9 +19,9 @@ from .corpus import EVAL_WORKS, load_works
 
 THINK_START, THINK_END = "[unused16]", "[unused17]"
 NO_THINK = " /no_think"
-TASKS = ("one_op", "two_op", "counting", "comparing", "ordering", "text")
+TASKS = ("one_op", "two_op", "facts", "counting", "comparing", "ordering", "text")
 EVAL_TASKS = ("one_op", "two_op", "counting", "comparing", "ordering")
-TRAIN_MIX = {"one_op": 38, "two_op": 42, "counting": 4, "comparing": 4, "ordering": 4, "text": 8}
+TRAIN_MIX = {"one_op": 34, "two_op": 38, "facts": 14, "counting": 3, "comparing": 3, "ordering": 3, "text": 5}
 SYM = {"add": "+", "sub": "-", "mul": "×", "div": "÷"}
 PLACES = ("ones", "tens", "hundreds", "thousands")
 
@@ -750,10 +750,61 @@ def _text(rng: random.Random, split: str) -> dict:
             "meta": {"work": title}}
 
 
+# -- fact drills (training only) -------------------------------------------------------------------------
+# The single-digit facts the traces are built from, many to a chat, in the traces' own wording: the word
+# problems hold only a few each, and the facts are what a small model learns last.
+FACT_ASKS = ["Work these out: {list}.", "Quick drill: {list}.", "What are {list}?", "Practise these facts: {list}.",
+             "Tell me {list}."]
+FACT_ANSWERS = ["{r}.", "The answers are {r}.", "In order: {r}.", "{r}, in that order."]
+
+
+def _fact(op: str, rng: random.Random) -> tuple[str, str, tuple[tuple[int, int], ...]]:
+    """(question item, trace sentence, the operand pairs it shows) of one single-digit fact."""
+    if op == "add":
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        carry = rng.random() < 0.3
+        terms = f"{a} + {b}" + (" + 1" if carry else "")
+        return terms, f"{terms} = {a + b + carry}.", ((a, b),)
+    if op == "sub":
+        top, low = rng.randint(0, 9), rng.randint(0, 9)
+        if top >= low:
+            return f"{top} - {low}", f"{top} - {low} = {top - low}.", ((top, low),)
+        return (f"{top} - {low}", f"{top} - {low} needs a borrow, {top + 10} - {low} = {top + 10 - low}.",
+                ((top, low),))
+    if op == "mul":
+        d, m = rng.randint(0, 9), rng.randint(2, 9)
+        if rng.random() < 0.3:  # the carry added to a product, as in the multiplication traces
+            c = rng.randint(1, m - 1)
+            return (f"{d} × {m} + {c}", f"{d} × {m} = {d * m}, {d * m} + {c} = {d * m + c}.",
+                    ((d, m), (d * m, c)))
+        return f"{d} × {m}", f"{d} × {m} = {d * m}.", ((d, m),)
+    d = rng.randint(2, 12)
+    cur = rng.randint(0, 10 * d - 1)
+    return f"{cur} ÷ {d}", f"{cur} ÷ {d} = {cur // d} remainder {cur % d}.", ((cur, d),)
+
+
+def _facts(rng: random.Random, split: str) -> dict:
+    if split == "eval":
+        raise ValueError("fact drills are a training task; the evaluation asks word problems")
+    op = rng.choice(list(SYM))
+    items, sentences, results = [], [], []
+    n = rng.randint(8, 14)
+    while len(items) < n:
+        item, sentence, pairs = _fact(op, rng)
+        if any(map(is_eval_operands, pairs)):  # the held-out partition covers every operand pair we show
+            continue
+        items.append(item)
+        sentences.append(sentence)
+        results.append(sentence.rstrip(".").rsplit("= ", 1)[1])
+    ask = rng.choice(FACT_ASKS).format(list=", ".join(items[:-1]) + " and " + items[-1])
+    return {"question": ask, "trace": " ".join(sentences), "task": "facts", "answer": ", ".join(results),
+            "answer_text": rng.choice(FACT_ANSWERS).format(r=", ".join(results)), "meta": {"op": op}}
+
+
 # -- chats -----------------------------------------------------------------------------------------------
 MAKERS: dict[str, Callable[[random.Random, str], dict]] = {
     "one_op": _one_op, "two_op": _two_op, "counting": _counting, "comparing": _comparing,
-    "ordering": _ordering, "text": _text}
+    "ordering": _ordering, "text": _text, "facts": _facts}
 SYSTEM_PROMPTS = ["You are a helpful assistant.", "You are a careful assistant who thinks step by step.",
                   "Answer the user's questions.", "You are a friendly tutor."]
 

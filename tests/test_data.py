@@ -94,7 +94,7 @@ def test_same_examples_in_a_fresh_process_with_another_hash_seed():
 
 def test_train_mix_covers_all_tasks_and_modes():
     tasks = {ex["task"] for ex in TRAIN}
-    assert tasks == {"one_op", "two_op", "counting", "comparing", "ordering", "text"}
+    assert tasks == {"one_op", "two_op", "facts", "counting", "comparing", "ordering", "text"}
     no_think = sum(ex["messages"][-2]["content"].endswith(NO_THINK) for ex in TRAIN)
     two_turn = sum(sum(m["role"] == "user" for m in ex["messages"]) == 2 for ex in TRAIN)
     assert 0.04 * N_TRAIN < no_think < 0.12 * N_TRAIN
@@ -146,6 +146,27 @@ def test_arithmetic_traces_are_correct(examples):
         assert check_answer(ex, answer_text), answer_text
         assert 0 <= meta["result"] <= 999
     assert checked > 1000
+
+
+def test_fact_drills_are_right_and_avoid_held_out_pairs():
+    drills = [make_example("train", i, task="facts") for i in range(300)]
+    fact = re.compile(r"(\d+) ([-+×÷]) (\d+)( \+ 1)?(?: needs a borrow, (\d+) - \d+)? = (\d+)")
+    seen = 0
+    for ex in drills:
+        trace, _ = _last_reply(ex)
+        for m in fact.finditer(trace):
+            x, op, y, carried, borrowed, r = m.groups()
+            x, y, r = int(x), int(y), int(r)
+            assert not is_eval_operands((x, y)), m.group(0)
+            carry = 1 if carried else 0
+            top = int(borrowed) if borrowed else x
+            expect = x // y if op == "÷" else {"+": x + y + carry, "-": top - y, "×": x * y}[op]
+            assert r == expect, m.group(0)
+            seen += 1
+        assert ex["answer"] is None or len(ex["answer"].split(", ")) >= 8
+    assert seen > 1000
+    with pytest.raises(ValueError):
+        make_example("eval", 0, task="facts")
 
 
 def test_other_tasks_answers_are_consistent():
