@@ -897,7 +897,7 @@ def check_answer(example: dict, answer_text: str) -> bool:
     expected, task = example["answer"], example["task"]
     if expected is None:
         raise ValueError(f"{task} examples have no checkable answer")
-    if task == "ordering":
+    if task in ("ordering", "facts"):  # a list of numbers, in order
         return _INT.findall(answer_text) == _INT.findall(expected)
     if task == "comparing":
         other = example["meta"]["other"]
