@@ -381,8 +381,8 @@ def _draw_pair(op: str, rng: random.Random, fixed: int | None) -> tuple[int, int
         m = fixed or rng.randint(2, 9)
         x = rng.randint(2, 99 if rng.random() < 0.8 else 9)
         return (x, m) if fixed or rng.random() < 0.5 else (m, x)
-    d = fixed or rng.randint(2, 12)
-    q = rng.randint(2, min(99, 999 // d))
+    d = fixed or rng.randint(2, 12)  # both operands have at most two digits
+    q = rng.randint(2, 99 // d)
     return q * d, d
 
 

@@ -223,11 +223,22 @@ def save_checkpoint(out: Path, model, optim, step: int, cfg: TrainConfig) -> Non
     tmp.replace(out / "checkpoint.pt")  # atomic: an interrupted save never corrupts the last checkpoint
 
 
+def initial_weights(init: Path) -> dict[str, torch.Tensor]:
+    """Weights to start from: a run's checkpoint.pt, or an exported folder in the official format (its
+    float32 safetensors; the ignored rotary inv_freq buffers are dropped)."""
+    if init.is_dir():
+        from safetensors.torch import load_file
+
+        state = load_file(str(init / "model.safetensors"))
+        return {k: v.float() for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    return torch.load(init, weights_only=False)["model"]
+
+
 def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progress: bool = True,
           init: Path | None = None) -> Path:
     """Train (or resume) into `out`; returns the folder. Writes train_log.jsonl and loss_curve.png.
-    `init`: start from the weights of another run's checkpoint.pt (same sizes and tokenizer) instead of
-    random ones; the optimiser and the schedule start afresh."""
+    `init`: start from the weights of another run's checkpoint.pt or exported folder (same sizes and
+    tokenizer) instead of random ones; the optimiser and the schedule start afresh."""
     out.mkdir(parents=True, exist_ok=True)
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.model").is_file():
@@ -250,7 +261,7 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
         optim.load_state_dict(state["optim"])
         start = state["step"]
     elif init is not None:
-        model.load_state_dict(torch.load(init, weights_only=False)["model"])
+        model.load_state_dict(initial_weights(init))
     record = {**asdict(cfg), **({"init": str(init)} if init is not None and start == 0 else {})}
     (out / "train_config.json").write_text(json.dumps(record, indent=2))
     n_params = sum(p.numel() for p in model.parameters())
@@ -377,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokenizer", type=Path, help="use this trained tokenizer folder instead of training one")
     p.add_argument("--export", type=Path, help="export the run's checkpoint to this folder and exit")
     p.add_argument("--export-dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    p.add_argument("--init", type=Path, help="start from the weights of this checkpoint.pt (fresh optimiser)")
+    p.add_argument("--init", type=Path,
+                   help="start from the weights of this checkpoint.pt or exported model folder (fresh optimiser)")
     p.add_argument("--plot", type=Path, nargs="+", metavar="RUN",
                    help="draw the loss of these runs (consecutive stages) into --out/loss_curve.png and exit")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
