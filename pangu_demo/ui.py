@@ -47,9 +47,10 @@ EXAMPLES = [
 TEACHING_NOTE = (
     "**About the default model.** The embedded model is a *small teaching model trained by this project* on "
     "synthetic word problems (with a thinking trace) and Shakespeare. It decodes exactly like "
-    "openPangu-R-7B-Diffusion (same format, same block diffusion) but it is tiny (6.5M parameters, 95 minutes "
-    "of CPU training): it writes traces and answers in the right form but often gets the arithmetic wrong. "
-    "Watch how it decodes, not what it answers."
+    "openPangu-R-7B-Diffusion (same format, same block diffusion) but it is tiny (6.5M parameters, about 3 hours "
+    "of CPU training). In AR mode it solves most of these word problems; decoded by block diffusion it still "
+    "makes more arithmetic mistakes, because it commits some digits confidently before it has worked them out. "
+    "Watch how it decodes, and compare the two modes."
 )
 HOW_TO_GET = (
     "**To run the real openPangu-R-7B-Diffusion:** " + GET_OFFICIAL.replace("`hf download", "\n`hf download") +

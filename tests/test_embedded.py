@@ -55,6 +55,19 @@ def test_replies_in_the_trained_format_several_tokens_per_forward(embedded) -> N
     assert tokens / nfe > 1.2
 
 
+def test_autoregressive_mode_solves_held_out_problems(embedded) -> None:
+    """The committed model has learned the column method: AR decoding answers most held-out one-operation
+    problems (operand pairs never seen in training) correctly."""
+    decoder = Decoder(embedded.model, embedded.tokenizer)
+    correct = 0
+    examples = data.eval_set(6, task="one_op")
+    for ex in examples:
+        ids = prompt_ids(embedded.tokenizer, [], ex["messages"][-2]["content"])
+        _, result = run(decoder, ids, DecodeConfig(mode="ar", max_new_tokens=192))
+        correct += data.check_answer(ex, split_reply(result.text).answer)
+    assert correct >= 4, f"{correct} of {len(examples)} correct"
+
+
 def test_no_think_gives_an_empty_trace(embedded) -> None:
     decoder = Decoder(embedded.model, embedded.tokenizer)
     ex = data.eval_set(1, task="comparing")[0]
