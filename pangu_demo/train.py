@@ -224,13 +224,12 @@ def save_checkpoint(out: Path, model, optim, step: int, cfg: TrainConfig) -> Non
 
 
 def initial_weights(init: Path) -> dict[str, torch.Tensor]:
-    """Weights to start from: a run's checkpoint.pt, or an exported folder in the official format (its
-    float32 safetensors; the ignored rotary inv_freq buffers are dropped)."""
+    """Weights to start from: a run's checkpoint.pt, or a model folder in the official format (read by the
+    app's own loader)."""
     if init.is_dir():
-        from safetensors.torch import load_file
+        from .loading import load_model
 
-        state = load_file(str(init / "model.safetensors"))
-        return {k: v.float() for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+        return load_model(init, dtype="float32", progress=False).model.state_dict()
     return torch.load(init, weights_only=False)["model"]
 
 
@@ -310,21 +309,13 @@ def _truncate_log(log_file: Path, step: int) -> None:
     log_file.write_text("".join(kept))
 
 
-def plot_loss(log_files: Path | list[Path], png: Path) -> None:
-    """Loss curve of a run, or of consecutive runs (each started from the previous one's weights) drawn
-    end to end with a line where each stage starts."""
+def plot_loss(log_file: Path, png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    files = [log_files] if isinstance(log_files, Path) else list(log_files)
-    recs, starts = [], []
-    for f in files:
-        stage = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-        offset = recs[-1]["step"] if recs else 0
-        starts.append(offset)
-        recs += [{**r, "step": r["step"] + offset} for r in stage]
+    recs = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
     if not recs:
         return
     steps = [r["step"] for r in recs]
@@ -335,9 +326,6 @@ def plot_loss(log_files: Path | list[Path], png: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     ax.plot(steps, smooth([r["diffusion"] for r in recs]), label="masked-token CE (noisy blocks)")
     ax.plot(steps, smooth([r["ar"] for r in recs]), label="next-token CE (clean part)")
-    for n, start in enumerate(starts[1:], 2):
-        ax.axvline(start, color="grey", linestyle=":", linewidth=1)
-        ax.text(start, 1, f" stage {n}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats, moving average)")
     ax.set_yscale("log")
@@ -390,17 +378,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--export-dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--init", type=Path,
                    help="start from the weights of this checkpoint.pt or exported model folder (fresh optimiser)")
-    p.add_argument("--plot", type=Path, nargs="+", metavar="RUN",
-                   help="draw the loss of these runs (consecutive stages) into --out/loss_curve.png and exit")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     for name, value in asdict(TrainConfig()).items():
         p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.plot:
-        plot_loss([run / "train_log.jsonl" for run in args.plot], args.out / "loss_curve.png")
-        return
     if args.export:
         export(args.out, args.export, getattr(torch, args.export_dtype))
         check_export(args.export)

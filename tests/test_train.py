@@ -196,6 +196,11 @@ def test_train_resumes_and_exports_in_the_official_format(tiny_checkpoint: Path,
     names = [n.strip() for n in (OFFICIAL_FORMAT / "weight_names.txt").read_text().splitlines() if n.strip()]
     assert set(load_file(dest / "model.safetensors")) == {n.replace("{N}", "0") for n in names}
     assert (dest / "tokenizer.model").is_file() and (dest / "tokenizer_config.json").is_file()
+    # The exported folder is a valid starting point for another stage (--init): the same weights back.
+    start = train.initial_weights(dest)
+    assert set(start) == set(resumed["model"])
+    for k, v in resumed["model"].items():
+        torch.testing.assert_close(start[k], v)
 
     loaded = load_model(dest, dtype="float32", device="cpu", progress=False)
     tok = PanguTokenizer.from_pretrained(run / "tokenizer")
