@@ -50,6 +50,8 @@ class TrainConfig:
     warmup: int = 150
     weight_decay: float = 0.05
     first_token_mask_prob: float = 0.15  # lets the fused commit+denoise forward be trained for
+    noisy_copies: int = 1  # 2: a second, complementary noisy copy of each reply
+    diffusion_weight: float = 1.0  # loss = diffusion_weight * masked-token CE + next-token CE
     max_reply_blocks: int = 8
     pack_length: int = 0  # > 0: pack several chats into rows of this many tokens (no padding waste)
     seed: int = 0
@@ -66,45 +68,60 @@ class Layout:
     is_noisy_label: torch.Tensor  # (T,) bool: the label is a masked-token target
 
 
+def draw_masks(n_blocks: int, L: int, generator: torch.Generator, first_token_mask_prob: float,
+               copies: int) -> list[torch.Tensor]:
+    """Which tokens each noisy copy masks, (n_blocks, L) bool per copy. Copy 0 draws a mask ratio per
+    block; copy 1 masks exactly what copy 0 left visible (complementary masking), so every reply
+    token is a masked-token target once per pair of copies; further copies repeat the pattern."""
+    out = []
+    for c in range(copies):
+        if c % 2 == 0:
+            ratio = torch.rand(n_blocks, 1, generator=generator).clamp(min=1.0 / L)
+            masked = torch.rand(n_blocks, L, generator=generator) < ratio
+        else:
+            masked = ~out[-1]
+        # Position 0 of a block stays clean (it comes from the AR step), except with this probability.
+        masked[:, 0] = torch.rand(n_blocks, generator=generator) < first_token_mask_prob
+        rows = (~masked[:, 1:].any(1)).nonzero().flatten()  # every noisy block must teach something
+        masked[rows, 1 + torch.randint(L - 1, (len(rows),), generator=generator)] = True
+        out.append(masked)
+    return out
+
+
 def build_layout(prompt: list[int], reply: list[int], mask_id: int, pad_id: int, block_length: int,
-                 generator: torch.Generator, first_token_mask_prob: float = 0.0) -> Layout:
-    """Lay out one chat for training. `reply` ends with the end-of-turn token."""
+                 generator: torch.Generator, first_token_mask_prob: float = 0.0, copies: int = 1) -> Layout:
+    """Lay out one chat for training: the clean chat, then `copies` noisy copies of the reply's blocks.
+    `reply` ends with the end-of-turn token."""
     L, P = block_length, len(prompt)
     n_blocks = max(1, math.ceil(len(reply) / L))
     # Pad the last block with the end-of-turn token, which is what follows a finished reply.
     reply_padded = reply + [reply[-1]] * (n_blocks * L - len(reply))
     clean = torch.tensor(prompt + reply_padded)
-    C = len(clean)
+    C, R = len(clean), n_blocks * L
+    masks = draw_masks(n_blocks, L, generator, first_token_mask_prob, copies)
+    clean_blocks = clean[P:].view(n_blocks, L)
 
-    # Noise: a mask ratio per block; position 0 of a block stays clean (it comes from the AR step).
-    ratio = torch.rand(n_blocks, 1, generator=generator).clamp(min=1.0 / L)
-    masked = torch.rand(n_blocks, L, generator=generator) < ratio
-    masked[:, 0] = torch.rand(n_blocks, generator=generator) < first_token_mask_prob
-    none = ~masked[:, 1:].any(1)  # every noisy block must teach something
-    rows = none.nonzero().flatten()
-    masked[rows, 1 + torch.randint(L - 1, (len(rows),), generator=generator)] = True
-    noisy = torch.where(masked, mask_id, clean[P:].view(n_blocks, L)).flatten()
-
-    input_ids = torch.cat([clean, noisy])
+    input_ids = torch.cat([clean] + [torch.where(m, mask_id, clean_blocks).flatten() for m in masks])
     T = len(input_ids)
-    position_ids = torch.cat([torch.arange(C), P + torch.arange(n_blocks * L)])
+    position_ids = torch.cat([torch.arange(C)] + [P + torch.arange(R)] * copies)
 
     allowed = torch.zeros(T, T, dtype=torch.bool)
     allowed[:C, :C] = torch.ones(C, C, dtype=torch.bool).tril()
-    for k in range(n_blocks):
-        q = slice(C + k * L, C + (k + 1) * L)
-        allowed[q, : P + k * L] = True  # the clean context before clean block k
-        allowed[q, q] = True  # full attention inside the noisy block
+    for c in range(copies):
+        for k in range(n_blocks):
+            q = slice(C + c * R + k * L, C + c * R + (k + 1) * L)
+            allowed[q, : P + k * L] = True  # the clean context before clean block k
+            allowed[q, q] = True  # full attention inside the noisy block
 
     labels = torch.full((T,), IGNORE)
     # Clean part: next-token prediction up to the end of the reply (not the padding after it).
     end = P + len(reply)
     labels[: end - 1] = clean[1:end]
     # Noisy blocks: the output at block position j-1 predicts masked token j.
-    noisy_labels = torch.where(masked, clean[P:].view(n_blocks, L), IGNORE)
-    shifted = torch.full((n_blocks, L), IGNORE)
-    shifted[:, :-1] = noisy_labels[:, 1:]
-    labels[C:] = shifted.flatten()
+    for c, masked in enumerate(masks):
+        shifted = torch.full((n_blocks, L), IGNORE)
+        shifted[:, :-1] = torch.where(masked, clean_blocks, IGNORE)[:, 1:]
+        labels[C + c * R: C + (c + 1) * R] = shifted.flatten()
     is_noisy = torch.zeros(T, dtype=torch.bool)
     is_noisy[C:] = True
     return Layout(input_ids, position_ids, allowed, labels, is_noisy & (labels != IGNORE))
@@ -148,8 +165,10 @@ def collate(layouts: list[Layout], pad_id: int, dtype: torch.dtype = torch.float
     return {"input_ids": ids, "position_ids": pos, "attention_mask": mask, "labels": labels, "noisy": noisy}
 
 
-def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Masked-token CE on the noisy blocks + next-token CE on the clean part (each a mean)."""
+def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+            diffusion_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Masked-token CE on the noisy blocks (times `diffusion_weight`) + next-token CE on the clean part
+    (each a mean)."""
     mask = batch["attention_mask"].to(model.dtype)  # attention adds it to scores of the model's dtype
     logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                    attention_mask=mask, use_cache=False).logits
@@ -159,7 +178,7 @@ def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[tor
     noisy, clean = has & batch["noisy"], has & ~batch["noisy"]
     diff = ce[noisy].mean() if noisy.any() else ce.sum() * 0
     ar = ce[clean].mean() if clean.any() else ce.sum() * 0
-    return diff + ar, {"diffusion": diff.item(), "ar": ar.item()}
+    return diffusion_weight * diff + ar, {"diffusion": diff.item(), "ar": ar.item()}
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -182,7 +201,7 @@ def make_batch(tok: PanguTokenizer, cfg: TrainConfig, step: int) -> dict[str, to
         reply = reply[: cfg.max_reply_blocks * cfg.block_length]
         prompt = prompt[-(cfg.context_length - cfg.max_reply_blocks * cfg.block_length):]
         layouts.append(build_layout(prompt, reply, tok.ids.mask, tok.ids.pad, cfg.block_length, gen,
-                                    cfg.first_token_mask_prob))
+                                    cfg.first_token_mask_prob, cfg.noisy_copies))
     if cfg.pack_length:
         layouts = pack(layouts, cfg.pack_length)
     return collate(layouts, tok.ids.pad)
@@ -273,7 +292,7 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
         batch = make_batch(tok, cfg, step)
         for group in optim.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss, parts = loss_fn(model, batch)
+        loss, parts = loss_fn(model, batch, cfg.diffusion_weight)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -93,6 +93,44 @@ def test_noise_rules(reply_len: int) -> None:
     assert first_masked == 200 * n_blocks  # the knob does mask the first token
 
 
+def test_complementary_copy_masks_what_the_first_left_visible() -> None:
+    L, reply = 4, list(range(200, 211)) + [END]  # 3 blocks
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(100):
+        lay = build_layout([101, 102], reply, MASK, PAD, L, gen, copies=2)
+        C, R = 2 + 12, 12
+        assert len(lay.input_ids) == C + 2 * R
+        assert lay.position_ids[C:C + R].tolist() == lay.position_ids[C + R:].tolist() == list(range(2, 14))
+        first, second = (lay.input_ids[C + c * R: C + (c + 1) * R].view(3, L) == MASK for c in (0, 1))
+        assert not first[:, 0].any() and not second[:, 0].any()
+        # Every reply token after position 0 is masked in at least one copy; in both only where a
+        # block of the second copy would otherwise teach nothing (copy 0 masked all of it).
+        assert (first | second)[:, 1:].all()
+        both = (first & second)[:, 1:]
+        assert (both.sum(1) <= (first[:, 1:].all(1)).long()).all()
+        # The copies cannot see each other: each noisy block sees the clean context and itself only.
+        assert not lay.allowed[C + R:, C:C + R].any() and not lay.allowed[C:C + R, C + R:].any()
+
+
+def test_second_copy_gives_the_logits_it_would_give_alone(tiny_model: LoadedModel) -> None:
+    tok, model = tiny_model.tokenizer, tiny_model.model
+    prompt, reply = [5, 6, 7, 8], list(range(40, 60)) + [tok.ids.turn_end]
+    L = 8
+    two = build_layout(prompt, reply, tok.ids.mask, tok.ids.pad, L, torch.Generator().manual_seed(1), copies=2)
+    C, R = len(prompt) + 24, 24
+    keep = torch.cat([torch.arange(C), torch.arange(C + R, C + 2 * R)])  # drop the first copy
+    alone = train.Layout(two.input_ids[keep], two.position_ids[keep], two.allowed[keep][:, keep],
+                         two.labels[keep], two.is_noisy_label[keep])
+    def logits(lay: train.Layout) -> torch.Tensor:
+        mask = collate([lay], tok.ids.pad, torch.float64)["attention_mask"]
+        with torch.no_grad():
+            return model(input_ids=lay.input_ids[None], position_ids=lay.position_ids[None],
+                         attention_mask=mask, use_cache=False).logits[0]
+
+    a, b = logits(two), logits(alone)
+    torch.testing.assert_close(a[C + R:], b[C:], atol=1e-5, rtol=0)
+
+
 def test_training_layout_reproduces_the_engines_forwards(tiny_model: LoadedModel) -> None:
     """Each noisy block in the training layout sees exactly what a cached denoising forward of the engine
     sees, and the clean part is a causal forward: same probabilities for every candidate the engine scored."""
@@ -153,6 +191,8 @@ def test_optimiser_steps_lower_the_loss(tiny_model: LoadedModel) -> None:
     with torch.no_grad():
         after = train.loss_fn(model, batch)[0].item()
     assert after < before - 0.1, (before, after)
+    weighted, parts = train.loss_fn(model, batch, diffusion_weight=3.0)
+    assert weighted.item() == pytest.approx(3 * parts["diffusion"] + parts["ar"], rel=1e-5)
 
 
 def test_batches_are_a_function_of_the_step(tiny_model: LoadedModel) -> None:
