@@ -156,7 +156,7 @@ class Decoder:
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: DynamicCache,
                  keep: int, last_only: bool = False) -> torch.Tensor:
         """Run `ids` against the cache; only the first `keep` of them stay in it."""
-        out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache,
+        out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask, cache=cache,
                          use_cache=True, logits_to_keep=1 if last_only else 0)
         if keep < ids.shape[1]:  # denoised tokens must leave the cache as they found it
             cache.crop(keep - ids.shape[1])

@@ -1,10 +1,11 @@
 """The UI's streaming path, free of any UI framework.
 
-`stream_frames` consumes `Decoder.generate` in the caller's thread, records every step (for
-replay) and yields coalesced frames: at most `max_fps` per second, each showing the latest state,
-and always the final one. The decoding loop is never made to wait for the browser: a frame is
-built only when enough time has passed, and the plotly figure, the expensive part, even less often.
-The benchmark times this path against the engine alone.
+`stream_frames` runs `Decoder.generate` in a worker thread that records every step (for replay),
+and yields coalesced frames to the caller: at most `max_fps` per second, each showing the latest
+state, and always the final one. The decoding loop never waits for the consumer (the browser, or
+Gradio serialising a frame): frames are built from whatever has been recorded when the consumer
+is ready, and the plotly figure, the expensive part, even less often. The benchmark times this
+path against the engine alone.
 """
 
 from __future__ import annotations
@@ -69,15 +70,16 @@ def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, opti
                 final: bool, with_figure: bool = True) -> Frame:
     """Render the latest recorded state (grid, stats, chat split; the figure when asked)."""
     cfg = rec.config or DecodeConfig()
-    upto = len(rec.steps)
-    grid = render.grid_html(rec.steps, upto, token_text, mask_id, num_small_blocks=cfg.num_small_blocks
+    steps = rec.steps[:]  # the worker thread may append while we render
+    upto = len(steps)
+    grid = render.grid_html(steps, upto, token_text, mask_id, num_small_blocks=cfg.num_small_blocks
                             if cfg.mode == "diffusion" else 1)
-    figure = render.heatmap_figure(rec.steps, upto, options.view, token_text, options.colour) if with_figure else None
-    stats = render.stats(rec.steps, upto, rec.result if final else None, cfg.max_new_tokens, cfg.block_length)
+    figure = render.heatmap_figure(steps, upto, options.view, token_text, options.colour) if with_figure else None
+    stats = render.stats(steps, upto, rec.result if final else None, cfg.max_new_tokens, cfg.block_length)
     if final and rec.result is not None:
         reply = split_reply(rec.result.text)
     else:
-        reply = split_reply(rec.steps[-1].text if rec.steps else "")
+        reply = split_reply(steps[-1].text if steps else "")
     return Frame(rec, upto, final, grid, figure, stats, reply)
 
 
@@ -91,31 +93,65 @@ def stream_frames(decoder: Decoder, prompt_ids: list[int], config: DecodeConfig,
     Raises the engine's ValueError for impossible settings before any frame.
     """
     options = options or FrameOptions()
-    tok = decoder.tok
-    token_text = token_text or functools.cache(tok.token_text)  # few distinct tokens per run
+    token_text = token_text or functools.cache(decoder.tok.token_text)  # few distinct tokens per run
     rec = Recording(config=config)
-    frame_gap, figure_gap = 1.0 / max_fps, 1.0 / figure_fps
-    last_frame = last_figure = float("-inf")
     gen = decoder.generate(prompt_ids, config, stop_event)
+    _record(rec, next(gen))  # in the caller's thread: impossible settings raise here, before any frame
+    worker = _Worker(gen, rec)
+    frame_gap, figure_gap = 1.0 / max_fps, 1.0 / figure_fps
+    last_figure, shown = float("-inf"), 0
     try:
-        for item in gen:
-            if isinstance(item, Result):
-                rec.result = item
-                break
-            rec.steps.append(item)
-            _track_thinking(rec, item)
-            now = time.monotonic()
-            if now - last_frame < frame_gap:
+        while not worker.done.wait(frame_gap):
+            if len(rec.steps) == shown:  # nothing new (a slow forward): no frame
                 continue
+            shown = len(rec.steps)
+            now = time.monotonic()
             with_figure = figures and now - last_figure >= figure_gap
-            frame = build_frame(rec, token_text, decoder.mask_id, options, final=False, with_figure=with_figure)
             if with_figure:
                 last_figure = now
-            yield frame
-            last_frame = time.monotonic()  # measured after the consumer is done: no backlog builds up
+            yield build_frame(rec, token_text, decoder.mask_id, options, final=False, with_figure=with_figure)
+        worker.join()
         yield build_frame(rec, token_text, decoder.mask_id, options, final=True, with_figure=figures)
     finally:
-        gen.close()  # on Stop, an error or a closed consumer: the engine frees its cache at once
+        worker.join()  # on Stop, an error or a closed consumer: the engine ends and frees its cache
+
+
+class _Worker(threading.Thread):
+    """Drives the engine to the end, recording each step; stops early when the consumer goes away."""
+
+    def __init__(self, gen: Iterator[Step | Result], rec: Recording):
+        super().__init__(daemon=True, name="decoding")
+        self.gen, self.rec = gen, rec
+        self.done, self.closing = threading.Event(), threading.Event()
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            for item in self.gen:
+                _record(self.rec, item)
+                if self.closing.is_set():
+                    break
+        except BaseException as exc:  # handed to the consumer's thread by join()
+            self.error = exc
+        finally:
+            self.gen.close()
+            self.done.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.closing.set()  # only matters if the run is not over: the consumer has gone away
+        super().join(timeout)
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+def _record(rec: Recording, item: Step | Result) -> None:
+    if isinstance(item, Result):
+        rec.result = item
+        return
+    rec.steps.append(item)
+    _track_thinking(rec, item)
 
 
 def _track_thinking(rec: Recording, step: Step) -> None:
