@@ -357,13 +357,15 @@ def plot_loss(log_file: Path, png: Path) -> None:
 
 
 # -- export in the official checkpoint format --------------------------------------------------------
-def export(run_dir: Path, dest: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
-    """Write the trained model as an official-format checkpoint (config.json, safetensors, tokenizer)."""
+def export(run_dir: Path, dest: Path, dtype: torch.dtype = torch.bfloat16, name: str = "pangu-demo-tiny") -> Path:
+    """Write the trained model as an official-format checkpoint (config.json, safetensors, tokenizer);
+    `name` is the model's name in the app, the benchmark and the evaluation."""
     state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     cfg = TrainConfig(**state["config"])
     tok = PanguTokenizer.from_pretrained(run_dir / "tokenizer")
     config = pangu_config(cfg, tok)
     config["torch_dtype"] = str(dtype).removeprefix("torch.")
+    config["_name_or_path"] = name
     dest.mkdir(parents=True, exist_ok=True)
     weights = {k: v.to(dtype).contiguous() for k, v in state["model"].items()}
     head_dim = cfg.hidden_size // cfg.num_attention_heads
@@ -395,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokenizer", type=Path, help="use this trained tokenizer folder instead of training one")
     p.add_argument("--export", type=Path, help="export the run's checkpoint to this folder and exit")
     p.add_argument("--export-dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--export-name", default="pangu-demo-tiny", help="the exported model's name")
     p.add_argument("--init", type=Path,
                    help="start from the weights of this checkpoint.pt or exported model folder (fresh optimiser)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -404,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.export:
-        export(args.out, args.export, getattr(torch, args.export_dtype))
+        export(args.out, args.export, getattr(torch, args.export_dtype), args.export_name)
         check_export(args.export)
         return
     cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})

@@ -243,6 +243,7 @@ def test_train_resumes_and_exports_in_the_official_format(tiny_checkpoint: Path,
         torch.testing.assert_close(start[k], v)
 
     loaded = load_model(dest, dtype="float32", device="cpu", progress=False)
+    assert loaded.name == "pangu-demo-tiny"  # not the folder's name
     tok = PanguTokenizer.from_pretrained(run / "tokenizer")
     trained = train.new_model(cfg, tok)
     trained.load_state_dict(resumed["model"])
