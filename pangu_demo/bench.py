@@ -498,7 +498,8 @@ def write_outputs(report: dict, out: Path) -> list[str]:
         fig.write_image(out / "bench.png", width=1000, height=600)
         notes.append(f"Wrote {out / 'bench.png'}")
     except Exception as e:  # no kaleido or no Chrome: the HTML is the chart
-        notes.append(f"No PNG (static export unavailable: {str(e).splitlines()[0] if str(e) else type(e).__name__})")
+        reason = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        notes.append(f"No PNG (static export unavailable: {reason})")
     return notes
 
 
@@ -506,7 +507,7 @@ def write_outputs(report: dict, out: Path) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .cli import add_model_arguments
 
-    p.add_argument("--n-prompts", type=int, default=20, help="held-out questions to decode")
+    p.add_argument("--n-prompts", type=int, default=16, help="held-out questions to decode")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (medians are reported)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="the same for every setting")
     p.add_argument("--block-length", type=int, default=engine.DecodeConfig().block_length)

@@ -36,18 +36,20 @@ PRESETS = {  # from the openPangu-R-7B-Diffusion model card
     "Benchmark": {"algorithm": "entropy", "num_small_blocks": 8},
     "Coding": {"algorithm": "entropy", "num_small_blocks": 32, "top_p": 0.8, "temperature": 1.0},
 }
-EXAMPLES = [
+EXAMPLES = [  # word problems the embedded model answers correctly by block diffusion at the default settings
     "Tom has 47 marbles and finds 38 more. How many marbles does he have now?",
-    "There are 12 boxes of pencils with 7 in each. Maya gives away 19 of the pencils. How many pencils are left?",
-    "Put these numbers in order from smallest to largest: 61, 17, 45, 30.",
-    "Count the letter e in the word 'beekeeper'.",
+    "Will had 57 coins. He spent 48 coins on a plant. How many coins does he have now?",
+    "A cafe has 26 tables with 7 chairs at each table. How many chairs are there?",
+    "96 stickers are shared equally among 8 friends. How many stickers does each friend get?",
+    "A baker makes 43 rolls. 8 of them are sold and the rest are packed equally into 7 bags. How many rolls are in "
+    "each bag?",
     "Quote Shakespeare on love.",
     "Continue this passage:\nShall I compare thee to a summer's day?\nThou art more lovely and more temperate:",
 ]
 TEACHING_NOTE = (
     "**About the default model.** The embedded model is a *small teaching model trained by this project* on "
     "synthetic word problems (with a thinking trace) and Shakespeare. It decodes exactly like "
-    "openPangu-R-7B-Diffusion (same format, same block diffusion) but it is tiny (6.5M parameters, about 3 hours "
+    "openPangu-R-7B-Diffusion (same format, same block diffusion) but it is tiny (6.5M parameters, about 5 hours "
     "of CPU training). In AR mode it solves most of these word problems; decoded by block diffusion it still "
     "makes more arithmetic mistakes, because it commits some digits confidently before it has worked them out. "
     "Watch how it decodes, and compare the two modes."

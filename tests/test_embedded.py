@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from safetensors import safe_open
@@ -75,3 +76,16 @@ def test_no_think_gives_an_empty_trace(embedded) -> None:
     _, result = run(decoder, ids, DecodeConfig(max_new_tokens=128))
     reply = split_reply(result.text)
     assert reply.has_trace and reply.thinking == "" and reply.answer
+
+
+@pytest.mark.parametrize(("example", "answer"),
+                         [(0, 47 + 38), (1, 57 - 48), (2, 26 * 7), (3, 96 // 8), (4, (43 - 8) // 7)])
+def test_the_apps_word_problem_examples_are_answered_by_block_diffusion(embedded, example, answer) -> None:
+    from pangu_demo.ui import EXAMPLES
+
+    steps, result = run(Decoder(embedded.model, embedded.tokenizer),
+                        prompt_ids(embedded.tokenizer, [], EXAMPLES[example]), DecodeConfig(max_new_tokens=256))
+    reply = split_reply(result.text)
+    assert result.stop_reason == "stop_token" and reply.thinking
+    assert re.findall(r"\d+", reply.answer)[-1:] == [str(answer)], result.text
+    assert result.tpf > 1.5  # visibly parallel
