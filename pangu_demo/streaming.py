@@ -110,10 +110,10 @@ def stream_frames(decoder: Decoder, prompt_ids: list[int], config: DecodeConfig,
             if with_figure:
                 last_figure = now
             yield build_frame(rec, token_text, decoder.mask_id, options, final=False, with_figure=with_figure)
-        worker.join()
+        worker.finish()
         yield build_frame(rec, token_text, decoder.mask_id, options, final=True, with_figure=figures)
     finally:
-        worker.join()  # on Stop, an error or a closed consumer: the engine ends and frees its cache
+        worker.finish()  # on Stop, an error or a closed consumer: the engine ends and frees its cache
 
 
 class _Worker(threading.Thread):
@@ -132,15 +132,16 @@ class _Worker(threading.Thread):
                 _record(self.rec, item)
                 if self.closing.is_set():
                     break
-        except BaseException as exc:  # handed to the consumer's thread by join()
+        except BaseException as exc:  # handed to the consumer's thread by finish()
             self.error = exc
         finally:
             self.gen.close()
             self.done.set()
 
-    def join(self, timeout: float | None = None) -> None:
+    def finish(self) -> None:
+        """Wait for the engine to end (asking it to stop if it is still running) and re-raise its error."""
         self.closing.set()  # only matters if the run is not over: the consumer has gone away
-        super().join(timeout)
+        self.join()
         if self.error is not None:
             error, self.error = self.error, None
             raise error

@@ -83,8 +83,8 @@ def test_no_think_gives_an_empty_trace(embedded) -> None:
 def test_the_apps_word_problem_examples_are_answered_by_block_diffusion(embedded, example, answer) -> None:
     from pangu_demo.ui import EXAMPLES
 
-    steps, result = run(Decoder(embedded.model, embedded.tokenizer),
-                        prompt_ids(embedded.tokenizer, [], EXAMPLES[example]), DecodeConfig(max_new_tokens=256))
+    _, result = run(Decoder(embedded.model, embedded.tokenizer),
+                    prompt_ids(embedded.tokenizer, [], EXAMPLES[example]), DecodeConfig(max_new_tokens=256))
     reply = split_reply(result.text)
     assert result.stop_reason == "stop_token" and reply.thinking
     assert re.findall(r"\d+", reply.answer)[-1:] == [str(answer)], result.text

@@ -121,6 +121,7 @@ def test_second_copy_gives_the_logits_it_would_give_alone(tiny_model: LoadedMode
     keep = torch.cat([torch.arange(C), torch.arange(C + R, C + 2 * R)])  # drop the first copy
     alone = train.Layout(two.input_ids[keep], two.position_ids[keep], two.allowed[keep][:, keep],
                          two.labels[keep], two.is_noisy_label[keep])
+
     def logits(lay: train.Layout) -> torch.Tensor:
         mask = collate([lay], tok.ids.pad, torch.float64)["attention_mask"]
         with torch.no_grad():
