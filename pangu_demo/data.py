@@ -826,8 +826,24 @@ def _rng(*parts: object) -> random.Random:
     return random.Random("-".join(map(str, parts)))  # str seeds hash with SHA-512: stable across runs
 
 
-def _pick_task(rng: random.Random) -> str:
-    return rng.choices(list(TRAIN_MIX), weights=list(TRAIN_MIX.values()))[0]
+def _pick_task(rng: random.Random, mix: dict[str, float]) -> str:
+    return rng.choices(list(mix), weights=list(mix.values()))[0]
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """TRAIN_MIX with some weights changed: "counting=8,text=4" (an empty text keeps TRAIN_MIX)."""
+    mix = dict(TRAIN_MIX)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or name.strip() not in TASKS:
+                raise ValueError
+            mix[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"bad mix item {item!r}: write task=weight with a task from {', '.join(TASKS)}") from None
+    if any(w < 0 for w in mix.values()) or not any(mix.values()):
+        raise ValueError("mix weights must be >= 0 and not all 0")
+    return mix
 
 
 def _chat(core: dict, rng: random.Random, mode: str, earlier: dict | None = None) -> dict:
@@ -846,10 +862,11 @@ def _chat(core: dict, rng: random.Random, mode: str, earlier: dict | None = None
     return {"messages": messages, "task": core["task"], "answer": core["answer"], "meta": core["meta"]}
 
 
-def make_example(split: str, index: int, seed: int = 0, task: str | None = None) -> dict:
+def make_example(split: str, index: int, seed: int = 0, task: str | None = None,
+                 mix: dict[str, float] | None = None) -> dict:
     """One chat: {"messages", "task", "answer", "meta"}; the last message is the reply to learn.
 
-    train: the TRAIN_MIX of tasks, ~10% no-think and ~10% two-turn chats among the non-text tasks.
+    train: `mix` (default TRAIN_MIX) of tasks, ~10% no-think and ~10% two-turn chats among the non-text tasks.
     eval: think-mode single-turn chats cycling over EVAL_TASKS (or only `task`), eval operands only.
     """
     if split not in ("train", "eval"):
@@ -858,7 +875,7 @@ def make_example(split: str, index: int, seed: int = 0, task: str | None = None)
     if split == "eval":
         task = task or EVAL_TASKS[index % len(EVAL_TASKS)]
         return _chat(MAKERS[task](rng, split), rng, "think")
-    task = task or _pick_task(rng)
+    task = task or _pick_task(rng, mix or TRAIN_MIX)
     core = MAKERS[task](rng, split)
     mode, earlier = "think", None
     if task != "text":

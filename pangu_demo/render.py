@@ -430,7 +430,9 @@ def stats_html(s: dict, live: bool = False) -> str:
     elif not s["steps_recorded"]:
         status = "ready: send a message to see the decoding"
     else:
-        status = f"replay: forward {s['step']} of {s['steps_recorded']}"
+        # Replay redraws the grid, heatmap and stats only; say so, or the finished chat reply looks wrong.
+        status = (f"replay: forward {s['step']} of {s['steps_recorded']} "
+                  "(grid, heatmap and figures; the chat keeps the finished reply)")
     return (f'<div class="pg-stats" data-nfe="{s["nfe"]}">{chips}'
             f'<span class="pg-status">{html.escape(status)}</span></div>')
 

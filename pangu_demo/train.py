@@ -53,6 +53,7 @@ class TrainConfig:
     noisy_copies: int = 1  # 2: a second, complementary noisy copy of each reply
     diffusion_weight: float = 1.0  # loss = diffusion_weight * masked-token CE + next-token CE
     max_reply_blocks: int = 8
+    mix: str = ""  # task weights changed from data.TRAIN_MIX, e.g. "counting=8,text=4"
     pack_length: int = 0  # > 0: pack several chats into rows of this many tokens (no padding waste)
     seed: int = 0
     checkpoint_every: int = 100
@@ -195,8 +196,9 @@ def make_batch(tok: PanguTokenizer, cfg: TrainConfig, step: int) -> dict[str, to
     """Batch `step` of the run: the same examples and noise every time (resumable, seeded)."""
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     layouts = []
+    mix = data.parse_mix(cfg.mix)
     for i in range(cfg.batch_size):
-        ex = data.make_example("train", step * cfg.batch_size + i, seed=cfg.seed)
+        ex = data.make_example("train", step * cfg.batch_size + i, seed=cfg.seed, mix=mix)
         prompt, reply = encode_chat(tok, ex["messages"])
         reply = reply[: cfg.max_reply_blocks * cfg.block_length]
         prompt = prompt[-(cfg.context_length - cfg.max_reply_blocks * cfg.block_length):]

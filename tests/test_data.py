@@ -14,12 +14,14 @@ from pangu_demo.data import (
     NO_THINK,
     THINK_END,
     THINK_START,
+    TRAIN_MIX,
     apply_op,
     check_answer,
     eval_set,
     is_eval_operands,
     iter_examples,
     make_example,
+    parse_mix,
     split_reply,
 )
 
@@ -257,3 +259,22 @@ def test_tokenizer_training_round_trips(tmp_path):
     digits = [tok.sp.id_to_piece(i) for i in tok.encode("12 + 345 = 357", add_bos=False)]
     assert all(len(p.lstrip("▁")) <= 1 for p in digits if any(ch.isdigit() for ch in p))
     assert tok.decode(tok.encode("[unused9]系统：x\ny[unused10]", add_bos=False)) == "[unused9]系统：x\ny[unused10]"
+
+
+def test_a_mix_changes_the_task_shares_and_keeps_the_default_data():
+    counts = {}
+    mix = parse_mix("counting=60,one_op=0")
+    assert mix["counting"] == 60 and mix["one_op"] == 0 and mix["two_op"] == TRAIN_MIX["two_op"]
+    for i in range(600):
+        task = make_example("train", i, mix=mix)["task"]
+        counts[task] = counts.get(task, 0) + 1
+    assert "one_op" not in counts
+    default = sum(ex["task"] == "counting" for ex in TRAIN[:600])
+    assert counts["counting"] > 3 * default  # about 60/176 of the chats instead of 3/100
+    assert [make_example("train", i, mix=parse_mix("")) for i in range(50)] == TRAIN[:50]
+
+
+@pytest.mark.parametrize("bad", ["counting", "nosuchtask=3", "counting=x", "one_op=-1"])
+def test_a_bad_mix_is_refused_with_a_message(bad):
+    with pytest.raises(ValueError, match="mix"):
+        parse_mix(bad)

@@ -107,6 +107,8 @@ def test_replay_shows_only_what_was_committed_up_to_k():
         expected = {p for s in steps[:k] if s.block == 0 for p in s.committed}
         assert {i for i, t in enumerate(tags) if "pg-mask" not in t} == expected
         assert render.stats(steps, k)["nfe"] == k
+        status = re.search(r'class="pg-status">([^<]*)<', render.stats_html(render.stats(steps, k))).group(1)
+        assert status.startswith(f"replay: forward {k} of {len(steps)} ") and "chat" in status
 
 
 def test_finished_blocks_stay_as_rows():
