@@ -208,6 +208,25 @@ def test_32_small_blocks_take_31_denoising_forwards(tiny_decoder: Decoder, promp
         assert sum(s.kind == "denoise" for s in blocks_of(steps)[b]) == 31
 
 
+def test_denoising_forwards_run_the_lm_head_only_where_a_mask_is_left(tiny_model: LoadedModel,
+                                                                      tiny_decoder: Decoder, prompt: list[int]) -> None:
+    head_rows: list[int] = []
+    hook = tiny_model.model.lm_head.register_forward_hook(lambda m, args, out: head_rows.append(args[0].shape[1]))
+    try:
+        steps, _ = run(tiny_decoder, prompt, cfg(threshold=0.5, max_new_tokens=64))
+    finally:
+        hook.remove()
+    assert len(head_rows) == len(steps)  # one forward per recorded step
+    masks_before = L - 1  # a denoising forward sees the MASKs the previous step left
+    for rows, step in zip(head_rows, steps, strict=True):
+        if step.kind == "denoise":
+            assert rows == masks_before == len(step.candidates)
+            masks_before -= len(step.committed)
+        else:  # prefill and commit forwards need only the last position
+            assert rows == 1
+            masks_before = L - 1
+
+
 # -- stopping -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["diffusion", "ar"])
 def test_stop_token_ends_decoding(tiny_model: LoadedModel, tiny_decoder: Decoder, prompt: list[int],
