@@ -37,7 +37,7 @@ PRESETS = {  # from the openPangu-R-7B-Diffusion model card
     "Coding": {"algorithm": "entropy", "num_small_blocks": 32, "top_p": 0.8, "temperature": 1.0},
 }
 EXAMPLES = [  # word problems the embedded model answers correctly by block diffusion at the default settings
-    "Tom has 47 marbles and finds 38 more. How many marbles does he have now?",
+    "A farm has 74 cows and 54 sheep. How many animals are on the farm?",
     "Will had 57 coins. He spent 48 coins on a plant. How many coins does he have now?",
     "A cafe has 26 tables with 7 chairs at each table. How many chairs are there?",
     "96 stickers are shared equally among 8 friends. How many stickers does each friend get?",
@@ -49,9 +49,10 @@ EXAMPLES = [  # word problems the embedded model answers correctly by block diff
 TEACHING_NOTE = (
     "**About the default model.** The embedded model is a *small teaching model trained by this project* on "
     "synthetic word problems (with a thinking trace) and Shakespeare. It decodes exactly like "
-    "openPangu-R-7B-Diffusion (same format, same block diffusion) but it is tiny (6.5M parameters, about 5 hours "
+    "openPangu-R-7B-Diffusion (same format, same block diffusion) but it is tiny (6.5M parameters, about 6 hours "
     "of CPU training). In AR mode it solves most of these word problems; decoded by block diffusion it still "
-    "makes more arithmetic mistakes, because it commits some digits confidently before it has worked them out. "
+    "makes more arithmetic mistakes (about 3 in 4 one-step and 3 in 5 two-step problems come out right), "
+    "because it sometimes commits a digit before it has worked it out. "
     "Watch how it decodes, and compare the two modes."
 )
 HOW_TO_GET = (
@@ -209,7 +210,8 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                 think = gr.Checkbox(value=True, label="Think first (show the thinking trace)",
                                     info="Off adds /no_think: the model answers without a trace.")
                 notice = gr.HTML(notice_html(""), elem_id="pg-notice")
-                gr.Examples(examples=[[e] for e in EXAMPLES], inputs=[prompt], label="Examples (click one)")
+                gr.Examples(examples=[[e] for e in EXAMPLES], inputs=[prompt], label="Examples (click one)",
+                            elem_id="pg-examples")
             with gr.Column(scale=7, min_width=480):
                 stats_box = gr.HTML(render.stats_html(render.stats([], 0)), elem_id="pg-stats")
                 grid = gr.HTML(render.grid_html([], 0, str, -1), elem_id="pg-grid")
