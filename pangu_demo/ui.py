@@ -210,8 +210,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                 think = gr.Checkbox(value=True, label="Think first (show the thinking trace)",
                                     info="Off adds /no_think: the model answers without a trace.")
                 notice = gr.HTML(notice_html(""), elem_id="pg-notice")
-                gr.Examples(examples=[[e] for e in EXAMPLES], inputs=[prompt], label="Examples (click one)",
-                            elem_id="pg-examples")
+                gr.Examples(examples=[[e] for e in EXAMPLES], inputs=[prompt], label="Examples (click one)")
             with gr.Column(scale=7, min_width=480):
                 stats_box = gr.HTML(render.stats_html(render.stats([], 0)), elem_id="pg-stats")
                 grid = gr.HTML(render.grid_html([], 0, str, -1), elem_id="pg-grid")
