@@ -184,7 +184,7 @@ def measure_ratio(decoder: engine.Decoder, prompt: list[int], block_length: int,
     valid = torch.ones(1, n, dtype=torch.bool, device=dev)
     with torch.inference_mode():
         decoder._forward(ids, torch.arange(n, device=dev)[None], decoder._mask(valid, n, n), cache, keep=n,
-                         last_only=True)
+                         logits_to_keep=1)
         block = torch.full((1, block_length), decoder.mask_id, device=dev)
         block_pos = torch.arange(n, n + block_length, device=dev)[None]
         block_mask = decoder._mask(torch.ones(1, n + block_length, dtype=torch.bool, device=dev), block_length, 0)
@@ -197,7 +197,7 @@ def measure_ratio(decoder: engine.Decoder, prompt: list[int], block_length: int,
                 if kind == "block":
                     decoder._forward(block, block_pos, block_mask, cache, keep=0)
                 else:
-                    decoder._forward(one, one_pos, one_mask, cache, keep=0, last_only=True)
+                    decoder._forward(one, one_pos, one_mask, cache, keep=0, logits_to_keep=1)
                 if i >= 2:
                     times[kind].append(time.perf_counter() - start)
     block_s, one_s = statistics.median(times["block"]), statistics.median(times["one"])

@@ -154,11 +154,11 @@ class Decoder:
 
     # -- the forward passes ---------------------------------------------------------------------
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: DynamicCache,
-                 keep: int, last_only: bool = False, logits_at: torch.Tensor | None = None) -> torch.Tensor:
-        """Run `ids` against the cache; only the first `keep` of them stay in it. Logits come for every
-        position, the last one (`last_only`) or the positions `logits_at`."""
+                 keep: int, logits_to_keep: int | torch.Tensor = 0) -> torch.Tensor:
+        """Run `ids` against the cache; only the first `keep` of them stay in it. `logits_to_keep` as in
+        transformers: 0 = every position, n = the last n, a 1-D tensor = those positions."""
         out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask, cache=cache, use_cache=True,
-                         logits_to_keep=logits_at if logits_at is not None else 1 if last_only else 0)
+                         logits_to_keep=logits_to_keep)
         if keep < ids.shape[1]:  # denoised tokens must leave the cache as they found it
             cache.crop(keep - ids.shape[1])
         return out.logits
@@ -239,8 +239,7 @@ class _Run:
         return (self.gen_start + offset)[:, None] + torch.arange(length, device=self.dec.device)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, causal_len: int, keep: int,
-                 last_only: bool = False, ids_valid: torch.Tensor | None = None,
-                 logits_at: torch.Tensor | None = None) -> torch.Tensor:
+                 logits_to_keep: int | torch.Tensor = 0, ids_valid: torch.Tensor | None = None) -> torch.Tensor:
         key = (self.key_valid.shape[1], ids.shape[1], causal_len)
         if ids_valid is None and key in self._masks:
             keys_valid, mask = self._masks[key]
@@ -250,7 +249,7 @@ class _Run:
             mask = self.dec._mask(keys_valid, ids.shape[1], causal_len)
             if ids_valid is None:
                 self._masks = {key: (keys_valid, mask)}  # the cache only grows: older masks are dead
-        logits = self.dec._forward(ids, positions, mask, self.cache, keep, last_only, logits_at)
+        logits = self.dec._forward(ids, positions, mask, self.cache, keep, logits_to_keep)
         self.key_valid = keys_valid[:, : self.key_valid.shape[1] + keep]
         self.nfe += 1
         return logits
@@ -293,7 +292,7 @@ class _Run:
         L = self.cfg.block_length
         positions = (self.prompt_valid.long().cumsum(1) - 1).clamp(min=0)
         P = self.prompt.shape[1]
-        logits = self._forward(self.prompt, positions, causal_len=P, keep=P, last_only=True,
+        logits = self._forward(self.prompt, positions, causal_len=P, keep=P, logits_to_keep=1,
                                ids_valid=self.prompt_valid)
         first = self._sample(logits[:, -1])
         block, committed = self._new_block(first.tokens)
@@ -314,7 +313,7 @@ class _Run:
                 yield step
                 continue
             # Commit forward: block b-1 enters the cache causally; it predicts position 0 of block b.
-            logits = self._forward(block, self._positions((b - 1) * L, L), causal_len=L, keep=L, last_only=True)
+            logits = self._forward(block, self._positions((b - 1) * L, L), causal_len=L, keep=L, logits_to_keep=1)
             first = self._sample(logits[:, -1])
             block, committed = self._new_block(first.tokens)
             prefix = self._update_rows(block, [0] * len(self.rows))
@@ -333,7 +332,7 @@ class _Run:
         positions = self._positions((b - 1) * L, 2 * L)
         # Outputs L-1 … 2L-2 predict positions 0 … L-1 of block b: the same shift by one.
         predicting = torch.arange(L - 1, 2 * L - 1, device=self.dec.device)
-        logits = self._forward(ids, positions, causal_len=L, keep=L, logits_at=predicting)
+        logits = self._forward(ids, positions, causal_len=L, keep=L, logits_to_keep=predicting)
         cand = self._sample(logits)
         was_masked = torch.ones_like(block, dtype=torch.bool)
         active = torch.tensor([not r.done for r in self.rows], device=self.dec.device)
@@ -374,7 +373,7 @@ class _Run:
             # need it, so the LM head runs on those alone (on a CPU it is a sixth of a block forward);
             # the others get flat logits and are never chosen. Position 0 is never MASK here.
             need = was_masked.any(0).nonzero().flatten()
-            out = self._forward(block, positions, causal_len=0, keep=0, logits_at=need - 1)
+            out = self._forward(block, positions, causal_len=0, keep=0, logits_to_keep=need - 1)
             logits = out.new_zeros(*block.shape, out.shape[-1])
             logits[:, need] = out
             cand = self._sample(logits)
@@ -412,7 +411,7 @@ class _Run:
         n = 1
         while not self._should_stop():
             last = block[:, (n - 1) % L:(n - 1) % L + 1]
-            logits = self._forward(last, self._positions(n - 1, 1), causal_len=1, keep=1, last_only=True)
+            logits = self._forward(last, self._positions(n - 1, 1), causal_len=1, keep=1, logits_to_keep=1)
             nxt = self._sample(logits[:, -1])
             if n % L == 0:
                 block, committed = self._new_block(nxt.tokens)
