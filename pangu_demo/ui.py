@@ -36,15 +36,21 @@ PRESETS = {  # from the openPangu-R-7B-Diffusion model card
     "Benchmark": {"algorithm": "entropy", "num_small_blocks": 8},
     "Coding": {"algorithm": "entropy", "num_small_blocks": 32, "top_p": 0.8, "temperature": 1.0},
 }
-EXAMPLES = [  # word problems the embedded model answers correctly by block diffusion at the default settings
-    "A farm has 74 cows and 54 sheep. How many animals are on the farm?",
-    "Will had 57 coins. He spent 48 coins on a plant. How many coins does he have now?",
-    "A cafe has 26 tables with 7 chairs at each table. How many chairs are there?",
-    "96 stickers are shared equally among 8 friends. How many stickers does each friend get?",
-    "A baker makes 43 rolls. 8 of them are sold and the rest are packed equally into 7 bags. How many rolls are in "
-    "each bag?",
-    "Quote Shakespeare on love.",
-    "Continue this passage:\nShall I compare thee to a summer's day?\nThou art more lovely and more temperate:",
+# (button label, prompt). Labels stay under 60 characters, where Gradio cuts them; the word problems are ones
+# the embedded model answers right by block diffusion at the default settings.
+EXAMPLES = [
+    ("Add: 74 cows and 54 sheep", "A farm has 74 cows and 54 sheep. How many animals are on the farm?"),
+    ("Subtract: 57 coins, 48 spent",
+     "Will had 57 coins. He spent 48 coins on a plant. How many coins does he have now?"),
+    ("Multiply: 26 tables of 7 chairs",
+     "A cafe has 26 tables with 7 chairs at each table. How many chairs are there?"),
+    ("Divide: 96 stickers among 8 friends",
+     "96 stickers are shared equally among 8 friends. How many stickers does each friend get?"),
+    ("Two steps: 43 rolls, 8 sold, 7 bags", "A baker makes 43 rolls. 8 of them are sold and the rest are packed "
+                                            "equally into 7 bags. How many rolls are in each bag?"),
+    ("Shakespeare on love", "Quote Shakespeare on love."),
+    ("Continue Sonnet 18", "Continue this passage:\nShall I compare thee to a summer's day?\nThou art more "
+                           "lovely and more temperate:"),
 ]
 TEACHING_NOTE = (
     "**About the default model.** The embedded model is a *small teaching model trained by this project* on "
@@ -210,7 +216,8 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                 think = gr.Checkbox(value=True, label="Think first (show the thinking trace)",
                                     info="Off adds /no_think: the model answers without a trace.")
                 notice = gr.HTML(notice_html(""), elem_id="pg-notice")
-                gr.Examples(examples=[[e] for e in EXAMPLES], inputs=[prompt], label="Examples (click one)")
+                gr.Examples(examples=[[text] for _, text in EXAMPLES], inputs=[prompt], label="Examples (click one)",
+                            example_labels=[label for label, _ in EXAMPLES], elem_id="pg-examples")
             with gr.Column(scale=7, min_width=480):
                 stats_box = gr.HTML(render.stats_html(render.stats([], 0)), elem_id="pg-stats")
                 grid = gr.HTML(render.grid_html([], 0, str, -1), elem_id="pg-grid")

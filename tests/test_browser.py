@@ -89,6 +89,14 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     page.wait_for_selector("#pg-prompt textarea")
     page.screenshot(path=str(SHOTS / "00-start.png"), full_page=True)
 
+    # The example buttons show their whole labels; a click puts the whole prompt in the textbox.
+    from pangu_demo.ui import EXAMPLES
+
+    buttons = page.locator("#pg-examples button")
+    assert buttons.all_inner_texts() == [label for label, _ in EXAMPLES]
+    buttons.last.click()
+    page.wait_for_function("t => document.querySelector('#pg-prompt textarea').value === t", arg=EXAMPLES[-1][1])
+
     # A generation: committed cells and a non-zero NFE appear while it runs; the heatmap renders.
     send(page, EVIL)
     page.wait_for_function("() => +(document.querySelector('.pg-stats')?.dataset.nfe || 0) > 0", timeout=60_000)

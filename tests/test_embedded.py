@@ -84,7 +84,7 @@ def test_the_apps_word_problem_examples_are_answered_by_block_diffusion(embedded
     from pangu_demo.ui import EXAMPLES
 
     _, result = run(Decoder(embedded.model, embedded.tokenizer),
-                    prompt_ids(embedded.tokenizer, [], EXAMPLES[example]), DecodeConfig(max_new_tokens=256))
+                    prompt_ids(embedded.tokenizer, [], EXAMPLES[example][1]), DecodeConfig(max_new_tokens=256))
     reply = split_reply(result.text)
     assert result.stop_reason == "stop_token" and reply.thinking
     assert re.findall(r"\d+", reply.answer)[-1:] == [str(answer)], result.text
