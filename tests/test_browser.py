@@ -103,6 +103,10 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     page.wait_for_selector("#pg-grid .pg-cell.pg-done")
     wait_finished(page)
     assert page.locator("#pg-grid .pg-cells .pg-cell").count() == 32
+    # Token text takes its cell's contrasting colour (white on dark steps), not the page's text colour.
+    colours = page.locator("#pg-grid .pg-cell.pg-done").evaluate_all(
+        "cells => cells.map(c => [getComputedStyle(c).color, getComputedStyle(c.querySelector('.pg-tok')).color])")
+    assert colours and all(cell == tok for cell, tok in colours), colours
     page.wait_for_selector("#pg-heatmap .js-plotly-plot .main-svg", timeout=30_000)
     assert page.locator("#pg-heatmap .js-plotly-plot .hm, #pg-heatmap .js-plotly-plot .heatmaplayer").count() > 0
     total = nfe(page)
@@ -169,5 +173,9 @@ def test_dark_mode_screenshot(browser, app_url):
     wait_finished(page)
     page.wait_for_selector("#pg-heatmap .js-plotly-plot .main-svg", timeout=30_000)
     assert page.locator("#pg-grid .pg-cells .pg-cell").count() == 32
+    # Token text takes its cell's contrasting colour (white on dark steps), not the page's text colour.
+    colours = page.locator("#pg-grid .pg-cell.pg-done").evaluate_all(
+        "cells => cells.map(c => [getComputedStyle(c).color, getComputedStyle(c.querySelector('.pg-tok')).color])")
+    assert colours and all(cell == tok for cell, tok in colours), colours
     page.screenshot(path=str(SHOTS / "04-dark.png"), full_page=True)
     page.close()
