@@ -1,0 +1,30 @@
+"""`app.py`, the thin entry point: its thread default and its refusal of bad values."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pangu_demo import ui
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(None, 1), (1, 1), (2, 1), (8, 7)])
+def test_the_app_leaves_one_core_to_the_page(monkeypatch, cores, threads) -> None:
+    monkeypatch.setattr(ui.os, "cpu_count", lambda: cores)
+    assert ui.default_threads() == threads
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--threads", "0"], {}, "--threads must be at least 1, got 0"),
+    ([], {"PANGU_DEMO_THREADS": "many"}, "invalid int value: 'many'"),
+])
+def test_bad_thread_counts_are_refused_before_anything_loads(args, env, message) -> None:
+    run = subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **env})
+    assert run.returncode == 2 and message in run.stderr, run.stderr
