@@ -39,6 +39,7 @@ HEADLINE = "ct0.9/1"
 FUSED = "ct0.9/1+fused"
 THRESHOLDS = (0.7, 0.8, 0.9, 0.95)
 SMALL_BLOCKS = (1, 4, 8)
+DEBIAN_CHROMIUM = Path("/usr/bin/chromium")  # what kaleido drives for the PNG when BROWSER_PATH is unset
 QUICK = {"n_prompts": 2, "repeats": 1, "max_new_tokens": 64, "ratio_trials": 5, "batch_sizes": (1, 4)}
 RATIO_NOTE = (
     "Wall-clock speed-up ≈ tokens per forward ÷ (cost of one block-sized forward / cost of a one-token forward "
@@ -492,8 +493,8 @@ def write_outputs(report: dict, out: Path) -> list[str]:
     fig = figure(report)
     fig.write_html(out / "bench.html", include_plotlyjs=True)  # self-contained: the machine may be offline
     notes = [f"Wrote {out / 'bench.json'} and {out / 'bench.html'}"]
-    if not os.environ.get("BROWSER_PATH") and Path("/usr/bin/chromium").exists():
-        os.environ["BROWSER_PATH"] = "/usr/bin/chromium"  # kaleido 1.x needs a Chrome; Debian's will do
+    if not os.environ.get("BROWSER_PATH") and DEBIAN_CHROMIUM.exists():
+        os.environ["BROWSER_PATH"] = str(DEBIAN_CHROMIUM)  # kaleido 1.x needs a Chrome; Debian's will do
     try:
         fig.write_image(out / "bench.png", width=1000, height=600)
         notes.append(f"Wrote {out / 'bench.png'}")

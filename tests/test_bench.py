@@ -34,7 +34,7 @@ def test_writes_json_html_and_markdown(quick_run: tuple[dict, str, Path]) -> Non
     report, stdout, out = quick_run
     html = (out / "bench.html").read_text(encoding="utf-8")
     assert "<html>" in html and "Plotly.newPlot" in html and "speed-up" in html
-    if importlib.util.find_spec("kaleido") and Path("/usr/bin/chromium").exists():  # the static export
+    if importlib.util.find_spec("kaleido") and bench.DEBIAN_CHROMIUM.exists():  # the static export
         assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "bench.md").read_text(encoding="utf-8")
     assert "| setting | NFE/prompt | TPF | tok/s | speed-up | accuracy | outside fwd |" in md

@@ -82,6 +82,13 @@ def wait_finished(page, timeout: float = 120_000, pattern: str = "finished|reach
                            " return s && new RegExp(p).test(s.textContent) }", arg=pattern, timeout=timeout)
 
 
+def assert_tokens_take_their_cells_colour(page) -> None:
+    """Token text shows in its cell's contrasting colour (white on dark steps), not the page's text colour."""
+    colours = page.locator("#pg-grid .pg-cell.pg-done").evaluate_all(
+        "cells => cells.map(c => [getComputedStyle(c).color, getComputedStyle(c.querySelector('.pg-tok')).color])")
+    assert colours and all(cell == tok for cell, tok in colours), colours
+
+
 def test_generate_replay_stop_and_escaping(browser, app_url):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -103,10 +110,7 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     page.wait_for_selector("#pg-grid .pg-cell.pg-done")
     wait_finished(page)
     assert page.locator("#pg-grid .pg-cells .pg-cell").count() == 32
-    # Token text takes its cell's contrasting colour (white on dark steps), not the page's text colour.
-    colours = page.locator("#pg-grid .pg-cell.pg-done").evaluate_all(
-        "cells => cells.map(c => [getComputedStyle(c).color, getComputedStyle(c.querySelector('.pg-tok')).color])")
-    assert colours and all(cell == tok for cell, tok in colours), colours
+    assert_tokens_take_their_cells_colour(page)
     page.wait_for_selector("#pg-heatmap .js-plotly-plot .main-svg", timeout=30_000)
     assert page.locator("#pg-heatmap .js-plotly-plot .hm, #pg-heatmap .js-plotly-plot .heatmaplayer").count() > 0
     total = nfe(page)
@@ -173,9 +177,6 @@ def test_dark_mode_screenshot(browser, app_url):
     wait_finished(page)
     page.wait_for_selector("#pg-heatmap .js-plotly-plot .main-svg", timeout=30_000)
     assert page.locator("#pg-grid .pg-cells .pg-cell").count() == 32
-    # Token text takes its cell's contrasting colour (white on dark steps), not the page's text colour.
-    colours = page.locator("#pg-grid .pg-cell.pg-done").evaluate_all(
-        "cells => cells.map(c => [getComputedStyle(c).color, getComputedStyle(c.querySelector('.pg-tok')).color])")
-    assert colours and all(cell == tok for cell, tok in colours), colours
+    assert_tokens_take_their_cells_colour(page)
     page.screenshot(path=str(SHOTS / "04-dark.png"), full_page=True)
     page.close()
