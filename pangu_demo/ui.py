@@ -96,6 +96,11 @@ class ModelRegistry:
     def labels(self) -> list[str]:
         return list(self.sources)
 
+    def is_embedded(self, label: str | None) -> bool:
+        """Whether `label` names the embedded teaching model (also when the host gave its folder)."""
+        source = self.sources.get(label if label in self.sources else self.default)
+        return source is None or Path(source).expanduser().resolve() == EMBEDDED_MODEL.resolve()
+
     def add_custom(self, source: str) -> str:
         if not self.allow_custom:
             raise ModelLoadError("This host does not allow loading other models (start the app with "
@@ -201,7 +206,10 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                     "most confident tokens first. This page shows the real run as it happens: which token "
                     "was decided at which forward pass, how sure the model was, and how many forward passes "
                     "it saved over left-to-right decoding.", elem_id="pg-header")
-        gr.Markdown(TEACHING_NOTE + " To load the real model, see **Model** below.", elem_classes=["pg-teaching"])
+        # The note describes the embedded model only: it is hidden while another model is selected.
+        teaching = gr.Markdown(TEACHING_NOTE + " To load the real model, see **Model** below.",
+                               visible=models.is_embedded(models.default), elem_classes=["pg-teaching"],
+                               elem_id="pg-teaching")
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=360):
                 chatbot = gr.Chatbot(label="Chat", height=460, buttons=["copy"], elem_id="pg-chat",
@@ -261,7 +269,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
         with gr.Accordion("Model", open=False, elem_id="pg-model"):
             model_info = gr.Markdown(models.describe(models.default))
             model_choice = gr.Dropdown(models.labels(), value=models.default, label="Model",
-                                       info="The models this host offers.")
+                                       info="The models this host offers.", elem_id="pg-model-choice")
             with gr.Row(visible=models.allow_custom):
                 custom_source = gr.Textbox(label="Local folder or Hugging Face id", scale=4,
                                            placeholder="~/models/openPangu-R-7B-Diffusion")
@@ -435,9 +443,9 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                 models.get(label)
             except ModelLoadError as e:
                 gr.Warning(str(e))
-            return models.describe(label)
+            return models.describe(label), gr.Markdown(visible=models.is_embedded(label))
 
-        model_choice.change(choose_model, [model_choice], [model_info], api_visibility="private")
+        model_choice.change(choose_model, [model_choice], [model_info, teaching], api_visibility="private")
 
         def load_custom(source):
             source = (source or "").strip()

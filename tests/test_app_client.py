@@ -75,3 +75,13 @@ def test_missing_or_broken_model_folder_gives_a_message_and_the_app_runs(tmp_pat
     for folder, expected in ((tmp_path / "missing", "does not exist"), (broken, "not valid JSON")):
         with launched(str(folder)) as url, pytest.raises(AppError, match=expected):
             Client(url, verbose=False).predict(prompt="Hi", api_name="/generate")
+
+
+def test_the_registry_knows_which_model_is_the_embedded_one(tiny_checkpoint):
+    from pangu_demo.ui import EMBEDDED_LABEL, EMBEDDED_MODEL, ModelRegistry
+
+    assert ModelRegistry().is_embedded(None)
+    assert ModelRegistry(str(EMBEDDED_MODEL)).is_embedded(None)  # the host named the embedded folder
+    other = ModelRegistry(str(tiny_checkpoint))
+    assert not other.is_embedded(other.default)
+    assert other.is_embedded(EMBEDDED_LABEL)

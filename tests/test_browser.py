@@ -180,3 +180,19 @@ def test_dark_mode_screenshot(browser, app_url):
     assert_tokens_take_their_cells_colour(page)
     page.screenshot(path=str(SHOTS / "04-dark.png"), full_page=True)
     page.close()
+
+
+def test_teaching_note_follows_the_model(browser, app_url):
+    """The note about the embedded teaching model shows only while that model is selected."""
+    from pangu_demo.ui import EMBEDDED_LABEL
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.wait_for_selector("#pg-prompt textarea")
+    assert page.locator("#pg-teaching").count() == 0 or not page.locator("#pg-teaching").is_visible()
+    page.click("#pg-model")
+    page.click("#pg-model-choice input")
+    page.get_by_role("option", name=EMBEDDED_LABEL).click()
+    page.wait_for_selector("#pg-teaching", state="visible", timeout=60_000)
+    assert "small teaching model" in page.locator("#pg-teaching").inner_text()
+    page.close()
