@@ -1,8 +1,8 @@
-"""Start the demo: `python app.py [--model PATH_OR_HUB_ID] [--allow-custom-models] [--threads N] [--host H]
-[--port P] [--share]`.
+"""Start the demo: `python app.py [--model PATH_OR_HUB_ID] [--allow-custom-models] [--threads N] [--dtype D]
+[--host H] [--port P] [--share]`.
 
-Also the Hugging Face Spaces entry point (app_file). PANGU_DEMO_MODEL, PANGU_DEMO_ALLOW_CUSTOM=1 and
-PANGU_DEMO_THREADS do what the flags do.
+Also the Hugging Face Spaces entry point (app_file). PANGU_DEMO_MODEL, PANGU_DEMO_ALLOW_CUSTOM=1,
+PANGU_DEMO_THREADS and PANGU_DEMO_DTYPE do what the flags do.
 """
 
 import argparse
@@ -12,6 +12,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the demo works off
 
 import torch
 
+from pangu_demo.loading import DTYPES
 from pangu_demo.ui import allow_custom_default, build_app, default_model_source, default_threads, launch_options
 
 
@@ -23,14 +24,19 @@ def main() -> None:
                         help="let visitors load another local folder or hub id")
     parser.add_argument("--threads", type=int, default=os.environ.get("PANGU_DEMO_THREADS") or default_threads(),
                         help="torch CPU threads (default: all cores but one, which is left to the web page)")
+    parser.add_argument("--dtype", default=os.environ.get("PANGU_DEMO_DTYPE", "auto"), choices=[*DTYPES, "auto"],
+                        help="weights dtype (auto: float32 on CPU, bfloat16 on accelerators; bfloat16 is faster "
+                             "on CPUs with AVX512-BF16 but the embedded model is less accurate in it)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     args = parser.parse_args()
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.dtype not in (*DTYPES, "auto"):  # argparse checks choices on the command line, not on the env default
+        parser.error(f"--dtype must be one of {', '.join([*DTYPES, 'auto'])}, got {args.dtype!r}")
     torch.set_num_threads(args.threads)
-    demo = build_app(args.model, allow_custom=args.allow_custom_models)
+    demo = build_app(args.model, allow_custom=args.allow_custom_models, dtype=args.dtype)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
 
 

@@ -77,8 +77,9 @@ class ModelRegistry:
     """The models the host configured (label -> source) and a small cache of loaded ones."""
 
     def __init__(self, host_model: str | None = None, allow_custom: bool = False, cache_size: int = 2,
-                 preloaded: LoadedModel | None = None):
+                 preloaded: LoadedModel | None = None, dtype: str | None = None):
         self.sources: dict[str, str | None] = {EMBEDDED_LABEL: None}
+        self.dtype = dtype  # None: the loader's choice for the device
         self.default = EMBEDDED_LABEL
         if host_model:
             label = f"{Path(host_model).name or host_model} ({host_model})"
@@ -121,7 +122,7 @@ class ModelRegistry:
         with self._lock:
             if label not in self._loaded:
                 try:
-                    self._store(label, load_model(self.sources[label], progress=False))
+                    self._store(label, load_model(self.sources[label], dtype=self.dtype, progress=False))
                 except ModelLoadError as e:
                     self.errors[label] = str(e)
                     raise
@@ -191,10 +192,11 @@ def notice_html(text: str) -> str:
 
 # -- the app ------------------------------------------------------------------------------------
 def build_app(model: str | None = None, allow_custom: bool | None = None, preloaded: LoadedModel | None = None,
-              concurrency: int = 2, max_queue: int = 16) -> gr.Blocks:
-    """The demo. `model`: the host's model (folder or hub id); None = the embedded teaching model."""
+              concurrency: int = 2, max_queue: int = 16, dtype: str | None = None) -> gr.Blocks:
+    """The demo. `model`: the host's model (folder or hub id); None = the embedded teaching model.
+    `dtype`: weights dtype for every model loaded (None: float32 on CPU, bfloat16 on accelerators)."""
     models = ModelRegistry(model, allow_custom_default() if allow_custom is None else allow_custom,
-                           preloaded=preloaded)
+                           preloaded=preloaded, dtype=dtype)
     with contextlib.suppress(ModelLoadError):  # shown in the model panel; the app still starts
         models.get(models.default)
     stops: dict[str, threading.Event] = {}

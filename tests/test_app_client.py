@@ -85,3 +85,12 @@ def test_the_registry_knows_which_model_is_the_embedded_one(tiny_checkpoint):
     other = ModelRegistry(str(tiny_checkpoint))
     assert not other.is_embedded(other.default)
     assert other.is_embedded(EMBEDDED_LABEL)
+
+
+def test_the_registry_loads_in_the_dtype_the_host_asked_for(tiny_checkpoint):
+    import torch
+
+    from pangu_demo.ui import ModelRegistry
+
+    assert ModelRegistry(str(tiny_checkpoint)).get(None)[0].dtype == torch.float32  # the CPU default
+    assert ModelRegistry(str(tiny_checkpoint), dtype="bfloat16").get(None)[0].dtype == torch.bfloat16
