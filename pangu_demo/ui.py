@@ -226,8 +226,15 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                 think = gr.Checkbox(value=True, label="Think first (show the thinking trace)",
                                     info="Off adds /no_think: the model answers without a trace.")
                 notice = gr.HTML(notice_html(""), elem_id="pg-notice")
-                gr.Examples(examples=[[text] for _, text in EXAMPLES], inputs=[prompt], label="Examples (click one)",
-                            example_labels=[label for label, _ in EXAMPLES], elem_id="pg-examples")
+                # Example buttons fill the prompt in the browser (js, no server round trip): with gr.Examples a
+                # Generate click sent before the example's round trip returned went out with the old, empty prompt.
+                with gr.Column(elem_id="pg-examples", variant="panel"):
+                    gr.Markdown("**Examples** (click one, then Generate)")
+                    with gr.Row(elem_classes=["pg-example-row"]):
+                        for label, text in EXAMPLES:
+                            button = gr.Button(label, size="sm", variant="secondary", scale=0,
+                                               elem_classes=["pg-example"])
+                            button.click(None, None, [prompt], js=f"() => {json.dumps(text)}", queue=False)
             with gr.Column(scale=7, min_width=480):
                 stats_box = gr.HTML(render.stats_html(render.stats([], 0)), elem_id="pg-stats")
                 grid = gr.HTML(render.grid_html([], 0, str, -1), elem_id="pg-grid")

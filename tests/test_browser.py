@@ -96,11 +96,18 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     page.wait_for_selector("#pg-prompt textarea")
     page.screenshot(path=str(SHOTS / "00-start.png"), full_page=True)
 
-    # The example buttons show their whole labels; a click puts the whole prompt in the textbox.
+    # The example buttons show their whole labels; a click puts the whole prompt in the textbox at once, so
+    # Generate pressed right after it sends that prompt (on a fresh server it once went out empty).
     from pangu_demo.ui import EXAMPLES
 
     buttons = page.locator("#pg-examples button")
     assert buttons.all_inner_texts() == [label for label, _ in EXAMPLES]
+    buttons.first.click()
+    page.click("#pg-generate")
+    page.wait_for_function("() => /finished|reached/.test(document.querySelector('.pg-status').textContent)"
+                           " || document.querySelector('.pg-notice').textContent.trim() !== ''", timeout=120_000)
+    assert page.locator(".pg-notice").inner_text().strip() == ""
+    assert page.locator("#pg-chat").get_by_text(EXAMPLES[0][1]).count() >= 1
     buttons.last.click()
     page.wait_for_function("t => document.querySelector('#pg-prompt textarea').value === t", arg=EXAMPLES[-1][1])
 
