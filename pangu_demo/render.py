@@ -463,9 +463,10 @@ def escape_chat(text: str) -> str:
 
 
 def assistant_messages(reply: Reply, thinking_seconds: float | None, running: bool) -> list[dict]:
-    """The thought message (when the reply has a trace) and the answer, as Chatbot messages."""
+    """The thought message (when the reply has a trace) and the answer, as Chatbot messages. A closed, empty
+    trace (a /no_think reply) gets no thought message: there was no thinking to show."""
     out = []
-    if reply.has_trace:
+    if reply.has_trace and (reply.thinking_open or reply.thinking.strip()):
         meta: dict = {"title": "Thinking"}
         if reply.thinking_open and running:
             meta["status"] = "pending"

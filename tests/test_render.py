@@ -153,6 +153,8 @@ def test_thought_message_pending_then_done():
     done = render.assistant_messages(render.split_reply("[unused16]4 + 5 = 9[unused17]9"), 2.0, running=True)
     assert done[0]["metadata"]["status"] == "done" and done[0]["metadata"]["duration"] == 2.0
     assert done[1]["content"] == "9"
+    no_think = render.assistant_messages(render.split_reply("[unused16][unused17]It is 9."), 0.01, running=False)
+    assert no_think == [{"role": "assistant", "content": "It is 9."}]
 
 
 def test_heatmap_shape_and_marks():
