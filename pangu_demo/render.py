@@ -437,6 +437,26 @@ def stats_html(s: dict, live: bool = False) -> str:
             f'<span class="pg-status">{html.escape(status)}</span></div>')
 
 
+def comparison_html(run: Result, ar: Result) -> str:
+    """A finished block-diffusion run beside the same prompt decoded by AR on the same machine: the measured
+    wall-clock speed-up (generated tokens/s) and the forwards each needed."""
+    def side(name: str, r: Result) -> str:
+        return (f"<b>{name}</b>: {len(r.tokens)} tokens in {r.nfe} forwards, {r.seconds:.2f} s "
+                f"({r.tokens_per_second:.0f} tokens/s)")
+
+    lines = [side("This run (block diffusion)", run), side("The same prompt by AR", ar)]
+    if ar.tokens_per_second > 0 and run.tokens_per_second > 0:
+        speedup = run.tokens_per_second / ar.tokens_per_second
+        lines.append(f"<b>Speed-up over AR on this machine: {speedup:.2f}×</b> (tokens/s), with "
+                     f"{run.tpf:.2f} tokens per forward. One run each, so machine noise counts; "
+                     "<code>python -m pangu_demo.bench</code> interleaves many.")
+    if ar.tokens != run.tokens:
+        lines.append("The two replies differ: the speed-up compares tokens per second, not whole replies.")
+    if run.stop_reason == "cancelled" or ar.stop_reason == "cancelled":
+        lines.append("A run was stopped early, so the figures cover only what was decoded.")
+    return '<div class="pg-compare">' + "<br>".join(lines) + "</div>"
+
+
 # -- chat ---------------------------------------------------------------------------------------
 def thinking_span(steps: list[Step], upto: int | None) -> tuple[float | None, float | None]:
     """Elapsed seconds at which the trace opened and closed in the committed prefix (None: not yet)."""

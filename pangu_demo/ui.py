@@ -14,7 +14,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gradio as gr
@@ -22,7 +22,7 @@ from gradio.components.plot import PlotData
 
 from . import render
 from .chat import prompt_ids
-from .engine import ALGORITHMS, DecodeConfig, Decoder, check_context, trace_json
+from .engine import ALGORITHMS, DecodeConfig, Decoder, Result, check_context, trace_json
 from .loading import EMBEDDED_MODEL, GET_OFFICIAL, LoadedModel, ModelLoadError, load_model
 from .streaming import FrameOptions, Recording, stream_frames
 
@@ -158,6 +158,7 @@ class Session:
     mask_id: int = 0
     token_text: object = None  # the loaded tokenizer's token_text, for replay
     running: bool = False  # a generation is streaming: replay and view changes must not draw over it
+    model_label: str | None = None  # the model of the recorded run, for "Compare with AR"
 
 
 def make_config(mode: str, algorithm: str, threshold: float, small_blocks: int | str, temperature: float,
@@ -184,6 +185,10 @@ def check_prompt(prompt: str | None) -> str:
 
 def plot_value(figure: dict | None) -> PlotData | None:
     return None if figure is None else PlotData(type="plotly", plot=json.dumps(figure))
+
+
+def compare_message(text: str) -> str:
+    return f'<div class="pg-compare">{html.escape(text)}</div>'
 
 
 def notice_html(text: str) -> str:
@@ -251,6 +256,8 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                     speed = gr.Dropdown([1, 2, 5, 10, 20, 50], value=5, label="Speed (forwards/s)", scale=1,
                                         elem_id="pg-speed")
                     play_btn = gr.Button("▶ Play", scale=1, elem_id="pg-play")
+                    compare_btn = gr.Button("Compare with AR", scale=1, elem_id="pg-compare")
+                compare_out = gr.HTML("", elem_id="pg-compare-out")
                 timer = gr.Timer(0.2, active=False)
         with gr.Accordion("Decoding settings", open=False, elem_id="pg-settings"):
             preset = gr.Radio(list(PRESETS) + ["Custom"], value="Throughput", label="Preset (from the model card)",
@@ -304,6 +311,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                 text = check_prompt(text)
                 cfg = make_config(mode_v, alg, thr, sb, temp, tp, tk, mx, sd)
                 lm, decoder = models.get(model_label)
+                sess.model_label = model_label
                 ids = prompt_ids(lm.tokenizer, sess.history, text, bool(think_on))
                 check_context(len(ids), cfg, lm.context_length)
             except (ValueError, ModelLoadError) as e:  # the conversation may need Clear to fit again
@@ -351,6 +359,42 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                           api_name="ui_generate", api_visibility="private", concurrency_limit=concurrency,
                           concurrency_id="decode")
 
+        # A new run makes the last comparison stale.
+        gr.on([generate_btn.click, prompt.submit], lambda: "", None, [compare_out], queue=False,
+              show_progress="hidden", api_visibility="private")
+
+        def compare_with_ar(sess: Session, request: gr.Request):
+            """Decode the recorded run's prompt again by AR and show both speeds (the recording is kept)."""
+            rec = sess.recording if isinstance(sess, Session) else None
+            idle = (gr.Button(interactive=True), gr.Button(interactive=False))
+            if rec is None or rec.result is None or rec.config is None or sess.running:
+                yield compare_message("Generate a reply first, and wait for it to finish."), *idle
+                return
+            if rec.config.mode == "ar":
+                yield compare_message("This reply was decoded by AR already: generate one by block diffusion "
+                                      "(Decoding settings → Mode), then compare."), *idle
+                return
+            try:
+                _, decoder = models.get(sess.model_label)
+            except ModelLoadError as e:
+                yield compare_message(str(e)), *idle
+                return
+            key = request.session_hash or "direct"
+            stop = stops[key] = threading.Event()
+            try:
+                yield (compare_message("Decoding the same prompt by AR…"), gr.Button(interactive=False),
+                       gr.Button(interactive=True))
+                ar = None
+                for item in decoder.generate(rec.result.prompt_ids, replace(rec.config, mode="ar"), stop):
+                    ar = item if isinstance(item, Result) else ar
+                yield render.comparison_html(rec.result, ar), *idle
+            finally:
+                if stops.get(key) is stop:
+                    del stops[key]
+
+        compare_btn.click(compare_with_ar, [session], [compare_out, compare_btn, stop_btn], api_visibility="private",
+                          concurrency_limit=concurrency, concurrency_id="decode")
+
         def request_stop(request: gr.Request) -> None:
             event = stops.get(request.session_hash or "direct")
             if event is not None:
@@ -361,10 +405,10 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
         def clear(request: gr.Request):
             request_stop(request)  # clearing during a run also ends it
             return ([], render.grid_html([], 0, str, -1), None, render.stats_html(render.stats([], 0)),
-                    gr.Row(visible=False), notice_html(""), None, gr.Timer(active=False))
+                    gr.Row(visible=False), notice_html(""), None, gr.Timer(active=False), "")
 
-        clear_btn.click(clear, None, [chatbot, grid, plot, stats_box, replay_row, notice, session, timer],
-                        api_visibility="private")
+        clear_btn.click(clear, None, [chatbot, grid, plot, stats_box, replay_row, notice, session, timer,
+                                      compare_out], api_visibility="private")
 
         # -- replay -----------------------------------------------------------------------------
         def show_step(k, view_label, sess: Session):

@@ -4,6 +4,7 @@ Stop on a long run, and the escaping of a prompt with markup. Saves screenshots 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -202,4 +203,26 @@ def test_teaching_note_follows_the_model(browser, app_url):
     page.get_by_role("option", name=EMBEDDED_LABEL).click()
     page.wait_for_selector("#pg-teaching", state="visible", timeout=60_000)
     assert "small teaching model" in page.locator("#pg-teaching").inner_text()
+    page.close()
+
+
+def test_compare_with_ar(browser, app_url):
+    """After a block-diffusion run, "Compare with AR" decodes the same prompt by AR and shows both speeds;
+    the recorded run stays on screen."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.wait_for_selector("#pg-prompt textarea")
+    send(page, "Compare me.")
+    wait_finished(page)
+    before = nfe(page)
+    page.click("#pg-compare")
+    page.wait_for_function("() => /Speed-up over AR/.test(document.querySelector('#pg-compare-out').textContent)",
+                           timeout=60_000)
+    text = page.locator("#pg-compare-out").inner_text()
+    assert "This run (block diffusion)" in text and "The same prompt by AR" in text
+    assert re.search(r"by AR: (\d+) tokens in \1 forwards", text), text  # AR: one token per forward
+    assert nfe(page) == before
+    send(page, "Again.")  # a new run clears the stale comparison
+    page.wait_for_function("() => document.querySelector('#pg-compare-out').textContent.trim() === ''",
+                           timeout=30_000)
     page.close()

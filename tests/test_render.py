@@ -216,3 +216,17 @@ def test_real_run_renders_consistently(tiny_run):
     rows = [s for s in steps if s.kind == "denoise" and s.block == len(result.tokens) // 32 - 1]
     assert len(fig["data"][0]["z"]) == len(rows)
     assert render.stats(steps, None, result)["nfe"] == result.nfe == len(steps)
+
+
+def test_comparison_reports_the_measured_speed_up_and_forwards():
+    def result(tokens: int, nfe: int, seconds: float, stop: str = "stop_token") -> Result:
+        return Result(tokens=list(range(tokens)), text="", nfe=nfe, seconds=seconds, stop_reason=stop,
+                      prompt_ids=[1], config={})
+
+    text = re.sub("<[^>]+>", "", render.comparison_html(result(60, 20, 0.25), result(60, 60, 0.5)))
+    assert "60 tokens in 20 forwards, 0.25 s (240 tokens/s)" in text
+    assert "60 tokens in 60 forwards, 0.50 s (120 tokens/s)" in text
+    assert "Speed-up over AR on this machine: 2.00×" in text and "3.00 tokens per forward" in text
+    assert "differ" not in text and "stopped" not in text
+    text = re.sub("<[^>]+>", "", render.comparison_html(result(30, 20, 0.25, "cancelled"), result(60, 60, 0.5)))
+    assert "differ" in text and "stopped early" in text
