@@ -245,6 +245,10 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     sb_note = f"{num_small_blocks} small blocks of {size}" if num_small_blocks > 1 else "one small block of 32"
     caption = (f"Block {current.index + 1} (latest) · {sb_note} · {current.forwards} forward"
                f"{'' if current.forwards == 1 else 's'} so far · {len(masked)} MASK left")
+    if not masked and all(token_text(t) == ROLE_TOKENS["turn_end"] for t in current.tokens):
+        # The last small block must be full before decoding stops, so a reply that ends near a block boundary
+        # leaves a block of nothing but padding: say so, or it looks like the model wrote nothing.
+        caption += " · only end-of-turn padding: the reply ended in the block before"
     return (f'<div class="pg-grid">{legend_html(top)}{done_part}'
             f'<div class="pg-caption">{caption}</div>'
             f'<div class="pg-cells" style="grid-template-columns:repeat({columns},minmax(0,1fr))">'

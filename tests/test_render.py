@@ -230,3 +230,14 @@ def test_comparison_reports_the_measured_speed_up_and_forwards():
     assert "differ" not in text and "stopped" not in text
     text = re.sub("<[^>]+>", "", render.comparison_html(result(30, 20, 0.25, "cancelled"), result(60, 60, 0.5)))
     assert "differ" in text and "stopped early" in text
+
+
+def test_a_block_of_only_padding_is_explained():
+    from pangu_demo.tokenizer import ROLE_TOKENS
+
+    pad = {token_id(j): ROLE_TOKENS["turn_end"] for j in range(L)}
+    steps, table = fake_run(SEVEN, texts=pad)
+    full = len(steps) - 1  # block 0 complete, before the commit forward opens block 1
+    assert "only end-of-turn padding" in render.grid_html(steps, full, table.get, MASK)
+    steps, table = fake_run(SEVEN)
+    assert "only end-of-turn padding" not in render.grid_html(steps, full, table.get, MASK)
