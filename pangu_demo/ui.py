@@ -311,7 +311,6 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                 text = check_prompt(text)
                 cfg = make_config(mode_v, alg, thr, sb, temp, tp, tk, mx, sd)
                 lm, decoder = models.get(model_label)
-                sess.model_label = model_label
                 ids = prompt_ids(lm.tokenizer, sess.history, text, bool(think_on))
                 check_context(len(ids), cfg, lm.context_length)
             except (ValueError, ModelLoadError) as e:  # the conversation may need Clear to fit again
@@ -339,6 +338,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                         continue
                     sess.history.append((text, frame.reply.answer))
                     sess.chat, sess.recording, sess.running = chat, rec, False
+                    sess.model_label = model_label  # the recording's model, whatever is selected later
                     n = len(rec.steps)
                     yield (chat, frame.grid, plot_value(frame.figure), stats_v, gr.Row(visible=True),
                            gr.Slider(minimum=1, maximum=max(n, 2), value=n), skip, skip,
