@@ -266,10 +266,11 @@ def _empty_figure(message: str) -> dict:
 
 def _layout(title: str) -> dict:
     return {"title": {"text": title, "font": {"size": 14}}, "height": 360,
-            "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+            "margin": {"l": 60, "r": 20, "t": 50, "b": 75},
             "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(127,127,127,0.08)",
             "font": {"color": "#8a8f98"}, "showlegend": True,
-            "legend": {"orientation": "h", "y": -0.22, "x": 0}}
+            # Below the x-axis title, so that the two do not overlap on a narrow screen.
+            "legend": {"orientation": "h", "y": -0.32, "x": 0}}
 
 
 def block_heatmap_data(steps: list[Step], upto: int | None, block: int | None = None) -> tuple[int, list[list]]:
