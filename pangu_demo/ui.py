@@ -11,7 +11,9 @@ import contextlib
 import html
 import json
 import os
+import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -187,6 +189,27 @@ def plot_value(figure: dict | None) -> PlotData | None:
     return None if figure is None else PlotData(type="plotly", plot=json.dumps(figure))
 
 
+TRACE_DIR = Path(tempfile.gettempdir()) / "pangu-demo-traces"
+TRACE_KEEP_SECONDS = 3600
+
+
+def write_trace(rec: Recording | None, model: str | None) -> str | None:
+    """The recorded run as a JSON file (the CLI's --trace format) for the download button; None without a run.
+    Trace files older than an hour are removed, so a long-running host does not fill its disk."""
+    if rec is None or rec.result is None:
+        return None
+    TRACE_DIR.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in TRACE_DIR.glob("trace-*.json"):
+        with contextlib.suppress(OSError):  # another session may remove it first
+            if now - old.stat().st_mtime > TRACE_KEEP_SECONDS:
+                old.unlink()
+    with tempfile.NamedTemporaryFile("w", dir=TRACE_DIR, prefix="trace-", suffix=".json", delete=False,
+                                     encoding="utf-8") as f:
+        f.write(trace_json(rec.steps, rec.result, model=model))
+    return f.name
+
+
 def compare_message(text: str) -> str:
     return f'<div class="pg-compare">{html.escape(text)}</div>'
 
@@ -257,6 +280,8 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                                         elem_id="pg-speed")
                     play_btn = gr.Button("▶ Play", scale=1, elem_id="pg-play")
                     compare_btn = gr.Button("Compare with AR", scale=1, elem_id="pg-compare")
+                    trace_btn = gr.DownloadButton("Download trace (JSON)", scale=1, elem_id="pg-trace",
+                                                  variant="secondary")
                 compare_out = gr.HTML("", elem_id="pg-compare-out")
                 timer = gr.Timer(0.2, active=False)
         with gr.Accordion("Decoding settings", open=False, elem_id="pg-settings"):
@@ -355,9 +380,11 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
         gen_outputs = [chatbot, grid, plot, stats_box, replay_row, replay, notice, prompt, generate_btn, stop_btn,
                        session]
         gr.on([generate_btn.click, prompt.submit], generate,
-                          inputs=[prompt, think, *settings, model_choice, view, session], outputs=gen_outputs,
-                          api_name="ui_generate", api_visibility="private", concurrency_limit=concurrency,
-                          concurrency_id="decode")
+              inputs=[prompt, think, *settings, model_choice, view, session], outputs=gen_outputs,
+              api_name="ui_generate", api_visibility="private", concurrency_limit=concurrency,
+              concurrency_id="decode").then(
+            lambda sess: write_trace(sess.recording, sess.model_label) if isinstance(sess, Session) else None,
+            [session], [trace_btn], api_visibility="private", show_progress="hidden")
 
         # A new run makes the last comparison stale.
         gr.on([generate_btn.click, prompt.submit], lambda: "", None, [compare_out], queue=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from app_server import launched
@@ -94,3 +95,24 @@ def test_the_registry_loads_in_the_dtype_the_host_asked_for(tiny_checkpoint):
 
     assert ModelRegistry(str(tiny_checkpoint)).get(None)[0].dtype == torch.float32  # the CPU default
     assert ModelRegistry(str(tiny_checkpoint), dtype="bfloat16").get(None)[0].dtype == torch.bfloat16
+
+
+def test_trace_files_are_written_and_old_ones_removed(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from pangu_demo import ui
+    from pangu_demo.engine import Result
+    from pangu_demo.streaming import Recording
+
+    monkeypatch.setattr(ui, "TRACE_DIR", tmp_path)
+    old = tmp_path / "trace-old.json"
+    old.write_text("{}")
+    os.utime(old, (time.time() - 2 * ui.TRACE_KEEP_SECONDS,) * 2)
+    assert ui.write_trace(None, "m") is None
+    rec = Recording(result=Result(tokens=[5, 6], text="hi", nfe=2, seconds=0.1, stop_reason="stop_token",
+                                  prompt_ids=[1], config={}))
+    path = ui.write_trace(rec, "tiny <model>")
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    assert data["model"] == "tiny <model>" and data["result"]["tokens"] == [5, 6]
+    assert not old.exists() and len(list(tmp_path.glob("trace-*.json"))) == 1

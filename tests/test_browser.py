@@ -3,6 +3,7 @@ Stop on a long run, and the escaping of a prompt with markup. Saves screenshots 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -222,6 +223,13 @@ def test_compare_with_ar(browser, app_url):
     assert "This run (block diffusion)" in text and "The same prompt by AR" in text
     assert re.search(r"by AR: (\d+) tokens in \1 forwards", text), text  # AR: one token per forward
     assert nfe(page) == before
+
+    # The run downloads as a trace: one record per forward, the same NFE as the stats.
+    with page.expect_download(timeout=30_000) as download:
+        page.click("#pg-trace")
+    trace = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+    assert trace["version"] == 1 and trace["result"]["nfe"] == before == len(trace["steps"])
+
     send(page, "Again.")  # a new run clears the stale comparison
     page.wait_for_function("() => document.querySelector('#pg-compare-out').textContent.trim() === ''",
                            timeout=30_000)
