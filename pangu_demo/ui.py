@@ -272,16 +272,18 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                                     info="Current block: confidence of every candidate at every denoising "
                                          "forward. Whole answer: when each token was committed.")
                 plot = gr.Plot(label="Confidence heatmap", elem_id="pg-heatmap")
-                with gr.Row(visible=False, elem_id="pg-replay-row") as replay_row:
-                    replay = gr.Slider(1, 2, value=1, step=1, label="Replay: forward", scale=4,
-                                       info="Scrub through every recorded forward; nothing is recomputed.",
-                                       elem_id="pg-replay")
-                    speed = gr.Dropdown([1, 2, 5, 10, 20, 50], value=5, label="Speed (forwards/s)", scale=1,
-                                        elem_id="pg-speed")
-                    play_btn = gr.Button("▶ Play", scale=1, elem_id="pg-play")
-                    compare_btn = gr.Button("Compare with AR", scale=1, elem_id="pg-compare")
-                    trace_btn = gr.DownloadButton("Download trace (JSON)", scale=1, elem_id="pg-trace",
-                                                  variant="secondary")
+                with gr.Column(visible=False, elem_id="pg-replay-row") as replay_row:  # shown after a run
+                    with gr.Row():
+                        replay = gr.Slider(1, 2, value=1, step=1, label="Replay: forward", scale=4,
+                                           info="Scrub through every recorded forward; nothing is recomputed.",
+                                           elem_id="pg-replay")
+                        speed = gr.Dropdown([1, 2, 5, 10, 20, 50], value=5, label="Speed (forwards/s)", scale=1,
+                                            elem_id="pg-speed")
+                        play_btn = gr.Button("▶ Play", scale=1, elem_id="pg-play")
+                    with gr.Row():
+                        compare_btn = gr.Button("Compare with AR", size="sm", elem_id="pg-compare")
+                        trace_btn = gr.DownloadButton("Download trace (JSON)", size="sm", elem_id="pg-trace",
+                                                      variant="secondary")
                 compare_out = gr.HTML("", elem_id="pg-compare-out")
                 timer = gr.Timer(0.2, active=False)
         with gr.Accordion("Decoding settings", open=False, elem_id="pg-settings"):
@@ -350,7 +352,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
             base = sess.chat + [{"role": "user", "content": render.escape_chat(text)}]
             busy = (gr.Button(interactive=False), gr.Button(interactive=True))
             # The session goes out now, so that the view switch reaches this run's options.
-            yield (base + [{"role": "assistant", "content": "…"}], skip, skip, skip, gr.Row(visible=False), skip,
+            yield (base + [{"role": "assistant", "content": "…"}], skip, skip, skip, gr.Column(visible=False), skip,
                    notice_html(""), "", *busy, sess)
             try:
                 for frame in stream_frames(decoder, ids, cfg, stop, options=sess.options):
@@ -365,7 +367,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                     sess.chat, sess.recording, sess.running = chat, rec, False
                     sess.model_label = model_label  # the recording's model, whatever is selected later
                     n = len(rec.steps)
-                    yield (chat, frame.grid, plot_value(frame.figure), stats_v, gr.Row(visible=True),
+                    yield (chat, frame.grid, plot_value(frame.figure), stats_v, gr.Column(visible=True),
                            gr.Slider(minimum=1, maximum=max(n, 2), value=n), skip, skip,
                            gr.Button(interactive=True), gr.Button(interactive=False), sess)
             except ValueError as e:  # the engine's own check of the settings
@@ -432,7 +434,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
         def clear(request: gr.Request):
             request_stop(request)  # clearing during a run also ends it
             return ([], render.grid_html([], 0, str, -1), None, render.stats_html(render.stats([], 0)),
-                    gr.Row(visible=False), notice_html(""), None, gr.Timer(active=False), "")
+                    gr.Column(visible=False), notice_html(""), None, gr.Timer(active=False), "")
 
         clear_btn.click(clear, None, [chatbot, grid, plot, stats_box, replay_row, notice, session, timer,
                                       compare_out], api_visibility="private")
