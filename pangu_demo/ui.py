@@ -61,7 +61,8 @@ TEACHING_NOTE = (
     "of CPU training). In AR mode it solves most of these word problems; decoded by block diffusion it still "
     "makes more arithmetic mistakes (about 3 in 4 one-step and 3 in 5 two-step problems come out right), "
     "because it sometimes commits a digit before it has worked it out. "
-    "Watch how it decodes, and compare the two modes."
+    "It learned single questions and two-turn chats only, so press **Clear** before a new question: after a few "
+    "turns its replies fall apart. Watch how it decodes, and compare the two modes."
 )
 HOW_TO_GET = (
     "**To run the real openPangu-R-7B-Diffusion:** " + GET_OFFICIAL.replace("`hf download", "\n`hf download") +
