@@ -436,10 +436,11 @@ class _Run:
         return head
 
 
-def run(decoder: Decoder, prompt_ids: list[int], config: DecodeConfig | None = None) -> tuple[list[Step], Result]:
-    """Decode to the end; return every step and the result."""
+def run(decoder: Decoder, prompt_ids: list[int], config: DecodeConfig | None = None,
+        stop_event: threading.Event | None = None) -> tuple[list[Step], Result]:
+    """Decode to the end (or until `stop_event` is set); return every step and the result."""
     steps: list[Step] = []
-    for item in decoder.generate(prompt_ids, config):
+    for item in decoder.generate(prompt_ids, config, stop_event):
         if isinstance(item, Result):
             return steps, item
         steps.append(item)

@@ -24,7 +24,7 @@ from gradio.components.plot import PlotData
 
 from . import render
 from .chat import prompt_ids
-from .engine import ALGORITHMS, DecodeConfig, Decoder, Result, check_context, trace_json
+from .engine import ALGORITHMS, DecodeConfig, Decoder, check_context, run, trace_json
 from .loading import EMBEDDED_MODEL, GET_OFFICIAL, LoadedModel, ModelLoadError, load_model
 from .streaming import FrameOptions, Recording, stream_frames
 
@@ -230,6 +230,17 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
         models.get(models.default)
     stops: dict[str, threading.Event] = {}
 
+    @contextlib.contextmanager
+    def stop_event(request: gr.Request) -> Iterator[threading.Event]:
+        """The event this session's Stop button sets while the block runs (one decode per session at a time)."""
+        key = request.session_hash or "direct"
+        event = stops[key] = threading.Event()
+        try:
+            yield event
+        finally:
+            if stops.get(key) is event:
+                del stops[key]
+
     with gr.Blocks(title="openPangu block diffusion, live") as demo:
         session = gr.State(None)  # a Session, created by the first generation
         gr.Markdown("# Block diffusion, live: watch a diffusion language model write\n"
@@ -345,40 +356,37 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                 gr.Warning(str(e))
                 yield skip, skip, skip, skip, skip, skip, notice_html(str(e)), skip, skip, skip, skip
                 return
-            key = request.session_hash or "direct"
-            stop = stops[key] = threading.Event()
-            sess.options = options_for(view_label)
-            sess.mask_id, sess.token_text = decoder.mask_id, lm.tokenizer.token_text
-            sess.running = True
-            base = sess.chat + [{"role": "user", "content": render.escape_chat(text)}]
-            busy = (gr.Button(interactive=False), gr.Button(interactive=True))
-            # The session goes out now, so that the view switch reaches this run's options.
-            yield (base + [{"role": "assistant", "content": "…"}], skip, skip, skip, gr.Column(visible=False), skip,
-                   notice_html(""), "", *busy, sess)
-            try:
-                for frame in stream_frames(decoder, ids, cfg, stop, options=sess.options):
-                    rec = frame.recording
-                    chat = base + render.assistant_messages(frame.reply, rec.thinking_seconds(), not frame.final)
-                    stats_v = render.stats_html(frame.stats, live=not frame.final)
-                    if not frame.final:
-                        yield (chat, frame.grid, plot_value(frame.figure) if frame.figure else skip, stats_v,
-                               skip, skip, skip, skip, skip, skip, skip)
-                        continue
-                    sess.history.append((text, frame.reply.answer))
-                    sess.chat, sess.recording, sess.running = chat, rec, False
-                    sess.model_label = model_label  # the recording's model, whatever is selected later
-                    n = len(rec.steps)
-                    yield (chat, frame.grid, plot_value(frame.figure), stats_v, gr.Column(visible=True),
-                           gr.Slider(minimum=1, maximum=max(n, 2), value=n), skip, skip,
+            with stop_event(request) as stop:
+                sess.options = options_for(view_label)
+                sess.mask_id, sess.token_text = decoder.mask_id, lm.tokenizer.token_text
+                sess.running = True
+                base = sess.chat + [{"role": "user", "content": render.escape_chat(text)}]
+                busy = (gr.Button(interactive=False), gr.Button(interactive=True))
+                # The session goes out now, so that the view switch reaches this run's options.
+                pending = base + [{"role": "assistant", "content": "…"}]
+                yield pending, skip, skip, skip, gr.Column(visible=False), skip, notice_html(""), "", *busy, sess
+                try:
+                    for frame in stream_frames(decoder, ids, cfg, stop, options=sess.options):
+                        rec = frame.recording
+                        chat = base + render.assistant_messages(frame.reply, rec.thinking_seconds(), not frame.final)
+                        stats_v = render.stats_html(frame.stats, live=not frame.final)
+                        if not frame.final:
+                            yield (chat, frame.grid, plot_value(frame.figure) if frame.figure else skip, stats_v,
+                                   skip, skip, skip, skip, skip, skip, skip)
+                            continue
+                        sess.history.append((text, frame.reply.answer))
+                        sess.chat, sess.recording, sess.running = chat, rec, False
+                        sess.model_label = model_label  # the recording's model, whatever is selected later
+                        n = len(rec.steps)
+                        yield (chat, frame.grid, plot_value(frame.figure), stats_v, gr.Column(visible=True),
+                               gr.Slider(minimum=1, maximum=max(n, 2), value=n), skip, skip,
+                               gr.Button(interactive=True), gr.Button(interactive=False), sess)
+                except ValueError as e:  # the engine's own check of the settings
+                    gr.Warning(str(e))
+                    yield (sess.chat, skip, skip, skip, skip, skip, notice_html(str(e)), text,
                            gr.Button(interactive=True), gr.Button(interactive=False), sess)
-            except ValueError as e:  # the engine's own check of the settings
-                gr.Warning(str(e))
-                yield (sess.chat, skip, skip, skip, skip, skip, notice_html(str(e)), text,
-                       gr.Button(interactive=True), gr.Button(interactive=False), sess)
-            finally:
-                sess.running = False
-                if stops.get(key) is stop:
-                    del stops[key]
+                finally:
+                    sess.running = False
 
         gen_outputs = [chatbot, grid, plot, stats_box, replay_row, replay, notice, prompt, generate_btn, stop_btn,
                        session]
@@ -409,18 +417,11 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
             except ModelLoadError as e:
                 yield compare_message(str(e)), *idle
                 return
-            key = request.session_hash or "direct"
-            stop = stops[key] = threading.Event()
-            try:
+            with stop_event(request) as stop:
                 yield (compare_message("Decoding the same prompt by AR…"), gr.Button(interactive=False),
                        gr.Button(interactive=True))
-                ar = None
-                for item in decoder.generate(rec.result.prompt_ids, replace(rec.config, mode="ar"), stop):
-                    ar = item if isinstance(item, Result) else ar
+                _, ar = run(decoder, rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
                 yield render.comparison_html(rec.result, ar), *idle
-            finally:
-                if stops.get(key) is stop:
-                    del stops[key]
 
         compare_btn.click(compare_with_ar, [session], [compare_out, compare_btn, stop_btn], api_visibility="private",
                           concurrency_limit=concurrency, concurrency_id="decode")

@@ -21,10 +21,11 @@ def test_the_app_leaves_one_core_to_the_page(monkeypatch, cores, threads) -> Non
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [
-    (["--threads", "0"], {}, "--threads must be at least 1, got 0"),
-    ([], {"PANGU_DEMO_THREADS": "many"}, "invalid int value: 'many'"),
-    (["--dtype", "int8"], {}, "invalid choice: 'int8'"),
-    ([], {"PANGU_DEMO_DTYPE": "int8"}, "--dtype must be one of"),
+    (["--threads", "0"], {}, "argument --threads: must be at least 1, got 0"),
+    ([], {"PANGU_DEMO_THREADS": "0"}, "argument --threads: must be at least 1, got 0"),
+    ([], {"PANGU_DEMO_THREADS": "many"}, "argument --threads: must be a whole number, got 'many'"),
+    (["--dtype", "int8"], {}, "argument --dtype: must be one of"),
+    ([], {"PANGU_DEMO_DTYPE": "int8"}, "argument --dtype: must be one of"),
 ])
 def test_bad_settings_are_refused_before_anything_loads(args, env, message) -> None:
     run = subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
