@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .chat import THINK_END, THINK_START, Reply, split_reply
-from .engine import Result, Step
+from .engine import DecodeConfig, Result, Step
 from .tokenizer import ROLE_TOKENS
 
 TokenText = Callable[[int], str]
@@ -81,14 +81,33 @@ class BlockState:
     confidence: list[float | None]
     forwards: int = 0  # forwards spent on this block after the one that opened it
     latest: set[int] = field(default_factory=set)  # positions committed by the shown forward
+    below: set[int] = field(default_factory=set)  # positions committed with confidence at or below the threshold
+
+
+def commit_threshold(config: DecodeConfig | None) -> float | None:
+    """The threshold a denoising commit must clear, or None when the algorithm has none (it commits the
+    single best candidate per forward, so no commit is "below" anything)."""
+    if config is None or config.mode != "diffusion" or config.algorithm not in ("confidence_threshold", "elastic"):
+        return None
+    return config.threshold
+
+
+def below_threshold(step: Step, threshold: float | None) -> list[int]:
+    """Positions this forward committed although their confidence did not clear the threshold: every
+    denoising forward must commit at least one token (the elastic rule: its leftmost one), sure or not.
+    These are the commits where block diffusion most often goes wrong."""
+    if threshold is None or step.kind not in ("denoise", "fused"):
+        return []
+    # Position 0 of a fused forward is the AR prediction of the finished block, not a denoising choice.
+    return [p for p, c in zip(step.committed, step.committed_confidence, strict=True) if p and c <= threshold]
 
 
 def clamp_upto(steps: list[Step], upto: int | None) -> int:
     return len(steps) if upto is None else max(0, min(int(upto), len(steps)))
 
 
-def block_states(steps: list[Step], upto: int | None = None) -> list[BlockState]:
-    """The blocks as they were after `upto` forwards, in order.
+def block_states(steps: list[Step], upto: int | None = None, threshold: float | None = None) -> list[BlockState]:
+    """The blocks as they were after `upto` forwards, in order (`threshold`: see `below_threshold`).
 
     Step 0 of a block is the forward that opened it (prefill or the previous block's commit
     forward, which predicts position 0); steps 1, 2, … are the denoising forwards (or, in AR
@@ -106,6 +125,7 @@ def block_states(steps: list[Step], upto: int | None = None) -> list[BlockState]
         b.tokens = list(s.block_tokens)
         for p, c in zip(s.committed, s.committed_confidence, strict=True):
             b.step[p], b.nfe[p], b.confidence[p] = b.forwards, s.nfe, c
+        b.below.update(below_threshold(s, threshold))
         if i == upto - 1:
             b.latest = set(s.committed)
     return [blocks[k] for k in sorted(blocks)]
@@ -144,11 +164,13 @@ def _cell_title(text: str, pos: int, block: BlockState, i: int) -> str:
         parts.append(f"committed at forward {step} of this block (NFE {nfe})")
     if conf is not None:
         parts.append(f"confidence {conf:.3f}")
+    if i in block.below:
+        parts.append("below the threshold: committed only because every forward must commit a token")
     return "\n".join(parts)
 
 
 # -- the token grid -----------------------------------------------------------------------------
-def legend_html(top: int) -> str:
+def legend_html(top: int, threshold: float | None = None) -> str:
     stops = ", ".join(step_colour(round(i * top / 9), top)[0] for i in range(10))
     return (
         '<div class="pg-legend">'
@@ -159,7 +181,10 @@ def legend_html(top: int) -> str:
         '<span class="pg-legend-item"><span class="pg-swatch pg-latest-swatch"></span>'
         " committed by the latest forward</span>"
         '<span class="pg-legend-item"><span class="pg-swatch pg-sb-swatch"></span> small-block boundary</span>'
-        "</div>"
+        + ('<span class="pg-legend-item"><span class="pg-swatch pg-below-swatch"></span>'
+           f" committed below the threshold {threshold:g} (every forward commits at least one)</span>"
+           if threshold is not None else "")
+        + "</div>"
     )
 
 
@@ -170,18 +195,22 @@ HOW_TO_READ = (
     "confidence and step. Finished blocks are listed above the current one, coloured the same way. "
     "␣ is a space, ↵ a newline."
 )
+HOW_TO_READ_BELOW = (
+    " A red corner (or underline) marks a token committed below the threshold: every forward must commit at least "
+    "one, sure or not, and such guesses are wrong far more often."
+)
 
 
 def _row_html(block: BlockState, token_text: TokenText, mask_id: int, top: int) -> str:
     return _row_html_cached(block.index, tuple(block.tokens), tuple(block.step), tuple(block.nfe),
-                            tuple(block.confidence), block.forwards, token_text, mask_id, top)
+                            tuple(block.confidence), block.forwards, frozenset(block.below), token_text, mask_id, top)
 
 
 @lru_cache(maxsize=1024)
 def _row_html_cached(index: int, tokens: tuple, step: tuple, nfe: tuple, confidence: tuple, forwards: int,
-                     token_text: TokenText, mask_id: int, top: int) -> str:
+                     below: frozenset, token_text: TokenText, mask_id: int, top: int) -> str:
     # Finished blocks never change, so each row is rendered once per run and colour scale.
-    block = BlockState(index, list(tokens), list(step), list(nfe), list(confidence), forwards)
+    block = BlockState(index, list(tokens), list(step), list(nfe), list(confidence), forwards, below=set(below))
     chips = []
     for i, tok in enumerate(block.tokens):
         if tok == mask_id or block.step[i] is None:
@@ -189,7 +218,7 @@ def _row_html_cached(index: int, tokens: tuple, step: tuple, nfe: tuple, confide
             continue
         text = token_text(tok)
         bg, fg = step_colour(block.step[i], top)
-        cls = "pg-chip pg-special" if text in SPECIAL_LABELS else "pg-chip"
+        cls = "pg-chip" + (" pg-special" if text in SPECIAL_LABELS else "") + (" pg-below" if i in block.below else "")
         chips.append(f'<span class="{cls}" style="background:{bg};color:{fg}" '
                      f'title="{html.escape(_cell_title(text, i, block, i))}">'
                      f"{html.escape(visible_text(text))}</span>")
@@ -198,15 +227,19 @@ def _row_html_cached(index: int, tokens: tuple, step: tuple, nfe: tuple, confide
 
 
 def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_id: int,
-              num_small_blocks: int = 1, columns: int = 16, top: int | None = None) -> str:
-    """The current block as a grid of cells, finished blocks above it as compact rows."""
+              num_small_blocks: int = 1, columns: int = 16, top: int | None = None,
+              threshold: float | None = None) -> str:
+    """The current block as a grid of cells, finished blocks above it as compact rows; with a `threshold`,
+    commits that did not clear it are marked."""
     upto = clamp_upto(steps, upto)
     top = scale_max(steps) if top is None else top
+    legend = legend_html(top, threshold)
+    how_to = HOW_TO_READ + (HOW_TO_READ_BELOW if threshold is not None else "")
     if upto == 0:
-        return (f'<div class="pg-grid">{legend_html(top)}'
+        return (f'<div class="pg-grid">{legend}'
                 '<div class="pg-empty">The decoding grid appears here when you send a message.</div>'
-                f'<div class="pg-howto">{html.escape(HOW_TO_READ)}</div></div>')
-    blocks = block_states(steps, upto)
+                f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
+    blocks = block_states(steps, upto, threshold)
     current, finished = blocks[-1], blocks[:-1]
     length = len(current.tokens)
     size = max(1, length // max(1, num_small_blocks))
@@ -230,6 +263,8 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
         cls.append("pg-done")
         if i in current.latest:
             cls.append("pg-latest")
+        if i in current.below:
+            cls.append("pg-below")
         if text in SPECIAL_LABELS:
             cls.append("pg-special")
         cells.append(f'<div class="{" ".join(cls)}" style="background:{bg};color:{fg}" data-pos="{i}" '
@@ -245,15 +280,17 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     sb_note = f"{num_small_blocks} small blocks of {size}" if num_small_blocks > 1 else "one small block of 32"
     caption = (f"Block {current.index + 1} (latest) · {sb_note} · {current.forwards} forward"
                f"{'' if current.forwards == 1 else 's'} so far · {len(masked)} MASK left")
+    if current.below:
+        caption += f" · {len(current.below)} committed below the threshold"
     if not masked and all(token_text(t) == ROLE_TOKENS["turn_end"] for t in current.tokens):
         # The last small block must be full before decoding stops, so a reply that ends near a block boundary
         # leaves a block of nothing but padding: say so, or it looks like the model wrote nothing.
         caption += " · only end-of-turn padding: the reply ended in the block before"
-    return (f'<div class="pg-grid">{legend_html(top)}{done_part}'
+    return (f'<div class="pg-grid">{legend}{done_part}'
             f'<div class="pg-caption">{caption}</div>'
             f'<div class="pg-cells" style="grid-template-columns:repeat({columns},minmax(0,1fr))">'
             f'{"".join(cells)}</div>'
-            f'<div class="pg-howto">{html.escape(HOW_TO_READ)}</div></div>')
+            f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
 
 
 # -- the confidence heatmap ---------------------------------------------------------------------
@@ -290,28 +327,31 @@ def block_heatmap_data(steps: list[Step], upto: int | None, block: int | None = 
 
 
 def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", token_text: TokenText | None = None,
-                   colour: str = "confidence") -> dict:
+                   colour: str = "confidence", threshold: float | None = None) -> dict:
     """A plotly figure (as a dict) of the decoding so far.
 
     view "block": x = position in the block, y = denoising forward, colour = confidence of that
     position's candidate at that forward; committed positions marked.
     view "answer": x = token index in the answer, y = forward (NFE) at which it was committed,
     colour = confidence when committed (colour="confidence") or step within its block ("step").
+    With a `threshold`, commits that did not clear it get their own markers.
     """
     upto = clamp_upto(steps, upto)
     if upto == 0:
         return _empty_figure("The heatmap appears when decoding starts.")
     if view == "answer":
-        return _answer_figure(steps, upto, token_text, colour)
+        return _answer_figure(steps, upto, token_text, colour, threshold)
     block, z = block_heatmap_data(steps, upto)
     if not z:
         return _empty_figure("No denoising forwards in this view (AR mode decodes one token per forward): "
                              "switch to the whole-answer view.")
     rows = [s for s in steps[:upto] if s.block == block and s.kind == "denoise"]
     text = [[_hover(token_text, s.candidates.get(j)) for j in range(len(z[0]))] for s in rows]
-    mx, my, mtext = [], [], []
+    marks: dict[bool, tuple[list, list, list]] = {False: ([], [], []), True: ([], [], [])}
     for r, s in enumerate(rows, start=1):
+        below = set(below_threshold(s, threshold))
         for p, t, c in zip(s.committed, s.committed_tokens, s.committed_confidence, strict=True):
+            mx, my, mtext = marks[p in below]
             mx.append(p)
             my.append(r)
             mtext.append(f"committed {_token_label(token_text, t)} · confidence {c:.3f}")
@@ -319,20 +359,27 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
             "zmin": 0, "zmax": 1, "colorscale": CONFIDENCE_SCALE, "name": "candidate confidence",
             "colorbar": {"title": {"text": "confidence"}, "thickness": 12}, "text": text,
             "hovertemplate": "position %{x} · forward %{y}<br>%{text}<extra></extra>", "xgap": 1, "ygap": 1}
-    marks = {"type": "scatter", "mode": "markers", "x": mx, "y": my, "name": "committed here", "text": mtext,
-             "marker": {"symbol": "circle-open", "size": 11, "color": "#22d3ee", "line": {"width": 2.5}},
-             "hovertemplate": "position %{x} · forward %{y}<br>%{text}<extra></extra>"}
+    data = [heat, _marks(*marks[False], "committed here", "circle-open", "#22d3ee")]
+    if marks[True][0]:
+        data.append(_marks(*marks[True], "committed below the threshold", "x-thin-open", "#f43f5e"))
     layout = _layout(f"Block {block + 1}: candidate confidence at each denoising forward")
     layout["xaxis"] = {"title": {"text": "position in block"}, "range": [-0.5, len(z[0]) - 0.5], "dtick": 4}
     layout["yaxis"] = {"title": {"text": "denoising forward"}, "autorange": "reversed",
                        "dtick": 1 if len(z) <= 16 else None}
-    return {"data": [heat, marks], "layout": layout}
+    return {"data": data, "layout": layout}
 
 
-def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, colour: str) -> dict:
-    blocks = block_states(steps, upto)
+def _marks(x: list, y: list, text: list, name: str, symbol: str, colour: str) -> dict:
+    return {"type": "scatter", "mode": "markers", "x": x, "y": y, "name": name, "text": text,
+            "marker": {"symbol": symbol, "size": 11, "color": colour, "line": {"width": 2.5, "color": colour}},
+            "hovertemplate": "position %{x} · forward %{y}<br>%{text}<extra></extra>"}
+
+
+def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, colour: str,
+                   threshold: float | None = None) -> dict:
+    blocks = block_states(steps, upto, threshold)
     top = scale_max(steps)
-    xs, ys, cs, texts = [], [], [], []
+    xs, ys, cs, texts, bx, by, btext = [], [], [], [], [], [], []
     for b in blocks:
         width = len(b.tokens)
         for j, nfe in enumerate(b.nfe):
@@ -344,6 +391,10 @@ def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, c
             cs.append(conf if colour == "confidence" else b.step[j])
             texts.append(f"{_token_label(token_text, b.tokens[j])} · block {b.index + 1} step {b.step[j]}"
                          f" · confidence {conf:.3f}" if conf is not None else "")
+            if j in b.below:
+                bx.append(xs[-1])
+                by.append(nfe)
+                btext.append(texts[-1])
     if colour == "confidence":
         marker = {"color": cs, "cmin": 0, "cmax": 1, "colorscale": CONFIDENCE_SCALE,
                   "colorbar": {"title": {"text": "confidence"}, "thickness": 12}}
@@ -355,11 +406,17 @@ def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, c
     marker.update(symbol="square", size=8, line={"width": 0})
     trace = {"type": "scatter", "mode": "markers", "x": xs, "y": ys, "text": texts, "marker": marker,
              "name": "committed token", "hovertemplate": "token %{x} · forward %{y}<br>%{text}<extra></extra>"}
+    data = [trace]
+    if bx:
+        below = _marks(bx, by, btext, "committed below the threshold", "square-open", "#f43f5e")
+        below["marker"].update(size=11, line={"width": 1.5, "color": "#f43f5e"})
+        below["hovertemplate"] = "token %{x} · forward %{y}<br>%{text} · below the threshold<extra></extra>"
+        data.append(below)
     layout = _layout(title)
     layout["xaxis"] = {"title": {"text": "token index in the answer"}}
     layout["yaxis"] = {"title": {"text": "forward (NFE) at commit"}}
-    layout["showlegend"] = False
-    return {"data": [trace], "layout": layout}
+    layout["showlegend"] = bool(bx)
+    return {"data": data, "layout": layout}
 
 
 def _token_label(token_text: TokenText | None, token: int) -> str:
@@ -376,8 +433,8 @@ def _hover(token_text: TokenText | None, cand: tuple[int, float] | None) -> str:
 
 # -- stats --------------------------------------------------------------------------------------
 def stats(steps: list[Step], upto: int | None, result: Result | None = None, max_new_tokens: int | None = None,
-          block_length: int = 32) -> dict:
-    """The numbers of the stats line, as JSON-able values."""
+          block_length: int = 32, threshold: float | None = None) -> dict:
+    """The numbers of the stats line, as JSON-able values (`below_threshold` is None without a threshold)."""
     upto = clamp_upto(steps, upto)
     final = result is not None and upto == len(steps)
     if final:
@@ -394,6 +451,7 @@ def stats(steps: list[Step], upto: int | None, result: Result | None = None, max
         "tokens": tokens, "tokens_per_forward": tokens / nfe if nfe else 0.0,
         "tokens_per_second": tokens / elapsed if elapsed > 0 else 0.0, "elapsed": elapsed,
         "ar_forwards": tokens, "forwards_saved": max(0, tokens - nfe),
+        "below_threshold": None if threshold is None else sum(len(below_threshold(s, threshold)) for s in steps[:upto]),
         "stop_reason": result.stop_reason if final else None, "step": upto, "steps_recorded": len(steps),
     }
 
@@ -414,6 +472,8 @@ def format_stats(s: dict) -> str:
     parts = [f"block {s['block']}{planned}", f"NFE {s['nfe']}", f"{s['tokens']} tokens",
              f"{s['tokens_per_forward']:.2f} tokens/forward", f"{s['tokens_per_second']:.1f} tokens/s",
              f"{s['elapsed']:.2f} s", f"AR would need {s['ar_forwards']} forwards"]
+    if s.get("below_threshold") is not None:
+        parts.append(f"{s['below_threshold']} committed below the threshold")
     if s["stop_reason"]:
         parts.append(STOP_REASONS.get(s["stop_reason"], s["stop_reason"]))
     return " · ".join(parts)
@@ -425,6 +485,8 @@ def stats_html(s: dict, live: bool = False) -> str:
              ("tokens", str(s["tokens"])), ("tokens / forward", f"{s['tokens_per_forward']:.2f}"),
              ("tokens / s", f"{s['tokens_per_second']:.1f}"), ("elapsed", f"{s['elapsed']:.2f} s"),
              ("AR would need", f"{s['ar_forwards']} forwards")]
+    if s.get("below_threshold") is not None:
+        items.append(("below threshold", f"{s['below_threshold']} commits"))
     chips = "".join(f'<span class="pg-stat"><span class="pg-stat-k">{html.escape(k)}</span>'
                     f'<span class="pg-stat-v" data-stat="{html.escape(k)}">{html.escape(v)}</span></span>'
                     for k, v in items)

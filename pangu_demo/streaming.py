@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import render
-from .chat import THINK_END, THINK_START, Reply, split_reply
+from .chat import THINK_END, THINK_START, Reply
 from .engine import DecodeConfig, Decoder, Result, Step
 
 
@@ -67,19 +67,20 @@ class FrameOptions:
 
 
 def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, options: FrameOptions,
-                final: bool, with_figure: bool = True) -> Frame:
-    """Render the latest recorded state (grid, stats, chat split; the figure when asked)."""
+                final: bool, with_figure: bool = True, upto: int | None = None) -> Frame:
+    """Render the state after `upto` forwards (default: the latest recorded) for the grid, stats and chat
+    split, and the figure when asked. `final`: the run is over, so the last state shows its result."""
     cfg = rec.config or DecodeConfig()
     steps = rec.steps[:]  # the worker thread may append while we render
-    upto = len(steps)
+    upto = render.clamp_upto(steps, upto)
+    threshold = render.commit_threshold(cfg)
     grid = render.grid_html(steps, upto, token_text, mask_id, num_small_blocks=cfg.num_small_blocks
-                            if cfg.mode == "diffusion" else 1)
-    figure = render.heatmap_figure(steps, upto, options.view, token_text, options.colour) if with_figure else None
-    stats = render.stats(steps, upto, rec.result if final else None, cfg.max_new_tokens, cfg.block_length)
-    if final and rec.result is not None:
-        reply = split_reply(rec.result.text)
-    else:
-        reply = split_reply(steps[-1].text if steps else "")
+                            if cfg.mode == "diffusion" else 1, threshold=threshold)
+    figure = render.heatmap_figure(steps, upto, options.view, token_text, options.colour,
+                                   threshold) if with_figure else None
+    result = rec.result if final and upto == len(steps) else None
+    stats = render.stats(steps, upto, result, cfg.max_new_tokens, cfg.block_length, threshold)
+    reply = render.reply_at(steps, upto, result)
     return Frame(rec, upto, final, grid, figure, stats, reply)
 
 

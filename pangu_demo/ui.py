@@ -26,7 +26,7 @@ from . import render
 from .chat import prompt_ids
 from .engine import ALGORITHMS, DecodeConfig, Decoder, check_context, run, trace_json
 from .loading import EMBEDDED_MODEL, GET_OFFICIAL, LoadedModel, ModelLoadError, load_model
-from .streaming import FrameOptions, Recording, stream_frames
+from .streaming import FrameOptions, Recording, build_frame, stream_frames
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CSS_PATH = ASSETS / "app.css"
@@ -60,7 +60,8 @@ TEACHING_NOTE = (
     "openPangu-R-7B-Diffusion (same format, same block diffusion) but it is tiny (6.5M parameters, about 6 hours "
     "of CPU training). In AR mode it solves most of these word problems; decoded by block diffusion it still "
     "makes more arithmetic mistakes (about 3 in 4 one-step and 3 in 5 two-step problems come out right), "
-    "because it sometimes commits a digit before it has worked it out. "
+    "because it sometimes commits a wrong digit in parallel, sure of it or not (the grid marks in red the tokens "
+    "committed below the threshold, which go wrong most often). "
     "It learned single questions and two-turn chats only, so press **Clear** before a new question: after a few "
     "turns its replies fall apart. Watch how it decodes, and compare the two modes."
 )
@@ -211,6 +212,11 @@ def write_trace(rec: Recording | None, model: str | None) -> str | None:
     return f.name
 
 
+def empty_grid() -> str:
+    """The grid before any run, with the legend of the default settings."""
+    return render.grid_html([], 0, str, -1, threshold=render.commit_threshold(DecodeConfig()))
+
+
 def compare_message(text: str) -> str:
     return f'<div class="pg-compare">{html.escape(text)}</div>'
 
@@ -277,7 +283,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                             button.click(None, None, [prompt], js=f"() => {json.dumps(text)}", queue=False)
             with gr.Column(scale=7, min_width=480):
                 stats_box = gr.HTML(render.stats_html(render.stats([], 0)), elem_id="pg-stats")
-                grid = gr.HTML(render.grid_html([], 0, str, -1), elem_id="pg-grid")
+                grid = gr.HTML(empty_grid(), elem_id="pg-grid")
                 with gr.Row():
                     view = gr.Radio(["Current block", "Whole answer: confidence", "Whole answer: step"],
                                     value="Current block", label="Heatmap view", scale=3,
@@ -364,7 +370,9 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                 busy = (gr.Button(interactive=False), gr.Button(interactive=True))
                 # The session goes out now, so that the view switch reaches this run's options.
                 pending = base + [{"role": "assistant", "content": "…"}]
-                yield pending, skip, skip, skip, gr.Column(visible=False), skip, notice_html(""), "", *busy, sess
+                # The last run's figures go at once: its "finished" must not stand beside the new prompt.
+                starting = render.stats_html(render.stats([], 0), live=True)
+                yield pending, skip, skip, starting, gr.Column(visible=False), skip, notice_html(""), "", *busy, sess
                 try:
                     for frame in stream_frames(decoder, ids, cfg, stop, options=sess.options):
                         rec = frame.recording
@@ -435,7 +443,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
 
         def clear(request: gr.Request):
             request_stop(request)  # clearing during a run also ends it
-            return ([], render.grid_html([], 0, str, -1), None, render.stats_html(render.stats([], 0)),
+            return ([], empty_grid(), None, render.stats_html(render.stats([], 0)),
                     gr.Column(visible=False), notice_html(""), None, gr.Timer(active=False), "")
 
         clear_btn.click(clear, None, [chatbot, grid, plot, stats_box, replay_row, notice, session, timer,
@@ -446,16 +454,9 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
             rec = sess.recording if isinstance(sess, Session) else None
             if rec is None or not rec.steps or sess.running:
                 return gr.skip(), gr.skip(), gr.skip()
-            k = render.clamp_upto(rec.steps, int(k))
-            opts = options_for(view_label)
-            cfg = rec.config or DecodeConfig()
-            token_text = sess.token_text or str
-            nsb = cfg.num_small_blocks if cfg.mode == "diffusion" else 1
-            final = k == len(rec.steps)
-            grid_v = render.grid_html(rec.steps, k, token_text, sess.mask_id, nsb)
-            fig = render.heatmap_figure(rec.steps, k, opts.view, token_text, opts.colour)
-            st = render.stats(rec.steps, k, rec.result if final else None, cfg.max_new_tokens, cfg.block_length)
-            return grid_v, plot_value(fig), render.stats_html(st)
+            frame = build_frame(rec, sess.token_text or str, sess.mask_id, options_for(view_label), final=True,
+                                upto=int(k))
+            return frame.grid, plot_value(frame.figure), render.stats_html(frame.stats)
 
         replay.input(show_step, [replay, view, session], [grid, plot, stats_box], api_visibility="private",
                      trigger_mode="always_last", show_progress="hidden")

@@ -75,6 +75,9 @@ def set_number(page, elem_id: str, value: int) -> None:
 
 
 def send(page, text: str) -> None:
+    # Blank the status first: until the new run's first update arrives it still reads the last run's "finished",
+    # and wait_finished would return at once.
+    page.evaluate("document.querySelector('.pg-status') && (document.querySelector('.pg-status').textContent = '')")
     page.fill("#pg-prompt textarea", text)
     page.click("#pg-generate")
 
@@ -124,6 +127,11 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     assert page.locator("#pg-heatmap .js-plotly-plot .hm, #pg-heatmap .js-plotly-plot .heatmaplayer").count() > 0
     total = nfe(page)
     assert total > 1
+    # This random model is rarely sure: tokens committed below the threshold are marked, as many as the stats count.
+    below = int(page.locator('[data-stat="below threshold"]').inner_text().split()[0])
+    assert below > 0 and page.locator("#pg-grid .pg-below").count() == below
+    # No notice, no box: the empty notice takes no room in the column.
+    assert page.locator("#pg-notice").is_hidden()
 
     # The prompt shows as typed: no element from its markup exists, the literal text is there.
     assert page.locator("#x").count() == 0

@@ -241,3 +241,60 @@ def test_a_block_of_only_padding_is_explained():
     assert "only end-of-turn padding" in render.grid_html(steps, full, table.get, MASK)
     steps, table = fake_run(SEVEN)
     assert "only end-of-turn padding" not in render.grid_html(steps, full, table.get, MASK)
+
+
+def with_confidences(steps: list[Step], conf: dict[int, float]) -> list[Step]:
+    """Give the committed positions of every denoising step the confidence in `conf` (default 0.95)."""
+    for s in steps:
+        if s.kind == "denoise":
+            s.committed_confidence = [conf.get(p, 0.95) for p in s.committed]
+    return steps
+
+
+def test_commits_below_the_threshold_are_marked_in_grid_rows_heatmap_and_stats():
+    steps, table = fake_run(SEVEN)
+    with_confidences(steps, {3: 0.41, 5: 0.9, 6: 0.93})  # 0.9 does not clear 0.9: the engine needs > threshold
+    html_text = render.grid_html(steps, 5, table.get, MASK, threshold=0.9)
+    marked = [i for i, t in enumerate(cells(html_text)) if "pg-below" in t]
+    assert marked == [3, 5]
+    assert "2 committed below the threshold" in html_text
+    assert "committed below the threshold 0.9" in html_text  # legend
+    assert "below the threshold: committed only because" in html_text  # hover text of the marked cells
+    # No threshold (an algorithm without one): nothing is marked, no legend entry.
+    plain = render.grid_html(steps, 5, table.get, MASK)
+    assert "pg-below" not in plain and "below the threshold" not in plain
+    # The finished block keeps its marks as a row once the next block opens.
+    finished = render.grid_html(steps, len(steps), table.get, MASK, threshold=0.9)
+    row = finished.split('class="pg-finished"', 1)[1].split('class="pg-caption"', 1)[0]
+    assert row.count("pg-chip pg-below") == 2
+    fig = render.heatmap_figure(steps, 5, "block", table.get, threshold=0.9)
+    below = [t for t in fig["data"] if t.get("name") == "committed below the threshold"]
+    assert len(below) == 1 and sorted(below[0]["x"]) == [3, 5]
+    assert 3 not in fig["data"][1]["x"] and 4 in fig["data"][1]["x"]
+    answer = render.heatmap_figure(steps, 5, "answer", table.get, threshold=0.9)
+    assert sorted(answer["data"][1]["x"]) == [3, 5] and answer["layout"]["showlegend"]
+    assert render.stats(steps, 5, threshold=0.9)["below_threshold"] == 2
+    assert render.stats(steps, 2, threshold=0.9)["below_threshold"] == 0  # before the forward that committed 3
+    assert render.stats(steps, 5)["below_threshold"] is None
+    assert "below threshold" in render.stats_html(render.stats(steps, 5, threshold=0.9))
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    (DecodeConfig(threshold=0.8), 0.8),
+    (DecodeConfig(algorithm="elastic", threshold=0.7), 0.7),
+    (DecodeConfig(algorithm="entropy"), None),
+    (DecodeConfig(algorithm="low_confidence"), None),
+    (DecodeConfig(mode="ar"), None),
+    (None, None),
+])
+def test_commit_threshold_only_for_algorithms_with_one(config, expected):
+    assert render.commit_threshold(config) == expected
+
+
+def test_fused_forward_position_zero_is_never_below_the_threshold():
+    steps, _ = fake_run(SEVEN)
+    s = steps[1]
+    s.kind, s.committed, s.committed_confidence = "fused", [0, 1, 2], [0.3, 0.5, 0.95]
+    assert render.below_threshold(s, 0.9) == [1]
+    s.kind = "commit"
+    assert render.below_threshold(s, 0.9) == []
