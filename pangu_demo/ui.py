@@ -217,12 +217,9 @@ def empty_grid() -> str:
     return render.grid_html([], 0, str, -1, threshold=render.commit_threshold(DecodeConfig()))
 
 
-def compare_message(text: str) -> str:
-    return f'<div class="pg-compare">{html.escape(text)}</div>'
-
-
-def notice_html(text: str) -> str:
-    return f'<div class="pg-notice">{html.escape(text)}</div>' if text else '<div class="pg-notice"></div>'
+def message_html(text: str, css: str = "pg-notice") -> str:
+    """Plain text in a styled box (a notice by default); escaped, since it may quote what the user typed."""
+    return f'<div class="{css}">{html.escape(text)}</div>'
 
 
 # -- the app ------------------------------------------------------------------------------------
@@ -271,7 +268,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                     clear_btn = gr.Button("Clear", elem_id="pg-clear")
                 think = gr.Checkbox(value=True, label="Think first (show the thinking trace)",
                                     info="Off adds /no_think: the model answers without a trace.")
-                notice = gr.HTML(notice_html(""), elem_id="pg-notice")
+                notice = gr.HTML(message_html(""), elem_id="pg-notice")
                 # Example buttons fill the prompt in the browser (js, no server round trip): with gr.Examples a
                 # Generate click sent before the example's round trip returned went out with the old, empty prompt.
                 with gr.Column(elem_id="pg-examples", variant="panel"):
@@ -360,7 +357,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                 check_context(len(ids), cfg, lm.context_length)
             except (ValueError, ModelLoadError) as e:  # the conversation may need Clear to fit again
                 gr.Warning(str(e))
-                yield skip, skip, skip, skip, skip, skip, notice_html(str(e)), skip, skip, skip, skip
+                yield skip, skip, skip, skip, skip, skip, message_html(str(e)), skip, skip, skip, skip
                 return
             with stop_event(request) as stop:
                 sess.options = options_for(view_label)
@@ -372,7 +369,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                 pending = base + [{"role": "assistant", "content": "…"}]
                 # The last run's figures go at once: its "finished" must not stand beside the new prompt.
                 starting = render.stats_html(render.stats([], 0), live=True)
-                yield pending, skip, skip, starting, gr.Column(visible=False), skip, notice_html(""), "", *busy, sess
+                yield pending, skip, skip, starting, gr.Column(visible=False), skip, message_html(""), "", *busy, sess
                 try:
                     for frame in stream_frames(decoder, ids, cfg, stop, options=sess.options):
                         rec = frame.recording
@@ -391,7 +388,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                                gr.Button(interactive=True), gr.Button(interactive=False), sess)
                 except ValueError as e:  # the engine's own check of the settings
                     gr.Warning(str(e))
-                    yield (sess.chat, skip, skip, skip, skip, skip, notice_html(str(e)), text,
+                    yield (sess.chat, skip, skip, skip, skip, skip, message_html(str(e)), text,
                            gr.Button(interactive=True), gr.Button(interactive=False), sess)
                 finally:
                     sess.running = False
@@ -414,19 +411,19 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
             rec = sess.recording if isinstance(sess, Session) else None
             idle = (gr.Button(interactive=True), gr.Button(interactive=False))
             if rec is None or rec.result is None or rec.config is None or sess.running:
-                yield compare_message("Generate a reply first, and wait for it to finish."), *idle
+                yield message_html("Generate a reply first, and wait for it to finish.", "pg-compare"), *idle
                 return
             if rec.config.mode == "ar":
-                yield compare_message("This reply was decoded by AR already: generate one by block diffusion "
-                                      "(Decoding settings → Mode), then compare."), *idle
+                yield message_html("This reply was decoded by AR already: generate one by block diffusion "
+                                   "(Decoding settings → Mode), then compare.", "pg-compare"), *idle
                 return
             try:
                 _, decoder = models.get(sess.model_label)
             except ModelLoadError as e:
-                yield compare_message(str(e)), *idle
+                yield message_html(str(e), "pg-compare"), *idle
                 return
             with stop_event(request) as stop:
-                yield (compare_message("Decoding the same prompt by AR…"), gr.Button(interactive=False),
+                yield (message_html("Decoding the same prompt by AR…", "pg-compare"), gr.Button(interactive=False),
                        gr.Button(interactive=True))
                 _, ar = run(decoder, rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
                 yield render.comparison_html(rec.result, ar), *idle
@@ -444,7 +441,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
         def clear(request: gr.Request):
             request_stop(request)  # clearing during a run also ends it
             return ([], empty_grid(), None, render.stats_html(render.stats([], 0)),
-                    gr.Column(visible=False), notice_html(""), None, gr.Timer(active=False), "")
+                    gr.Column(visible=False), message_html(""), None, gr.Timer(active=False), "")
 
         clear_btn.click(clear, None, [chatbot, grid, plot, stats_box, replay_row, notice, session, timer,
                                       compare_out], api_visibility="private")
