@@ -132,6 +132,10 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     assert below > 0 and page.locator("#pg-grid .pg-below").count() == below
     # No notice, no box: the empty notice takes no room in the column.
     assert page.locator("#pg-notice").is_hidden()
+    page.fill("#pg-prompt textarea", "   ")
+    page.click("#pg-generate")
+    page.wait_for_selector("#pg-notice", state="visible")
+    assert "Type a message first" in page.locator("#pg-notice").inner_text()
 
     # The prompt shows as typed: no element from its markup exists, the literal text is there.
     assert page.locator("#x").count() == 0
