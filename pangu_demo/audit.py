@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import chat, data, engine
-from .evaluate import question, system
+from .evaluate import question, score_reply, system
 from .render import below_threshold
 from .tokenizer import PanguTokenizer
 
@@ -66,22 +66,23 @@ def audit_reply(model: torch.nn.Module, tok: PanguTokenizer, prompt: list[int], 
 
 def audit(model: torch.nn.Module, tok: PanguTokenizer, tasks: list[str], n: int, threshold: float = 0.9,
           max_new_tokens: int = 256, progress: bool = True) -> dict[str, dict]:
-    """Per task: replies, correct replies, and commit counts by (digit, below) with how many AR rejects."""
+    """Per task: replies, correct replies, and two counts keyed by (digit, below): commits, and AR rejects."""
     decoder = engine.Decoder(model, tok)
     cfg = engine.DecodeConfig(threshold=threshold, max_new_tokens=max_new_tokens)
     report = {}
     for task in tasks:
         examples = data.eval_set(n, task=task)
-        counts: Counter = Counter()
+        commits: Counter = Counter()
+        rejected: Counter = Counter()
         correct = 0
         for ex in tqdm(examples, desc=task, disable=not progress, leave=False):
             ids = chat.prompt_ids(tok, [], question(ex), think=True, system=system(ex))
             steps, result = engine.run(decoder, ids, cfg)
-            correct += data.check_answer(ex, chat.split_reply(result.text).answer)
+            correct += score_reply(ex, result.text, result.stop_reason).correct
             for c in audit_reply(model, tok, ids, steps, result, threshold):
-                counts[(c.digit, c.below)] += 1
-                counts[(c.digit, c.below, "rejected")] += c.rejected
-        report[task] = {"replies": len(examples), "correct": correct, "counts": counts}
+                commits[c.digit, c.below] += 1
+                rejected[c.digit, c.below] += c.rejected
+        report[task] = {"replies": len(examples), "correct": correct, "commits": commits, "rejected": rejected}
     return report
 
 
@@ -93,11 +94,10 @@ def render(report: dict[str, dict], threshold: float) -> str:
     header = ["task", "replies", "correct", "tokens", "commits", "count", "share", "AR rejects", "reject rate"]
     rows = []
     for task, r in report.items():
-        counts = r["counts"]
         for digit in (True, False):
-            total = counts[(digit, False)] + counts[(digit, True)]
+            total = r["commits"][digit, False] + r["commits"][digit, True]
             for below in (False, True):
-                n, bad = counts[(digit, below)], counts[(digit, below, "rejected")]
+                n, bad = r["commits"][digit, below], r["rejected"][digit, below]
                 rows.append([task, str(r["replies"]), str(r["correct"]), "digits" if digit else "other",
                              "below threshold" if below else "above threshold", str(n),
                              _percent(n, total), str(bad), _percent(bad, n)])

@@ -409,7 +409,7 @@ def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, c
     data = [trace]
     if bx:
         below = _marks(bx, by, btext, "committed below the threshold", "square-open", "#f43f5e")
-        below["marker"].update(size=11, line={"width": 1.5, "color": "#f43f5e"})
+        below["marker"]["line"]["width"] = 1.5
         below["hovertemplate"] = "token %{x} · forward %{y}<br>%{text} · below the threshold<extra></extra>"
         data.append(below)
     layout = _layout(title)
@@ -472,7 +472,7 @@ def format_stats(s: dict) -> str:
     parts = [f"block {s['block']}{planned}", f"NFE {s['nfe']}", f"{s['tokens']} tokens",
              f"{s['tokens_per_forward']:.2f} tokens/forward", f"{s['tokens_per_second']:.1f} tokens/s",
              f"{s['elapsed']:.2f} s", f"AR would need {s['ar_forwards']} forwards"]
-    if s.get("below_threshold") is not None:
+    if s["below_threshold"] is not None:
         parts.append(f"{s['below_threshold']} committed below the threshold")
     if s["stop_reason"]:
         parts.append(STOP_REASONS.get(s["stop_reason"], s["stop_reason"]))
@@ -485,7 +485,7 @@ def stats_html(s: dict, live: bool = False) -> str:
              ("tokens", str(s["tokens"])), ("tokens / forward", f"{s['tokens_per_forward']:.2f}"),
              ("tokens / s", f"{s['tokens_per_second']:.1f}"), ("elapsed", f"{s['elapsed']:.2f} s"),
              ("AR would need", f"{s['ar_forwards']} forwards")]
-    if s.get("below_threshold") is not None:
+    if s["below_threshold"] is not None:
         items.append(("below threshold", f"{s['below_threshold']} commits"))
     chips = "".join(f'<span class="pg-stat"><span class="pg-stat-k">{html.escape(k)}</span>'
                     f'<span class="pg-stat-v" data-stat="{html.escape(k)}">{html.escape(v)}</span></span>'
