@@ -223,6 +223,411 @@ def message_html(text: str, css: str = "pg-notice") -> str:
 
 
 # -- the app ------------------------------------------------------------------------------------
+VIEWS = ["Current block", "Whole answer: confidence", "Whole answer: step"]
+
+
+def options_for(view_label: str) -> FrameOptions:
+    """The heatmap view's label as frame options."""
+    if view_label == VIEWS[0]:
+        return FrameOptions("block")
+    return FrameOptions("answer", "step" if view_label.endswith("step") else "confidence")
+
+
+def play_interval(speed: float | None) -> float:
+    """Seconds between replay ticks (at most 10 ticks/s; faster speeds skip steps per tick)."""
+    return max(0.1, 1.0 / float(speed or 5))
+
+
+def recording_of(sess: object) -> Recording | None:
+    return sess.recording if isinstance(sess, Session) else None
+
+
+def applicable(mode: str, algorithm: str) -> tuple:
+    """Show only the controls that the chosen mode and algorithm use."""
+    diffusion = mode == "diffusion"
+    return (gr.Dropdown(visible=diffusion), gr.Slider(visible=diffusion and algorithm in ("confidence_threshold",
+                                                                                        "elastic")),
+            gr.Dropdown(visible=diffusion))
+
+
+def apply_preset(name: str) -> tuple:
+    p = PRESETS.get(name)
+    if p is None:  # "Custom": leave the controls as they are
+        return (gr.skip(),) * 6
+    return ("diffusion", p["algorithm"], p.get("threshold", gr.skip()), p["num_small_blocks"],
+            p.get("temperature", 0.0), p.get("top_p", 1.0))
+
+
+class DemoApp:
+    """The page. Layout methods create the components; `_wire_*` methods connect them to the handlers, which
+    share the model registry and the Stop event of each browser session's running decode."""
+
+    def __init__(self, models: ModelRegistry, concurrency: int = 2):
+        self.models = models
+        self.concurrency = concurrency
+        self.stops: dict[str, threading.Event] = {}
+
+    def build(self, max_queue: int = 16) -> gr.Blocks:
+        with gr.Blocks(title="openPangu block diffusion, live") as demo:
+            self.session = gr.State(None)  # a Session, created by the first generation
+            self.playing = gr.State(False)
+            self._header()
+            with gr.Row(equal_height=False):
+                self._chat_column()
+                self._run_column()
+            self._settings_panel()
+            self._model_panel()
+            self._wire_generation()
+            self._wire_replay()
+            self._wire_settings()
+            self._wire_model_panel()
+            gr.api(self.api_generate, api_name="generate", concurrency_limit=self.concurrency,
+                   concurrency_id="decode")
+        demo.queue(default_concurrency_limit=self.concurrency, max_size=max_queue)
+        return demo
+
+    # -- layout ---------------------------------------------------------------------------------
+    def _header(self) -> None:
+        gr.Markdown("# Block diffusion, live: watch a diffusion language model write\n"
+                    "openPangu-R-7B-Diffusion writes 32 tokens at a time and fills each block in parallel, "
+                    "most confident tokens first. This page shows the real run as it happens: which token "
+                    "was decided at which forward pass, how sure the model was, and how many forward passes "
+                    "it saved over left-to-right decoding.", elem_id="pg-header")
+        # The note describes the embedded model only: it is hidden while another model is selected.
+        self.teaching = gr.Markdown(TEACHING_NOTE + " To load the real model, see **Model** below.",
+                                    visible=self.models.is_embedded(self.models.default),
+                                    elem_classes=["pg-teaching"], elem_id="pg-teaching")
+
+    def _chat_column(self) -> None:
+        with gr.Column(scale=5, min_width=360):
+            self.chatbot = gr.Chatbot(label="Chat", height=460, buttons=["copy"], elem_id="pg-chat",
+                                      render_markdown=False, feedback_options=None, autoscroll=True,
+                                      placeholder="Ask a word problem or for some Shakespeare.")
+            self.prompt = gr.Textbox(label="Message", placeholder="Type a message and press Enter", lines=2,
+                                     max_lines=8, max_length=MAX_PROMPT_CHARS, elem_id="pg-prompt")
+            with gr.Row():
+                self.generate_btn = gr.Button("Generate", variant="primary", elem_id="pg-generate")
+                self.stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="pg-stop")
+                self.clear_btn = gr.Button("Clear", elem_id="pg-clear")
+            self.think = gr.Checkbox(value=True, label="Think first (show the thinking trace)",
+                                     info="Off adds /no_think: the model answers without a trace.")
+            self.notice = gr.HTML(message_html(""), elem_id="pg-notice")
+            # Example buttons fill the prompt in the browser (js, no server round trip): with gr.Examples a
+            # Generate click sent before the example's round trip returned went out with the old, empty prompt.
+            with gr.Column(elem_id="pg-examples", variant="panel"):
+                gr.Markdown("**Examples** (click one, then Generate)")
+                with gr.Row(elem_classes=["pg-example-row"]):
+                    for label, text in EXAMPLES:
+                        button = gr.Button(label, size="sm", variant="secondary", scale=0,
+                                           elem_classes=["pg-example"])
+                        button.click(None, None, [self.prompt], js=f"() => {json.dumps(text)}", queue=False)
+
+    def _run_column(self) -> None:
+        with gr.Column(scale=7, min_width=480):
+            self.stats_box = gr.HTML(render.stats_html(render.stats([], 0)), elem_id="pg-stats")
+            self.grid = gr.HTML(empty_grid(), elem_id="pg-grid")
+            with gr.Row():
+                self.view = gr.Radio(VIEWS, value=VIEWS[0], label="Heatmap view", scale=3,
+                                     info="Current block: confidence of every candidate at every denoising "
+                                          "forward. Whole answer: when each token was committed.")
+            self.plot = gr.Plot(label="Confidence heatmap", elem_id="pg-heatmap")
+            with gr.Column(visible=False, elem_id="pg-replay-row") as self.replay_row:  # shown after a run
+                with gr.Row():
+                    self.replay = gr.Slider(1, 2, value=1, step=1, label="Replay: forward", scale=4,
+                                            info="Scrub through every recorded forward; nothing is recomputed.",
+                                            elem_id="pg-replay")
+                    self.speed = gr.Dropdown([1, 2, 5, 10, 20, 50], value=5, label="Speed (forwards/s)", scale=1,
+                                             elem_id="pg-speed")
+                    self.play_btn = gr.Button("▶ Play", scale=1, elem_id="pg-play")
+                with gr.Row():
+                    self.compare_btn = gr.Button("Compare with AR", size="sm", elem_id="pg-compare")
+                    self.trace_btn = gr.DownloadButton("Download trace (JSON)", size="sm", elem_id="pg-trace",
+                                                       variant="secondary")
+            self.compare_out = gr.HTML("", elem_id="pg-compare-out")
+            self.timer = gr.Timer(0.2, active=False)
+
+    def _settings_panel(self) -> None:
+        with gr.Accordion("Decoding settings", open=False, elem_id="pg-settings"):
+            self.preset = gr.Radio(list(PRESETS) + ["Custom"], value="Throughput",
+                                   label="Preset (from the model card)",
+                                   info="Throughput: confidence_threshold 0.9, 1 small block · Benchmark: entropy, "
+                                        "8 small blocks · Coding: entropy, 32 small blocks, top_p 0.8, T 1.")
+            with gr.Row():
+                self.mode = gr.Radio([("Block diffusion", "diffusion"), ("Autoregressive (AR)", "ar")],
+                                     value="diffusion", label="Mode",
+                                     info="AR decodes one token per forward, for comparison.")
+                self.algorithm = gr.Dropdown(list(ALGORITHMS), value="confidence_threshold", label="Algorithm",
+                                             elem_id="pg-algorithm",
+                                             info="How confidence is measured and how many tokens a forward "
+                                                  "commits. elastic is this demo's extension, not the reference's.")
+                self.threshold = gr.Slider(0.5, 1.0, value=0.9, step=0.01, label="Threshold", elem_id="pg-threshold",
+                                           info="Commit every masked position whose confidence is above this.")
+                self.small_blocks = gr.Dropdown(SMALL_BLOCKS, value=1, label="Small blocks per block",
+                                                info="The 32-token block is filled small block by small block, "
+                                                     "left to right.")
+            with gr.Row():
+                self.temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature",
+                                             info="0 = greedy (deterministic).")
+                self.top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p", info="1 = off.")
+                self.top_k = gr.Slider(0, 200, value=0, step=1, label="top_k", info="0 = off.")
+                self.max_new = gr.Slider(16, 1024, value=256, step=16, label="Max new tokens", elem_id="pg-max-new")
+                self.seed = gr.Number(0, precision=0, label="Seed", info="Same seed + settings = same answer.")
+        self.settings = [self.mode, self.algorithm, self.threshold, self.small_blocks, self.temperature, self.top_p,
+                         self.top_k, self.max_new, self.seed]
+
+    def _model_panel(self) -> None:
+        models = self.models
+        with gr.Accordion("Model", open=False, elem_id="pg-model"):
+            self.model_info = gr.Markdown(models.describe(models.default))
+            self.model_choice = gr.Dropdown(models.labels(), value=models.default, label="Model",
+                                            info="The models this host offers.", elem_id="pg-model-choice")
+            with gr.Row(visible=models.allow_custom):
+                self.custom_source = gr.Textbox(label="Local folder or Hugging Face id", scale=4,
+                                                placeholder="~/models/openPangu-R-7B-Diffusion")
+                self.custom_btn = gr.Button("Load", scale=1)
+            if not models.allow_custom:
+                gr.Markdown("Loading other models is turned off on this host (start the app with "
+                            "`--allow-custom-models` or `PANGU_DEMO_ALLOW_CUSTOM=1` to allow it).")
+            gr.Markdown(HOW_TO_GET)
+
+    # -- wiring ---------------------------------------------------------------------------------
+    def _wire_generation(self) -> None:
+        outputs = [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row, self.replay, self.notice,
+                   self.prompt, self.generate_btn, self.stop_btn, self.session]
+        triggers = [self.generate_btn.click, self.prompt.submit]
+        gr.on(triggers, self.generate, inputs=[self.prompt, self.think, *self.settings, self.model_choice, self.view,
+                                               self.session],
+              outputs=outputs, api_name="ui_generate", api_visibility="private", concurrency_limit=self.concurrency,
+              concurrency_id="decode").then(
+            lambda sess: write_trace(sess.recording, sess.model_label) if isinstance(sess, Session) else None,
+            [self.session], [self.trace_btn], api_visibility="private", show_progress="hidden")
+        # A new run makes the last comparison stale.
+        gr.on(triggers, lambda: "", None, [self.compare_out], queue=False, show_progress="hidden",
+              api_visibility="private")
+        self.compare_btn.click(self.compare_with_ar, [self.session], [self.compare_out, self.compare_btn,
+                                                                      self.stop_btn],
+                               api_visibility="private", concurrency_limit=self.concurrency, concurrency_id="decode")
+        self.stop_btn.click(self.request_stop, None, None, queue=False, api_visibility="private")
+        self.clear_btn.click(self.clear, None, [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row,
+                                                self.notice, self.session, self.timer, self.compare_out],
+                             api_visibility="private")
+
+    def _wire_replay(self) -> None:
+        frame_outputs = [self.grid, self.plot, self.stats_box]
+        self.replay.input(self.show_step, [self.replay, self.view, self.session], frame_outputs,
+                          api_visibility="private", trigger_mode="always_last", show_progress="hidden")
+        self.view.change(self.change_view, [self.view, self.replay, self.session], frame_outputs,
+                         api_visibility="private")
+        self.play_btn.click(self.toggle_play, [self.playing, self.replay, self.speed, self.session],
+                            [self.playing, self.replay, self.timer, self.play_btn], api_visibility="private")
+        self.timer.tick(self.tick, [self.replay, self.speed, self.view, self.session],
+                        [self.replay, *frame_outputs, self.playing, self.timer, self.play_btn],
+                        api_visibility="private", show_progress="hidden")
+        self.speed.change(lambda s, playing: gr.Timer(value=play_interval(s), active=bool(playing)),
+                          [self.speed, self.playing], [self.timer], api_visibility="private")
+
+    def _wire_settings(self) -> None:
+        for trigger in (self.mode.change, self.algorithm.change):
+            trigger(applicable, [self.mode, self.algorithm], [self.algorithm, self.threshold, self.small_blocks],
+                    api_visibility="private")
+        self.preset.input(apply_preset, [self.preset], [self.mode, self.algorithm, self.threshold,
+                                                        self.small_blocks, self.temperature, self.top_p],
+                          api_visibility="private")
+
+    def _wire_model_panel(self) -> None:
+        self.model_choice.change(self.choose_model, [self.model_choice], [self.model_info, self.teaching],
+                                 api_visibility="private")
+        self.custom_btn.click(self.load_custom, [self.custom_source], [self.model_choice, self.model_info],
+                              api_visibility="private")
+
+    # -- generation -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stop_event(self, request: gr.Request) -> Iterator[threading.Event]:
+        """The event this session's Stop button sets while the block runs (one decode per session at a time)."""
+        key = request.session_hash or "direct"
+        event = self.stops[key] = threading.Event()
+        try:
+            yield event
+        finally:
+            if self.stops.get(key) is event:
+                del self.stops[key]
+
+    def prepare(self, text: str | None, think: bool, settings: tuple, model_label: str | None,
+                history: list[tuple[str, str]]) -> tuple[LoadedModel, Decoder, DecodeConfig, list[int], str]:
+        """Check a request: (model, decoder, config, prompt ids, message), or ValueError / ModelLoadError."""
+        text = check_prompt(text)
+        cfg = make_config(*settings)
+        lm, decoder = self.models.get(model_label)
+        ids = prompt_ids(lm.tokenizer, history, text, bool(think))
+        check_context(len(ids), cfg, lm.context_length)  # the conversation may need Clear to fit again
+        return lm, decoder, cfg, ids, text
+
+    def generate(self, text, think_on, mode_v, alg, thr, sb, temp, tp, tk, mx, sd, model_label, view_label,
+                 sess: Session, request: gr.Request):
+        sess = sess if isinstance(sess, Session) else Session()
+        try:
+            lm, decoder, cfg, ids, text = self.prepare(text, think_on, (mode_v, alg, thr, sb, temp, tp, tk, mx, sd),
+                                                       model_label, sess.history)
+        except (ValueError, ModelLoadError) as e:
+            gr.Warning(str(e))
+            yield {self.notice: message_html(str(e))}
+            return
+        with self.stop_event(request) as stop:
+            sess.options = options_for(view_label)
+            sess.mask_id, sess.token_text = decoder.mask_id, lm.tokenizer.token_text
+            sess.running = True
+            base = sess.chat + [{"role": "user", "content": render.escape_chat(text)}]
+            # The session goes out now, so that the view switch reaches this run's options; the last run's
+            # figures go at once: its "finished" must not stand beside the new prompt.
+            yield {self.chatbot: base + [{"role": "assistant", "content": "…"}],
+                   self.stats_box: render.stats_html(render.stats([], 0), live=True),
+                   self.replay_row: gr.Column(visible=False), self.notice: message_html(""), self.prompt: "",
+                   self.generate_btn: gr.Button(interactive=False), self.stop_btn: gr.Button(interactive=True),
+                   self.session: sess}
+            try:
+                for frame in stream_frames(decoder, ids, cfg, stop, options=sess.options):
+                    yield self._frame_update(frame, text, sess, base, model_label)
+            except ValueError as e:  # the engine's own check of the settings
+                gr.Warning(str(e))
+                yield {self.chatbot: sess.chat, self.notice: message_html(str(e)), self.prompt: text,
+                       self.generate_btn: gr.Button(interactive=True), self.stop_btn: gr.Button(interactive=False),
+                       self.session: sess}
+            finally:
+                sess.running = False
+
+    def _frame_update(self, frame, text: str, sess: Session, base: list[dict], model_label: str | None) -> dict:
+        """A streamed frame as component updates; the final one also files the run in the session."""
+        rec = frame.recording
+        update = {self.chatbot: base + render.assistant_messages(frame.reply, rec.thinking_seconds(),
+                                                                 not frame.final),
+                  self.grid: frame.grid, self.stats_box: render.stats_html(frame.stats, live=not frame.final)}
+        if frame.figure is not None or frame.final:
+            update[self.plot] = plot_value(frame.figure)
+        if not frame.final:
+            return update
+        sess.history.append((text, frame.reply.answer))
+        sess.chat, sess.recording, sess.running = update[self.chatbot], rec, False
+        sess.model_label = model_label  # the recording's model, whatever is selected later
+        n = len(rec.steps)
+        return update | {self.replay_row: gr.Column(visible=True),
+                         self.replay: gr.Slider(minimum=1, maximum=max(n, 2), value=n),
+                         self.generate_btn: gr.Button(interactive=True), self.stop_btn: gr.Button(interactive=False),
+                         self.session: sess}
+
+    def compare_with_ar(self, sess: Session, request: gr.Request):
+        """Decode the recorded run's prompt again by AR and show both speeds (the recording is kept)."""
+        rec = recording_of(sess)
+        idle = (gr.Button(interactive=True), gr.Button(interactive=False))
+        if rec is None or rec.result is None or rec.config is None or sess.running:
+            yield message_html("Generate a reply first, and wait for it to finish.", "pg-compare"), *idle
+            return
+        if rec.config.mode == "ar":
+            yield message_html("This reply was decoded by AR already: generate one by block diffusion "
+                               "(Decoding settings → Mode), then compare.", "pg-compare"), *idle
+            return
+        try:
+            _, decoder = self.models.get(sess.model_label)
+        except ModelLoadError as e:
+            yield message_html(str(e), "pg-compare"), *idle
+            return
+        with self.stop_event(request) as stop:
+            yield (message_html("Decoding the same prompt by AR…", "pg-compare"), gr.Button(interactive=False),
+                   gr.Button(interactive=True))
+            _, ar = run(decoder, rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
+            yield render.comparison_html(rec.result, ar), *idle
+
+    def request_stop(self, request: gr.Request) -> None:
+        event = self.stops.get(request.session_hash or "direct")
+        if event is not None:
+            event.set()  # the engine checks it before every forward
+
+    def clear(self, request: gr.Request) -> tuple:
+        self.request_stop(request)  # clearing during a run also ends it
+        return ([], empty_grid(), None, render.stats_html(render.stats([], 0)), gr.Column(visible=False),
+                message_html(""), None, gr.Timer(active=False), "")
+
+    # -- replay ---------------------------------------------------------------------------------
+    def show_step(self, k: float, view_label: str, sess: Session) -> tuple:
+        rec = recording_of(sess)
+        if rec is None or not rec.steps or sess.running:
+            return gr.skip(), gr.skip(), gr.skip()
+        frame = build_frame(rec, sess.token_text or str, sess.mask_id, options_for(view_label), final=True,
+                            upto=int(k))
+        return frame.grid, plot_value(frame.figure), render.stats_html(frame.stats)
+
+    def change_view(self, view_label: str, k: float, sess: Session) -> tuple:
+        if isinstance(sess, Session):
+            new = options_for(view_label)
+            sess.options.view, sess.options.colour = new.view, new.colour  # a live run picks it up
+        return self.show_step(k, view_label, sess)
+
+    @staticmethod
+    def _pause() -> tuple:
+        return gr.Timer(active=False), gr.Button("▶ Play")
+
+    def toggle_play(self, playing: bool, k: float, speed: float, sess: Session) -> tuple:
+        rec = recording_of(sess)
+        if playing or rec is None:
+            return (False, gr.skip(), *self._pause())
+        start = 1 if int(k) >= len(rec.steps) else int(k)  # at the end: play from the start
+        return True, start, gr.Timer(value=play_interval(speed), active=True), gr.Button("⏸ Pause")
+
+    def tick(self, k: float, speed: float, view_label: str, sess: Session) -> tuple:
+        rec = recording_of(sess)
+        if rec is None or not rec.steps or sess.running:
+            return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), False, *self._pause())
+        per_tick = max(1, round(float(speed or 5) * play_interval(speed)))
+        k = min(len(rec.steps), int(k) + per_tick)
+        grid_v, plot_v, stats_v = self.show_step(k, view_label, sess)
+        if k >= len(rec.steps):
+            return (k, grid_v, plot_v, stats_v, False, *self._pause())
+        return (k, grid_v, plot_v, stats_v, True, gr.skip(), gr.skip())
+
+    # -- model panel ----------------------------------------------------------------------------
+    def choose_model(self, label: str) -> tuple:
+        try:
+            self.models.get(label)
+        except ModelLoadError as e:
+            gr.Warning(str(e))
+        return self.models.describe(label), gr.Markdown(visible=self.models.is_embedded(label))
+
+    def load_custom(self, source: str | None) -> tuple:
+        source = (source or "").strip()
+        if not source:
+            gr.Warning("Give a local folder or a Hugging Face id.")
+            return gr.skip(), gr.skip()
+        try:
+            label = self.models.add_custom(source)
+            self.models.get(label)
+        except ModelLoadError as e:
+            gr.Warning(str(e))
+            return gr.skip(), f"**Not loaded:** {_md_escape(str(e))}"
+        return gr.Dropdown(choices=self.models.labels(), value=label), self.models.describe(label)
+
+    # -- the API endpoint -----------------------------------------------------------------------
+    def api_generate(self, prompt: str, think: bool = True, mode: str = "diffusion",
+                     algorithm: str = "confidence_threshold", threshold: float = 0.9,
+                     num_small_blocks: int = 1, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+                     max_new_tokens: int = 256, seed: int = 0, history: list | None = None,
+                     model: str = "") -> Iterator[dict]:
+        """Generate a reply. Streams {"thinking", "answer", "stats", "done": false} while decoding; the last
+        message adds "trace" (the JSON of every step record, as the CLI's --trace writes) and "done": true.
+        history: earlier turns as [[user, answer], ...]. model: a label of the model panel ('' = default)."""
+        try:
+            turns = [(str(u), str(a)) for u, a in (history or [])]
+            lm, decoder, cfg, ids, _ = self.prepare(prompt, think, (mode, algorithm, threshold, num_small_blocks,
+                                                                    temperature, top_p, top_k, max_new_tokens,
+                                                                    seed), model or None, turns)
+        except (ValueError, ModelLoadError, TypeError) as e:
+            raise gr.Error(str(e)) from e
+        for frame in stream_frames(decoder, ids, cfg, figures=False):  # the API returns no figures
+            out = {"thinking": frame.reply.thinking, "answer": frame.reply.answer, "stats": frame.stats,
+                   "done": frame.final}
+            if frame.final:
+                out["trace"] = trace_json(frame.steps, frame.result, model=lm.name)
+            yield out
+
+
 def build_app(model: str | None = None, allow_custom: bool | None = None, preloaded: LoadedModel | None = None,
               concurrency: int = 2, max_queue: int = 16, dtype: str | None = None) -> gr.Blocks:
     """The demo. `model`: the host's model (folder or hub id); None = the embedded teaching model.
@@ -231,349 +636,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
                            preloaded=preloaded, dtype=dtype)
     with contextlib.suppress(ModelLoadError):  # shown in the model panel; the app still starts
         models.get(models.default)
-    stops: dict[str, threading.Event] = {}
-
-    @contextlib.contextmanager
-    def stop_event(request: gr.Request) -> Iterator[threading.Event]:
-        """The event this session's Stop button sets while the block runs (one decode per session at a time)."""
-        key = request.session_hash or "direct"
-        event = stops[key] = threading.Event()
-        try:
-            yield event
-        finally:
-            if stops.get(key) is event:
-                del stops[key]
-
-    with gr.Blocks(title="openPangu block diffusion, live") as demo:
-        session = gr.State(None)  # a Session, created by the first generation
-        gr.Markdown("# Block diffusion, live: watch a diffusion language model write\n"
-                    "openPangu-R-7B-Diffusion writes 32 tokens at a time and fills each block in parallel, "
-                    "most confident tokens first. This page shows the real run as it happens: which token "
-                    "was decided at which forward pass, how sure the model was, and how many forward passes "
-                    "it saved over left-to-right decoding.", elem_id="pg-header")
-        # The note describes the embedded model only: it is hidden while another model is selected.
-        teaching = gr.Markdown(TEACHING_NOTE + " To load the real model, see **Model** below.",
-                               visible=models.is_embedded(models.default), elem_classes=["pg-teaching"],
-                               elem_id="pg-teaching")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=5, min_width=360):
-                chatbot = gr.Chatbot(label="Chat", height=460, buttons=["copy"], elem_id="pg-chat",
-                                     render_markdown=False, feedback_options=None, autoscroll=True,
-                                     placeholder="Ask a word problem or for some Shakespeare.")
-                prompt = gr.Textbox(label="Message", placeholder="Type a message and press Enter", lines=2,
-                                    max_lines=8, max_length=MAX_PROMPT_CHARS, elem_id="pg-prompt")
-                with gr.Row():
-                    generate_btn = gr.Button("Generate", variant="primary", elem_id="pg-generate")
-                    stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="pg-stop")
-                    clear_btn = gr.Button("Clear", elem_id="pg-clear")
-                think = gr.Checkbox(value=True, label="Think first (show the thinking trace)",
-                                    info="Off adds /no_think: the model answers without a trace.")
-                notice = gr.HTML(message_html(""), elem_id="pg-notice")
-                # Example buttons fill the prompt in the browser (js, no server round trip): with gr.Examples a
-                # Generate click sent before the example's round trip returned went out with the old, empty prompt.
-                with gr.Column(elem_id="pg-examples", variant="panel"):
-                    gr.Markdown("**Examples** (click one, then Generate)")
-                    with gr.Row(elem_classes=["pg-example-row"]):
-                        for label, text in EXAMPLES:
-                            button = gr.Button(label, size="sm", variant="secondary", scale=0,
-                                               elem_classes=["pg-example"])
-                            button.click(None, None, [prompt], js=f"() => {json.dumps(text)}", queue=False)
-            with gr.Column(scale=7, min_width=480):
-                stats_box = gr.HTML(render.stats_html(render.stats([], 0)), elem_id="pg-stats")
-                grid = gr.HTML(empty_grid(), elem_id="pg-grid")
-                with gr.Row():
-                    view = gr.Radio(["Current block", "Whole answer: confidence", "Whole answer: step"],
-                                    value="Current block", label="Heatmap view", scale=3,
-                                    info="Current block: confidence of every candidate at every denoising "
-                                         "forward. Whole answer: when each token was committed.")
-                plot = gr.Plot(label="Confidence heatmap", elem_id="pg-heatmap")
-                with gr.Column(visible=False, elem_id="pg-replay-row") as replay_row:  # shown after a run
-                    with gr.Row():
-                        replay = gr.Slider(1, 2, value=1, step=1, label="Replay: forward", scale=4,
-                                           info="Scrub through every recorded forward; nothing is recomputed.",
-                                           elem_id="pg-replay")
-                        speed = gr.Dropdown([1, 2, 5, 10, 20, 50], value=5, label="Speed (forwards/s)", scale=1,
-                                            elem_id="pg-speed")
-                        play_btn = gr.Button("▶ Play", scale=1, elem_id="pg-play")
-                    with gr.Row():
-                        compare_btn = gr.Button("Compare with AR", size="sm", elem_id="pg-compare")
-                        trace_btn = gr.DownloadButton("Download trace (JSON)", size="sm", elem_id="pg-trace",
-                                                      variant="secondary")
-                compare_out = gr.HTML("", elem_id="pg-compare-out")
-                timer = gr.Timer(0.2, active=False)
-        with gr.Accordion("Decoding settings", open=False, elem_id="pg-settings"):
-            preset = gr.Radio(list(PRESETS) + ["Custom"], value="Throughput", label="Preset (from the model card)",
-                              info="Throughput: confidence_threshold 0.9, 1 small block · Benchmark: entropy, "
-                                   "8 small blocks · Coding: entropy, 32 small blocks, top_p 0.8, T 1.")
-            with gr.Row():
-                mode = gr.Radio([("Block diffusion", "diffusion"), ("Autoregressive (AR)", "ar")], value="diffusion",
-                                label="Mode", info="AR decodes one token per forward, for comparison.")
-                algorithm = gr.Dropdown(list(ALGORITHMS), value="confidence_threshold", label="Algorithm",
-                                        elem_id="pg-algorithm",
-                                        info="How confidence is measured and how many tokens a forward commits. "
-                                             "elastic is this demo's extension, not the reference's.")
-                threshold = gr.Slider(0.5, 1.0, value=0.9, step=0.01, label="Threshold", elem_id="pg-threshold",
-                                      info="Commit every masked position whose confidence is above this.")
-                small_blocks = gr.Dropdown(SMALL_BLOCKS, value=1, label="Small blocks per block",
-                                           info="The 32-token block is filled small block by small block, "
-                                                "left to right.")
-            with gr.Row():
-                temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature",
-                                        info="0 = greedy (deterministic).")
-                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p", info="1 = off.")
-                top_k = gr.Slider(0, 200, value=0, step=1, label="top_k", info="0 = off.")
-                max_new = gr.Slider(16, 1024, value=256, step=16, label="Max new tokens", elem_id="pg-max-new")
-                seed = gr.Number(0, precision=0, label="Seed", info="Same seed + settings = same answer.")
-        with gr.Accordion("Model", open=False, elem_id="pg-model"):
-            model_info = gr.Markdown(models.describe(models.default))
-            model_choice = gr.Dropdown(models.labels(), value=models.default, label="Model",
-                                       info="The models this host offers.", elem_id="pg-model-choice")
-            with gr.Row(visible=models.allow_custom):
-                custom_source = gr.Textbox(label="Local folder or Hugging Face id", scale=4,
-                                           placeholder="~/models/openPangu-R-7B-Diffusion")
-                custom_btn = gr.Button("Load", scale=1)
-            if not models.allow_custom:
-                gr.Markdown("Loading other models is turned off on this host (start the app with "
-                            "`--allow-custom-models` or `PANGU_DEMO_ALLOW_CUSTOM=1` to allow it).")
-            gr.Markdown(HOW_TO_GET)
-
-        settings = [mode, algorithm, threshold, small_blocks, temperature, top_p, top_k, max_new, seed]
-
-        # -- generation -------------------------------------------------------------------------
-        def options_for(view_label: str) -> FrameOptions:
-            if view_label == "Current block":
-                return FrameOptions("block")
-            return FrameOptions("answer", "step" if view_label.endswith("step") else "confidence")
-
-        def generate(text, think_on, mode_v, alg, thr, sb, temp, tp, tk, mx, sd, model_label, view_label,
-                     sess: Session, request: gr.Request):
-            sess = sess if isinstance(sess, Session) else Session()
-            skip = gr.skip()
-            try:
-                text = check_prompt(text)
-                cfg = make_config(mode_v, alg, thr, sb, temp, tp, tk, mx, sd)
-                lm, decoder = models.get(model_label)
-                ids = prompt_ids(lm.tokenizer, sess.history, text, bool(think_on))
-                check_context(len(ids), cfg, lm.context_length)
-            except (ValueError, ModelLoadError) as e:  # the conversation may need Clear to fit again
-                gr.Warning(str(e))
-                yield skip, skip, skip, skip, skip, skip, message_html(str(e)), skip, skip, skip, skip
-                return
-            with stop_event(request) as stop:
-                sess.options = options_for(view_label)
-                sess.mask_id, sess.token_text = decoder.mask_id, lm.tokenizer.token_text
-                sess.running = True
-                base = sess.chat + [{"role": "user", "content": render.escape_chat(text)}]
-                busy = (gr.Button(interactive=False), gr.Button(interactive=True))
-                # The session goes out now, so that the view switch reaches this run's options.
-                pending = base + [{"role": "assistant", "content": "…"}]
-                # The last run's figures go at once: its "finished" must not stand beside the new prompt.
-                starting = render.stats_html(render.stats([], 0), live=True)
-                yield pending, skip, skip, starting, gr.Column(visible=False), skip, message_html(""), "", *busy, sess
-                try:
-                    for frame in stream_frames(decoder, ids, cfg, stop, options=sess.options):
-                        rec = frame.recording
-                        chat = base + render.assistant_messages(frame.reply, rec.thinking_seconds(), not frame.final)
-                        stats_v = render.stats_html(frame.stats, live=not frame.final)
-                        if not frame.final:
-                            yield (chat, frame.grid, plot_value(frame.figure) if frame.figure else skip, stats_v,
-                                   skip, skip, skip, skip, skip, skip, skip)
-                            continue
-                        sess.history.append((text, frame.reply.answer))
-                        sess.chat, sess.recording, sess.running = chat, rec, False
-                        sess.model_label = model_label  # the recording's model, whatever is selected later
-                        n = len(rec.steps)
-                        yield (chat, frame.grid, plot_value(frame.figure), stats_v, gr.Column(visible=True),
-                               gr.Slider(minimum=1, maximum=max(n, 2), value=n), skip, skip,
-                               gr.Button(interactive=True), gr.Button(interactive=False), sess)
-                except ValueError as e:  # the engine's own check of the settings
-                    gr.Warning(str(e))
-                    yield (sess.chat, skip, skip, skip, skip, skip, message_html(str(e)), text,
-                           gr.Button(interactive=True), gr.Button(interactive=False), sess)
-                finally:
-                    sess.running = False
-
-        gen_outputs = [chatbot, grid, plot, stats_box, replay_row, replay, notice, prompt, generate_btn, stop_btn,
-                       session]
-        gr.on([generate_btn.click, prompt.submit], generate,
-              inputs=[prompt, think, *settings, model_choice, view, session], outputs=gen_outputs,
-              api_name="ui_generate", api_visibility="private", concurrency_limit=concurrency,
-              concurrency_id="decode").then(
-            lambda sess: write_trace(sess.recording, sess.model_label) if isinstance(sess, Session) else None,
-            [session], [trace_btn], api_visibility="private", show_progress="hidden")
-
-        # A new run makes the last comparison stale.
-        gr.on([generate_btn.click, prompt.submit], lambda: "", None, [compare_out], queue=False,
-              show_progress="hidden", api_visibility="private")
-
-        def compare_with_ar(sess: Session, request: gr.Request):
-            """Decode the recorded run's prompt again by AR and show both speeds (the recording is kept)."""
-            rec = sess.recording if isinstance(sess, Session) else None
-            idle = (gr.Button(interactive=True), gr.Button(interactive=False))
-            if rec is None or rec.result is None or rec.config is None or sess.running:
-                yield message_html("Generate a reply first, and wait for it to finish.", "pg-compare"), *idle
-                return
-            if rec.config.mode == "ar":
-                yield message_html("This reply was decoded by AR already: generate one by block diffusion "
-                                   "(Decoding settings → Mode), then compare.", "pg-compare"), *idle
-                return
-            try:
-                _, decoder = models.get(sess.model_label)
-            except ModelLoadError as e:
-                yield message_html(str(e), "pg-compare"), *idle
-                return
-            with stop_event(request) as stop:
-                yield (message_html("Decoding the same prompt by AR…", "pg-compare"), gr.Button(interactive=False),
-                       gr.Button(interactive=True))
-                _, ar = run(decoder, rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
-                yield render.comparison_html(rec.result, ar), *idle
-
-        compare_btn.click(compare_with_ar, [session], [compare_out, compare_btn, stop_btn], api_visibility="private",
-                          concurrency_limit=concurrency, concurrency_id="decode")
-
-        def request_stop(request: gr.Request) -> None:
-            event = stops.get(request.session_hash or "direct")
-            if event is not None:
-                event.set()  # the engine checks it before every forward
-
-        stop_btn.click(request_stop, None, None, queue=False, api_visibility="private")
-
-        def clear(request: gr.Request):
-            request_stop(request)  # clearing during a run also ends it
-            return ([], empty_grid(), None, render.stats_html(render.stats([], 0)),
-                    gr.Column(visible=False), message_html(""), None, gr.Timer(active=False), "")
-
-        clear_btn.click(clear, None, [chatbot, grid, plot, stats_box, replay_row, notice, session, timer,
-                                      compare_out], api_visibility="private")
-
-        # -- replay -----------------------------------------------------------------------------
-        def show_step(k, view_label, sess: Session):
-            rec = sess.recording if isinstance(sess, Session) else None
-            if rec is None or not rec.steps or sess.running:
-                return gr.skip(), gr.skip(), gr.skip()
-            frame = build_frame(rec, sess.token_text or str, sess.mask_id, options_for(view_label), final=True,
-                                upto=int(k))
-            return frame.grid, plot_value(frame.figure), render.stats_html(frame.stats)
-
-        replay.input(show_step, [replay, view, session], [grid, plot, stats_box], api_visibility="private",
-                     trigger_mode="always_last", show_progress="hidden")
-
-        def change_view(view_label, k, sess: Session):
-            if isinstance(sess, Session):
-                new = options_for(view_label)
-                sess.options.view, sess.options.colour = new.view, new.colour  # a live run picks it up
-            return show_step(k, view_label, sess)
-
-        view.change(change_view, [view, replay, session], [grid, plot, stats_box], api_visibility="private")
-
-        def interval(speed_v) -> float:
-            return max(0.1, 1.0 / float(speed_v or 5))
-
-        def pause():
-            return gr.Timer(active=False), gr.Button("▶ Play")
-
-        play_state = gr.State(False)
-
-        def toggle(playing, k, speed_v, sess: Session):
-            rec = sess.recording if isinstance(sess, Session) else None
-            if playing or rec is None:
-                return (False, gr.skip(), *pause())
-            start = 1 if int(k) >= len(rec.steps) else int(k)  # at the end: play from the start
-            return True, start, gr.Timer(value=interval(speed_v), active=True), gr.Button("⏸ Pause")
-
-        play_btn.click(toggle, [play_state, replay, speed, session], [play_state, replay, timer, play_btn],
-                       api_visibility="private")
-
-        def tick(k, speed_v, view_label, sess: Session):
-            rec = sess.recording if isinstance(sess, Session) else None
-            if rec is None or not rec.steps or sess.running:
-                return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), False, *pause())
-            per_tick = max(1, round(float(speed_v or 5) * interval(speed_v)))
-            k = min(len(rec.steps), int(k) + per_tick)
-            grid_v, plot_v, stats_v = show_step(k, view_label, sess)
-            if k >= len(rec.steps):
-                return (k, grid_v, plot_v, stats_v, False, *pause())
-            return (k, grid_v, plot_v, stats_v, True, gr.skip(), gr.skip())
-
-        timer.tick(tick, [replay, speed, view, session], [replay, grid, plot, stats_box, play_state, timer, play_btn],
-                   api_visibility="private", show_progress="hidden")
-        speed.change(lambda s, playing: gr.Timer(value=interval(s), active=bool(playing)), [speed, play_state],
-                     [timer], api_visibility="private")
-
-        # -- controls that apply ----------------------------------------------------------------
-        def applicable(mode_v, alg):
-            diffusion = mode_v == "diffusion"
-            return (gr.Dropdown(visible=diffusion), gr.Slider(visible=diffusion and alg in (
-                "confidence_threshold", "elastic")), gr.Dropdown(visible=diffusion))
-
-        for trigger in (mode.change, algorithm.change):
-            trigger(applicable, [mode, algorithm], [algorithm, threshold, small_blocks], api_visibility="private")
-
-        def apply_preset(name):
-            p = PRESETS.get(name)
-            if p is None:
-                return [gr.skip()] * 6
-            return ("diffusion", p["algorithm"], p.get("threshold", gr.skip()), p["num_small_blocks"],
-                    p.get("temperature", 0.0), p.get("top_p", 1.0))
-
-        preset.input(apply_preset, [preset], [mode, algorithm, threshold, small_blocks, temperature, top_p],
-                     api_visibility="private")
-
-        # -- model panel --------------------------------------------------------------------------
-        def choose_model(label):
-            try:
-                models.get(label)
-            except ModelLoadError as e:
-                gr.Warning(str(e))
-            return models.describe(label), gr.Markdown(visible=models.is_embedded(label))
-
-        model_choice.change(choose_model, [model_choice], [model_info, teaching], api_visibility="private")
-
-        def load_custom(source):
-            source = (source or "").strip()
-            if not source:
-                gr.Warning("Give a local folder or a Hugging Face id.")
-                return gr.skip(), gr.skip()
-            try:
-                label = models.add_custom(source)
-                models.get(label)
-            except ModelLoadError as e:
-                gr.Warning(str(e))
-                return gr.skip(), f"**Not loaded:** {_md_escape(str(e))}"
-            return gr.Dropdown(choices=models.labels(), value=label), models.describe(label)
-
-        custom_btn.click(load_custom, [custom_source], [model_choice, model_info], api_visibility="private")
-
-        # -- the API endpoint ---------------------------------------------------------------------
-        def api_generate(prompt: str, think: bool = True, mode: str = "diffusion",
-                         algorithm: str = "confidence_threshold", threshold: float = 0.9,
-                         num_small_blocks: int = 1, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-                         max_new_tokens: int = 256, seed: int = 0, history: list | None = None,
-                         model: str = "") -> Iterator[dict]:
-            """Generate a reply. Streams {"thinking", "answer", "stats", "done": false} while decoding; the last
-            message adds "trace" (the JSON of every step record, as the CLI's --trace writes) and "done": true.
-            history: earlier turns as [[user, answer], ...]. model: a label of the model panel ('' = default)."""
-            try:
-                text = check_prompt(prompt)
-                cfg = make_config(mode, algorithm, threshold, num_small_blocks, temperature, top_p, top_k,
-                                  max_new_tokens, seed)
-                lm, decoder = models.get(model or None)
-                turns = [(str(u), str(a)) for u, a in (history or [])]
-                ids = prompt_ids(lm.tokenizer, turns, text, bool(think))
-                check_context(len(ids), cfg, lm.context_length)
-            except (ValueError, ModelLoadError, TypeError) as e:
-                raise gr.Error(str(e)) from e
-            for frame in stream_frames(decoder, ids, cfg, figures=False):  # the API returns no figures
-                out = {"thinking": frame.reply.thinking, "answer": frame.reply.answer, "stats": frame.stats,
-                       "done": frame.final}
-                if frame.final:
-                    out["trace"] = trace_json(frame.steps, frame.result, model=lm.name)
-                yield out
-
-        gr.api(api_generate, api_name="generate", concurrency_limit=concurrency, concurrency_id="decode")
-
-    demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
-    return demo
+    return DemoApp(models, concurrency).build(max_queue)
 
 
 def launch_options() -> dict:
