@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from transformers import DynamicCache
@@ -68,6 +68,8 @@ class DecodeConfig:
             raise ValueError(f"top_k must be an integer ≥ 0 (0 = off), got {self.top_k!r}.")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:  # the range torch's generator takes
+            raise ValueError(f"seed must be a whole number from 0 to 2^63 - 1, got {self.seed!r}.")
 
 
 @dataclass
@@ -194,17 +196,26 @@ class Decoder:
             run.cache = None  # free the KV cache at once, also when the consumer closes us early
 
 
+def fit_context(prompt_len: int, cfg: DecodeConfig, context: int | None) -> DecodeConfig:
+    """`cfg`, with max_new_tokens lowered to the whole blocks that fit after the prompt when it asks for more;
+    ValueError when not even one block fits."""
+    if not context:
+        return cfg
+    room = (context - prompt_len) // cfg.block_length * cfg.block_length
+    if room < 1:
+        raise ValueError(f"The prompt is {prompt_len} tokens: the model's context of {context} tokens leaves no "
+                         f"room for a block of {cfg.block_length} new tokens. Shorten the prompt (or press Clear "
+                         "to drop earlier turns).")
+    return cfg if cfg.max_new_tokens <= room else replace(cfg, max_new_tokens=room)
+
+
 def check_context(prompt_len: int, cfg: DecodeConfig, context: int | None) -> None:
     """ValueError unless the prompt plus max_new_tokens, rounded up to whole blocks, fits the context."""
-    if not context:
-        return
-    if prompt_len >= context:
-        raise ValueError(f"The prompt is {prompt_len} tokens, longer than the model's context of {context} tokens.")
-    if prompt_len + -(-cfg.max_new_tokens // cfg.block_length) * cfg.block_length > context:
-        room = (context - prompt_len) // cfg.block_length * cfg.block_length
+    fitted = fit_context(prompt_len, cfg, context)
+    if fitted is not cfg:
         raise ValueError(f"The prompt is {prompt_len} tokens; with {cfg.max_new_tokens} new tokens (whole blocks of "
                          f"{cfg.block_length}) that exceeds the model's context of {context} tokens. Lower max new "
-                         f"tokens to {room} or less, or shorten the prompt.")
+                         f"tokens to {fitted.max_new_tokens} or less, or shorten the prompt.")
 
 
 class _Run:

@@ -137,7 +137,9 @@ def _from_hub(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as e:
-        raise ModelLoadError(f"Could not download {repo_id}: {type(e).__name__}: {e}. {GET_OFFICIAL}") from e
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]  # hub errors run to many lines
+        raise ModelLoadError(f"{repo_id} is not a local folder, and downloading it from the Hugging Face Hub "
+                             f"failed (no network, or no such model?): {reason} {GET_OFFICIAL}") from e
 
 
 def read_config(folder: Path) -> dict:

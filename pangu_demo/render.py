@@ -228,9 +228,9 @@ def _row_html_cached(index: int, tokens: tuple, step: tuple, nfe: tuple, confide
 
 def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_id: int,
               num_small_blocks: int = 1, columns: int = 16, top: int | None = None,
-              threshold: float | None = None) -> str:
+              threshold: float | None = None, run_over: bool = False) -> str:
     """The current block as a grid of cells, finished blocks above it as compact rows; with a `threshold`,
-    commits that did not clear it are marked."""
+    commits that did not clear it are marked. `run_over`: the caption says "last", not "so far"."""
     upto = clamp_upto(steps, upto)
     top = scale_max(steps) if top is None else top
     legend = legend_html(top, threshold)
@@ -278,8 +278,12 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     done_part = ('<div class="pg-caption">Finished blocks (decoding order by colour)</div>'
                  f'<div class="pg-finished">{rows}</div>') if rows else ""
     sb_note = f"{num_small_blocks} small blocks of {size}" if num_small_blocks > 1 else "one small block of 32"
-    caption = (f"Block {current.index + 1} (latest) · {sb_note} · {current.forwards} forward"
-               f"{'' if current.forwards == 1 else 's'} so far · {len(masked)} MASK left")
+    if run_over:
+        caption = f"Block {current.index + 1} (last) · {sb_note} · {plural(current.forwards, 'forward')}"
+        caption += f" · {len(masked)} MASK left unused" if masked else ""
+    else:
+        caption = (f"Block {current.index + 1} (latest) · {sb_note} · {plural(current.forwards, 'forward')} so far"
+                   f" · {len(masked)} MASK left")
     if current.below:
         caption += f" · {len(current.below)} committed below the threshold"
     if not masked and all(token_text(t) == ROLE_TOKENS["turn_end"] for t in current.tokens):
@@ -301,9 +305,14 @@ def _empty_figure(message: str) -> dict:
                          "yref": "paper", "font": {"size": 14}}]}}
 
 
+def _title(main: str, detail: str) -> str:
+    """Two short lines: a one-line title is cut off on both sides on a phone (plotly does not wrap titles)."""
+    return f'{main}<br><span style="font-size:11px">{detail}</span>'
+
+
 def _layout(title: str) -> dict:
     return {"title": {"text": title, "font": {"size": 14}}, "height": 360,
-            "margin": {"l": 60, "r": 20, "t": 50, "b": 75},
+            "margin": {"l": 60, "r": 20, "t": 60, "b": 75},
             "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(127,127,127,0.08)",
             "font": {"color": "#8a8f98"}, "showlegend": True,
             # Below the x-axis title, so that the two do not overlap on a narrow screen.
@@ -362,7 +371,7 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
     data = [heat, _marks(*marks[False], "committed here", "circle-open", "#22d3ee")]
     if marks[True][0]:
         data.append(_marks(*marks[True], "committed below the threshold", "x-thin-open", "#f43f5e"))
-    layout = _layout(f"Block {block + 1}: candidate confidence at each denoising forward")
+    layout = _layout(_title(f"Block {block + 1}: candidate confidence", "at each denoising forward"))
     layout["xaxis"] = {"title": {"text": "position in block"}, "range": [-0.5, len(z[0]) - 0.5], "dtick": 4}
     layout["yaxis"] = {"title": {"text": "denoising forward"}, "autorange": "reversed",
                        "dtick": 1 if len(z) <= 16 else None}
@@ -398,11 +407,12 @@ def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, c
     if colour == "confidence":
         marker = {"color": cs, "cmin": 0, "cmax": 1, "colorscale": CONFIDENCE_SCALE,
                   "colorbar": {"title": {"text": "confidence"}, "thickness": 12}}
-        title = "Whole answer: when each token was committed, coloured by its confidence"
+        title = _title("Whole answer: when each token was committed", "coloured by its confidence")
     else:
         marker = {"color": cs, "cmin": 0, "cmax": top, "colorscale": scale_stops(),
                   "colorbar": {"title": {"text": "step in block"}, "thickness": 12}}
-        title = "Whole answer: when each token was committed, coloured by its step in the block (as the grid)"
+        title = _title("Whole answer: when each token was committed",
+                       "coloured by its step in the block, as in the grid")
     marker.update(symbol="square", size=8, line={"width": 0})
     trace = {"type": "scatter", "mode": "markers", "x": xs, "y": ys, "text": texts, "marker": marker,
              "name": "committed token", "hovertemplate": "token %{x} · forward %{y}<br>%{text}<extra></extra>"}
@@ -456,6 +466,10 @@ def stats(steps: list[Step], upto: int | None, result: Result | None = None, max
     }
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 STOP_REASONS = {"stop_token": "finished (stop token)", "length": "reached max new tokens",
                 "cancelled": "stopped by you"}
 
@@ -471,7 +485,7 @@ def format_stats(s: dict) -> str:
     planned = f"/{s['blocks_planned']}" if s["blocks_planned"] else ""
     parts = [f"block {s['block']}{planned}", f"NFE {s['nfe']}", f"{s['tokens']} tokens",
              f"{s['tokens_per_forward']:.2f} tokens/forward", f"{s['tokens_per_second']:.1f} tokens/s",
-             f"{s['elapsed']:.2f} s", f"AR would need {s['ar_forwards']} forwards"]
+             f"{s['elapsed']:.2f} s", f"AR would need {plural(s['ar_forwards'], 'forward')}"]
     if s["below_threshold"] is not None:
         parts.append(f"{s['below_threshold']} committed below the threshold")
     if s["stop_reason"]:
@@ -484,9 +498,9 @@ def stats_html(s: dict, live: bool = False) -> str:
     items = [("block", f"{s['block']}{planned}"), ("forwards (NFE)", str(s["nfe"])),
              ("tokens", str(s["tokens"])), ("tokens / forward", f"{s['tokens_per_forward']:.2f}"),
              ("tokens / s", f"{s['tokens_per_second']:.1f}"), ("elapsed", f"{s['elapsed']:.2f} s"),
-             ("AR would need", f"{s['ar_forwards']} forwards")]
+             ("AR would need", plural(s["ar_forwards"], "forward"))]
     if s["below_threshold"] is not None:
-        items.append(("below threshold", f"{s['below_threshold']} commits"))
+        items.append(("below threshold", plural(s["below_threshold"], "commit")))
     chips = "".join(f'<span class="pg-stat"><span class="pg-stat-k">{html.escape(k)}</span>'
                     f'<span class="pg-stat-v" data-stat="{html.escape(k)}">{html.escape(v)}</span></span>'
                     for k, v in items)
@@ -508,13 +522,15 @@ def comparison_html(run: Result, ar: Result) -> str:
     """A finished block-diffusion run beside the same prompt decoded by AR on the same machine: the measured
     wall-clock speed-up (generated tokens/s) and the forwards each needed."""
     def side(name: str, r: Result) -> str:
-        return (f"<b>{name}</b>: {len(r.tokens)} tokens in {r.nfe} forwards, {r.seconds:.2f} s "
+        return (f"<b>{name}</b>: {plural(len(r.tokens), 'token')} in {plural(r.nfe, 'forward')}, {r.seconds:.2f} s "
                 f"({r.tokens_per_second:.0f} tokens/s)")
 
     lines = [side("This run (block diffusion)", run), side("The same prompt by AR", ar)]
     if ar.tokens_per_second > 0 and run.tokens_per_second > 0:
         speedup = run.tokens_per_second / ar.tokens_per_second
-        lines.append(f"<b>Speed-up over AR on this machine: {speedup:.2f}×</b> (tokens/s), with "
+        verdict = (f"Speed-up over AR on this machine: {speedup:.2f}×" if speedup >= 1 else
+                   f"Slower than AR on this machine: {speedup:.2f}× its speed")
+        lines.append(f"<b>{verdict}</b> (tokens/s), with "
                      f"{run.tpf:.2f} tokens per forward. One run each, so machine noise counts; "
                      "<code>python -m pangu_demo.bench</code> interleaves many.")
     if ar.tokens != run.tokens:

@@ -74,11 +74,11 @@ def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, opti
     steps = rec.steps[:]  # the worker thread may append while we render
     upto = render.clamp_upto(steps, upto)
     threshold = render.commit_threshold(cfg)
+    result = rec.result if final and upto == len(steps) else None
     grid = render.grid_html(steps, upto, token_text, mask_id, num_small_blocks=cfg.num_small_blocks
-                            if cfg.mode == "diffusion" else 1, threshold=threshold)
+                            if cfg.mode == "diffusion" else 1, threshold=threshold, run_over=result is not None)
     figure = render.heatmap_figure(steps, upto, options.view, token_text, options.colour,
                                    threshold) if with_figure else None
-    result = rec.result if final and upto == len(steps) else None
     stats = render.stats(steps, upto, result, cfg.max_new_tokens, cfg.block_length, threshold)
     reply = render.reply_at(steps, upto, result)
     return Frame(rec, upto, final, grid, figure, stats, reply)

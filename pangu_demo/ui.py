@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -18,14 +19,15 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 from gradio.components.plot import PlotData
 
 from . import render
 from .chat import prompt_ids
-from .engine import ALGORITHMS, DecodeConfig, Decoder, check_context, run, trace_json
-from .loading import EMBEDDED_MODEL, GET_OFFICIAL, LoadedModel, ModelLoadError, load_model
+from .engine import ALGORITHMS, DecodeConfig, Decoder, check_context, fit_context, run, trace_json
+from .loading import EMBEDDED_MODEL, LoadedModel, ModelLoadError, load_model
 from .streaming import FrameOptions, Recording, build_frame, stream_frames
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -66,9 +68,13 @@ TEACHING_NOTE = (
     "turns its replies fall apart. Watch how it decodes, and compare the two modes."
 )
 HOW_TO_GET = (
-    "**To run the real openPangu-R-7B-Diffusion:** " + GET_OFFICIAL.replace("`hf download", "\n`hf download") +
-    " Start the app with `python app.py --model ~/models/openPangu-R-7B-Diffusion` (or set "
-    "`PANGU_DEMO_MODEL`). A GPU or Ascend NPU is strongly recommended; on a CPU it is very slow."
+    "**To run the real openPangu-R-7B-Diffusion** (about 16 GB, from "
+    "[Hugging Face](https://huggingface.co/openpangu/openPangu-R-7B-Diffusion) or "
+    "[GitCode](https://ai.gitcode.com/ascend-tribe/openPangu-R-7B-Diffusion)), download it and start the app on "
+    "its folder (or set `PANGU_DEMO_MODEL`):\n\n"
+    "```\nhf download openpangu/openPangu-R-7B-Diffusion --local-dir ~/models/openPangu-R-7B-Diffusion\n"
+    "python app.py --model ~/models/openPangu-R-7B-Diffusion\n```\n\n"
+    "A GPU or Ascend NPU is strongly recommended; on a CPU it is very slow."
 )
 
 
@@ -162,20 +168,38 @@ class Session:
     mask_id: int = 0
     token_text: object = None  # the loaded tokenizer's token_text, for replay
     running: bool = False  # a generation is streaming: replay and view changes must not draw over it
+    epoch: int = 0  # bumped by Clear: a run started before it must not put its turn back
     model_label: str | None = None  # the model of the recorded run, for "Compare with AR"
+
+    def reset(self) -> None:
+        """Forget the conversation and the recorded run (Clear)."""
+        self.history, self.chat, self.recording, self.model_label = [], [], None, None
+        self.epoch += 1
 
 
 def make_config(mode: str, algorithm: str, threshold: float, small_blocks: int | str, temperature: float,
                 top_p: float, top_k: int | float, max_new_tokens: int | float, seed: int | float) -> DecodeConfig:
     """Controls to a DecodeConfig; raises ValueError (the engine's words) for impossible settings."""
-    try:
-        cfg = DecodeConfig(mode=str(mode), algorithm=str(algorithm), threshold=float(threshold),
-                           num_small_blocks=int(small_blocks), temperature=float(temperature), top_p=float(top_p),
-                           top_k=int(top_k), max_new_tokens=int(max_new_tokens), seed=int(seed))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"A setting is not a number: {e}") from e
+    cfg = DecodeConfig(mode=str(mode), algorithm=str(algorithm), threshold=_number("Threshold", threshold, float),
+                       num_small_blocks=_number("Small blocks", small_blocks, int),
+                       temperature=_number("Temperature", temperature, float),
+                       top_p=_number("top_p", top_p, float), top_k=_number("top_k", top_k, int),
+                       max_new_tokens=_number("Max new tokens", max_new_tokens, int),
+                       seed=_number("Seed", seed, int))
     cfg.validate()
     return cfg
+
+
+def _number(name: str, value: object, kind: type) -> int | float:
+    try:
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be a number (got {'nothing' if value is None else repr(value)}).") from None
+
+
+def warn(text: str) -> None:
+    """A pop-up warning. Gradio renders its message as HTML, and the text may quote what the user typed."""
+    gr.Warning(html.escape(text))
 
 
 def check_prompt(prompt: str | None) -> str:
@@ -217,12 +241,17 @@ def empty_grid() -> str:
     return render.grid_html([], 0, str, -1, threshold=render.commit_threshold(DecodeConfig()))
 
 
+def empty_plot() -> PlotData:
+    return plot_value(render.heatmap_figure([], 0))
+
+
 def message_html(text: str, css: str = "pg-notice") -> str:
     """Plain text in a styled box (a notice by default); escaped, since it may quote what the user typed."""
     return f'<div class="{css}">{html.escape(text)}</div>'
 
 
 # -- the app ------------------------------------------------------------------------------------
+log = logging.getLogger(__name__)
 VIEWS = ["Current block", "Whole answer: confidence", "Whole answer: step"]
 
 
@@ -256,6 +285,16 @@ def apply_preset(name: str) -> tuple:
         return (gr.skip(),) * 6
     return ("diffusion", p["algorithm"], p.get("threshold", gr.skip()), p["num_small_blocks"],
             p.get("temperature", 0.0), p.get("top_p", 1.0))
+
+
+class Prepared(NamedTuple):
+    """A checked request."""
+    lm: LoadedModel
+    decoder: Decoder
+    cfg: DecodeConfig
+    ids: list[int]
+    text: str
+    note: str = ""  # what was adjusted to make it fit, for the page's notice
 
 
 class DemoApp:
@@ -304,6 +343,7 @@ class DemoApp:
                                       render_markdown=False, feedback_options=None, autoscroll=True,
                                       placeholder="Ask a word problem or for some Shakespeare.")
             self.prompt = gr.Textbox(label="Message", placeholder="Type a message and press Enter", lines=2,
+                                     info=f"Up to {MAX_PROMPT_CHARS:,} characters; longer pastes are cut there.",
                                      max_lines=8, max_length=MAX_PROMPT_CHARS, elem_id="pg-prompt")
             with gr.Row():
                 self.generate_btn = gr.Button("Generate", variant="primary", elem_id="pg-generate")
@@ -330,7 +370,8 @@ class DemoApp:
                 self.view = gr.Radio(VIEWS, value=VIEWS[0], label="Heatmap view", scale=3,
                                      info="Current block: confidence of every candidate at every denoising "
                                           "forward. Whole answer: when each token was committed.")
-            self.plot = gr.Plot(label="Confidence heatmap", elem_id="pg-heatmap")
+            # An empty figure of the full height, so the page does not jump when the first one arrives.
+            self.plot = gr.Plot(empty_plot(), label="Decoding heatmap", elem_id="pg-heatmap")
             with gr.Column(visible=False, elem_id="pg-replay-row") as self.replay_row:  # shown after a run
                 with gr.Row():
                     self.replay = gr.Slider(1, 2, value=1, step=1, label="Replay: forward", scale=4,
@@ -408,9 +449,10 @@ class DemoApp:
                                                                       self.stop_btn],
                                api_visibility="private", concurrency_limit=self.concurrency, concurrency_id="decode")
         self.stop_btn.click(self.request_stop, None, None, queue=False, api_visibility="private")
-        self.clear_btn.click(self.clear, None, [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row,
-                                                self.notice, self.session, self.timer, self.compare_out],
-                             api_visibility="private")
+        for trigger in (self.clear_btn.click, self.chatbot.clear):
+            trigger(self.clear, [self.session], [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row,
+                                                 self.notice, self.session, self.timer, self.compare_out],
+                    api_visibility="private")
 
     def _wire_replay(self) -> None:
         frame_outputs = [self.grid, self.plot, self.stats_box]
@@ -430,6 +472,11 @@ class DemoApp:
         for trigger in (self.mode.change, self.algorithm.change):
             trigger(applicable, [self.mode, self.algorithm], [self.algorithm, self.threshold, self.small_blocks],
                     api_visibility="private")
+        # Changing a setting by hand leaves the preset: say so.
+        for control in (self.mode, self.algorithm, self.threshold, self.small_blocks, self.temperature, self.top_p,
+                        self.top_k):
+            control.input(lambda: "Custom", None, [self.preset], queue=False, show_progress="hidden",
+                          api_visibility="private")
         self.preset.input(apply_preset, [self.preset], [self.mode, self.algorithm, self.threshold,
                                                         self.small_blocks, self.temperature, self.top_p],
                           api_visibility="private")
@@ -453,44 +500,60 @@ class DemoApp:
                 del self.stops[key]
 
     def prepare(self, text: str | None, think: bool, settings: tuple, model_label: str | None,
-                history: list[tuple[str, str]]) -> tuple[LoadedModel, Decoder, DecodeConfig, list[int], str]:
-        """Check a request: (model, decoder, config, prompt ids, message), or ValueError / ModelLoadError."""
+                history: list[tuple[str, str]], fit: bool = False) -> Prepared:
+        """Check a request, or raise ValueError / ModelLoadError saying what is wrong. With `fit`, max new tokens
+        is lowered to what the context leaves after the prompt (and a note says so) instead of refused."""
         text = check_prompt(text)
         cfg = make_config(*settings)
         lm, decoder = self.models.get(model_label)
         ids = prompt_ids(lm.tokenizer, history, text, bool(think))
-        check_context(len(ids), cfg, lm.context_length)  # the conversation may need Clear to fit again
-        return lm, decoder, cfg, ids, text
+        if not fit:
+            check_context(len(ids), cfg, lm.context_length)
+            return Prepared(lm, decoder, cfg, ids, text)
+        fitted = fit_context(len(ids), cfg, lm.context_length)  # a long conversation may need Clear to fit
+        note = "" if fitted is cfg else (
+            f"Max new tokens lowered from {cfg.max_new_tokens} to {fitted.max_new_tokens}: the prompt is {len(ids)} "
+            f"tokens and the model's context is {lm.context_length}.")
+        return Prepared(lm, decoder, fitted, ids, text, note)
+
+    def _idle(self) -> dict:
+        return {self.generate_btn: gr.Button(interactive=True), self.stop_btn: gr.Button(interactive=False)}
 
     def generate(self, text, think_on, mode_v, alg, thr, sb, temp, tp, tk, mx, sd, model_label, view_label,
                  sess: Session, request: gr.Request):
         sess = sess if isinstance(sess, Session) else Session()
         try:
-            lm, decoder, cfg, ids, text = self.prepare(text, think_on, (mode_v, alg, thr, sb, temp, tp, tk, mx, sd),
-                                                       model_label, sess.history)
+            req = self.prepare(text, think_on, (mode_v, alg, thr, sb, temp, tp, tk, mx, sd), model_label,
+                               sess.history, fit=True)
         except (ValueError, ModelLoadError) as e:
-            gr.Warning(str(e))
+            warn(str(e))
             yield {self.notice: message_html(str(e))}
             return
         with self.stop_event(request) as stop:
             sess.options = options_for(view_label)
-            sess.mask_id, sess.token_text = decoder.mask_id, lm.tokenizer.token_text
-            sess.running = True
-            base = sess.chat + [{"role": "user", "content": render.escape_chat(text)}]
+            sess.mask_id, sess.token_text = req.decoder.mask_id, req.lm.tokenizer.token_text
+            sess.running, epoch = True, sess.epoch
+            base = sess.chat + [{"role": "user", "content": render.escape_chat(req.text)}]
             # The session goes out now, so that the view switch reaches this run's options; the last run's
             # figures go at once: its "finished" must not stand beside the new prompt.
             yield {self.chatbot: base + [{"role": "assistant", "content": "…"}],
                    self.stats_box: render.stats_html(render.stats([], 0), live=True),
-                   self.replay_row: gr.Column(visible=False), self.notice: message_html(""), self.prompt: "",
+                   self.replay_row: gr.Column(visible=False), self.notice: message_html(req.note), self.prompt: "",
                    self.generate_btn: gr.Button(interactive=False), self.stop_btn: gr.Button(interactive=True),
                    self.session: sess}
             try:
-                for frame in stream_frames(decoder, ids, cfg, stop, options=sess.options):
-                    yield self._frame_update(frame, text, sess, base, model_label)
-            except ValueError as e:  # the engine's own check of the settings
-                gr.Warning(str(e))
-                yield {self.chatbot: sess.chat, self.notice: message_html(str(e)), self.prompt: text,
-                       self.generate_btn: gr.Button(interactive=True), self.stop_btn: gr.Button(interactive=False),
+                for frame in stream_frames(req.decoder, req.ids, req.cfg, stop, options=sess.options):
+                    if sess.epoch != epoch:  # Clear was pressed: this run's turn must not come back
+                        yield self._idle()
+                        return
+                    yield self._frame_update(frame, req.text, sess, base, model_label)
+            except Exception as e:  # the engine's own check of the settings, or a failure: the page must recover
+                if not isinstance(e, ValueError):
+                    log.exception("decoding failed")
+                message = str(e) if isinstance(e, ValueError) else f"Decoding failed: {type(e).__name__}: {e}"
+                warn(message)
+                yield {self.chatbot: sess.chat, self.stats_box: render.stats_html(render.stats([], 0)),
+                       self.notice: message_html(message), self.prompt: req.text, **self._idle(),
                        self.session: sess}
             finally:
                 sess.running = False
@@ -510,8 +573,7 @@ class DemoApp:
         sess.model_label = model_label  # the recording's model, whatever is selected later
         n = len(rec.steps)
         return update | {self.replay_row: gr.Column(visible=True),
-                         self.replay: gr.Slider(minimum=1, maximum=max(n, 2), value=n),
-                         self.generate_btn: gr.Button(interactive=True), self.stop_btn: gr.Button(interactive=False),
+                         self.replay: gr.Slider(minimum=1, maximum=max(n, 2), value=n), **self._idle(),
                          self.session: sess}
 
     def compare_with_ar(self, sess: Session, request: gr.Request):
@@ -541,10 +603,14 @@ class DemoApp:
         if event is not None:
             event.set()  # the engine checks it before every forward
 
-    def clear(self, request: gr.Request) -> tuple:
-        self.request_stop(request)  # clearing during a run also ends it
-        return ([], empty_grid(), None, render.stats_html(render.stats([], 0)), gr.Column(visible=False),
-                message_html(""), None, gr.Timer(active=False), "")
+    def clear(self, sess: Session | None, request: gr.Request) -> tuple:
+        """Clear (and the chat's own trash icon): end a run, forget the conversation. The session is reset in
+        place, because a run that is still streaming holds the same object and checks its epoch."""
+        self.request_stop(request)
+        if isinstance(sess, Session):
+            sess.reset()
+        return ([], empty_grid(), empty_plot(), render.stats_html(render.stats([], 0)), gr.Column(visible=False),
+                message_html(""), sess, gr.Timer(active=False), "")
 
     # -- replay ---------------------------------------------------------------------------------
     def show_step(self, k: float, view_label: str, sess: Session) -> tuple:
@@ -588,19 +654,19 @@ class DemoApp:
         try:
             self.models.get(label)
         except ModelLoadError as e:
-            gr.Warning(str(e))
+            warn(str(e))
         return self.models.describe(label), gr.Markdown(visible=self.models.is_embedded(label))
 
     def load_custom(self, source: str | None) -> tuple:
         source = (source or "").strip()
         if not source:
-            gr.Warning("Give a local folder or a Hugging Face id.")
+            warn("Give a local folder or a Hugging Face id.")
             return gr.skip(), gr.skip()
         try:
             label = self.models.add_custom(source)
             self.models.get(label)
         except ModelLoadError as e:
-            gr.Warning(str(e))
+            warn(str(e))
             return gr.skip(), f"**Not loaded:** {_md_escape(str(e))}"
         return gr.Dropdown(choices=self.models.labels(), value=label), self.models.describe(label)
 
@@ -615,16 +681,15 @@ class DemoApp:
         history: earlier turns as [[user, answer], ...]. model: a label of the model panel ('' = default)."""
         try:
             turns = [(str(u), str(a)) for u, a in (history or [])]
-            lm, decoder, cfg, ids, _ = self.prepare(prompt, think, (mode, algorithm, threshold, num_small_blocks,
-                                                                    temperature, top_p, top_k, max_new_tokens,
-                                                                    seed), model or None, turns)
+            req = self.prepare(prompt, think, (mode, algorithm, threshold, num_small_blocks, temperature, top_p,
+                                               top_k, max_new_tokens, seed), model or None, turns)
         except (ValueError, ModelLoadError, TypeError) as e:
             raise gr.Error(str(e)) from e
-        for frame in stream_frames(decoder, ids, cfg, figures=False):  # the API returns no figures
+        for frame in stream_frames(req.decoder, req.ids, req.cfg, figures=False):  # the API returns no figures
             out = {"thinking": frame.reply.thinking, "answer": frame.reply.answer, "stats": frame.stats,
                    "done": frame.final}
             if frame.final:
-                out["trace"] = trace_json(frame.steps, frame.result, model=lm.name)
+                out["trace"] = trace_json(frame.steps, frame.result, model=req.lm.name)
             yield out
 
 

@@ -231,7 +231,8 @@ def test_compare_with_ar(browser, app_url):
     wait_finished(page)
     before = nfe(page)
     page.click("#pg-compare")
-    page.wait_for_function("() => /Speed-up over AR/.test(document.querySelector('#pg-compare-out').textContent)",
+    page.wait_for_function("() => /Speed-up over AR|Slower than AR/.test("
+                           "document.querySelector('#pg-compare-out').textContent)",
                            timeout=60_000)
     text = page.locator("#pg-compare-out").inner_text()
     assert "This run (block diffusion)" in text and "The same prompt by AR" in text
@@ -247,4 +248,22 @@ def test_compare_with_ar(browser, app_url):
     send(page, "Again.")  # a new run clears the stale comparison
     page.wait_for_function("() => document.querySelector('#pg-compare-out').textContent.trim() === ''",
                            timeout=30_000)
+    page.close()
+
+
+def test_the_chats_trash_icon_forgets_the_conversation(browser, app_url):
+    """The chat's own trash icon clears like Clear: the next question goes out without the earlier turns."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.wait_for_selector("#pg-prompt textarea")
+    send(page, "First question.")
+    wait_finished(page)
+    assert page.locator("#pg-chat").get_by_text("First question.").count() == 1
+    page.click("#pg-chat button[aria-label*='clear' i], #pg-chat button[title*='clear' i]")
+    page.wait_for_function("() => !document.querySelector('#pg-chat').textContent.includes('First question.')",
+                           timeout=30_000)
+    send(page, "Second question.")
+    wait_finished(page)
+    assert page.locator("#pg-chat").get_by_text("Second question.").count() == 1
+    assert page.locator("#pg-chat").get_by_text("First question.").count() == 0  # not brought back
     page.close()

@@ -282,6 +282,17 @@ def test_invalid_config_says_what_is_allowed(tiny_decoder: Decoder, prompt: list
         assert word in str(err.value)
 
 
+def test_fit_context_lowers_max_new_tokens_to_whole_blocks_that_fit() -> None:
+    from pangu_demo.engine import fit_context
+
+    c = cfg(max_new_tokens=300)
+    assert fit_context(100, c, 1024) is c  # 100 + 320 fits
+    assert fit_context(800, c, 1024).max_new_tokens == 224  # 7 blocks of 32 after the prompt
+    assert fit_context(800, c, None) is c  # no known context: nothing to fit
+    with pytest.raises(ValueError, match="no room"):
+        fit_context(1000, c, 1024)  # 24 tokens left: not one block
+
+
 def test_prompt_longer_than_context(tiny_model: LoadedModel, tiny_decoder: Decoder) -> None:
     ctx = tiny_model.model.config.max_position_embeddings
     with pytest.raises(ValueError, match="context"):

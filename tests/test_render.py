@@ -230,6 +230,19 @@ def test_comparison_reports_the_measured_speed_up_and_forwards():
     assert "differ" not in text and "stopped" not in text
     text = re.sub("<[^>]+>", "", render.comparison_html(result(30, 20, 0.25, "cancelled"), result(60, 60, 0.5)))
     assert "differ" in text and "stopped early" in text
+    # Slower than AR is said as such, and one of anything is singular.
+    text = re.sub("<[^>]+>", "", render.comparison_html(result(1, 1, 0.5), result(1, 1, 0.1)))
+    assert "Slower than AR on this machine: 0.20× its speed" in text and "Speed-up" not in text
+    assert "1 token in 1 forward," in text
+
+
+def test_the_caption_of_a_finished_run_is_not_live():
+    steps, table = fake_run(SEVEN)
+    live = render.grid_html(steps, len(steps), table.get, MASK)
+    done = render.grid_html(steps, len(steps), table.get, MASK, run_over=True)
+    assert "Block 2 (latest) · one small block of 32 · 0 forwards so far · 31 MASK left" in live
+    assert "Block 2 (last) · one small block of 32 · 0 forwards · 31 MASK left unused" in done
+    assert "so far" not in done
 
 
 def test_a_block_of_only_padding_is_explained():

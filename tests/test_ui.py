@@ -1,0 +1,96 @@
+"""The page's handlers called directly (no server, no browser) on the tiny random checkpoint."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+from pangu_demo import ui
+from pangu_demo.loading import LoadedModel
+
+DEFAULTS = ("diffusion", "confidence_threshold", 0.9, 1, 0.0, 1.0, 0, 64, 0)  # the settings controls, in order
+
+
+@pytest.fixture
+def app(tiny_model: LoadedModel, tiny_checkpoint) -> ui.DemoApp:
+    app = ui.DemoApp(ui.ModelRegistry(str(tiny_checkpoint), preloaded=tiny_model))
+    app.build()
+    return app
+
+
+def request(name: str = "s1") -> SimpleNamespace:
+    return SimpleNamespace(session_hash=name)
+
+
+def generate(app: ui.DemoApp, sess: ui.Session, text: str = "Tom has 3 apples.", settings: tuple = DEFAULTS):
+    return app.generate(text, True, *settings, app.models.default, ui.VIEWS[0], sess, request())
+
+
+def test_a_run_files_its_turn_in_the_session(app: ui.DemoApp) -> None:
+    sess = ui.Session()
+    updates = list(generate(app, sess))
+    assert len(sess.history) == 1 and sess.history[0][0] == "Tom has 3 apples."
+    assert updates[-1][app.session] is sess and sess.recording is not None
+    assert updates[-1][app.generate_btn].interactive is True
+
+
+def test_clear_during_a_run_forgets_the_turn_for_good(app: ui.DemoApp) -> None:
+    sess = ui.Session(history=[("earlier", "reply")], chat=[{"role": "user", "content": "earlier"}])
+    run = generate(app, sess, settings=DEFAULTS[:7] + (256, 0))
+    next(run)  # the run has started
+    next(run)  # and drawn a frame
+    cleared = app.clear(sess, request())
+    assert cleared[0] == [] and cleared[6] is sess
+    rest = list(run)
+    # The stopped run neither redraws the chat nor puts its turn (or the earlier one) back.
+    assert rest and all(app.chatbot not in u and app.session not in u for u in rest)
+    assert rest[-1][app.generate_btn].interactive is True
+    assert sess.history == [] and sess.chat == [] and sess.recording is None and not sess.running
+
+
+def test_max_new_tokens_is_lowered_to_fit_the_context_with_a_note(app: ui.DemoApp, tiny_model: LoadedModel) -> None:
+    sess = ui.Session()
+    too_many = DEFAULTS[:7] + (1024, 0)  # the tiny model's context is 512
+    first = next(generate(app, sess, settings=too_many))
+    note = first[app.notice]
+    assert "lowered from 1024 to" in note
+    lowered = int(note.split("lowered from 1024 to ")[1].split(":")[0])
+    assert lowered % 32 == 0 and 0 < lowered < tiny_model.context_length
+    # The API is strict instead: it says what would fit.
+    with pytest.raises(gr.Error, match=f"Lower max new tokens to {lowered}"):
+        next(app.api_generate("Tom has 3 apples.", max_new_tokens=1024))
+
+
+def test_a_failure_inside_the_run_gives_a_message_and_the_page_recovers(app: ui.DemoApp, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+        yield
+
+    monkeypatch.setattr(ui, "stream_frames", broken)
+    sess = ui.Session()
+    last = list(generate(app, sess))[-1]
+    assert "Decoding failed: RuntimeError: out of memory" in last[app.notice]
+    assert "ready:" in last[app.stats_box] and "decoding…" not in last[app.stats_box]
+    assert last[app.generate_btn].interactive is True and last[app.stop_btn].interactive is False
+    assert not sess.running and sess.history == []
+
+
+def test_warnings_show_typed_markup_as_text(monkeypatch) -> None:
+    shown = []
+    monkeypatch.setattr(gr, "Warning", shown.append)
+    ui.warn("Could not load <b id=x>bold</b><img src=x onerror=alert(1)>")
+    assert "<b" not in shown[0] and "<img" not in shown[0] and "&lt;b id=x&gt;" in shown[0]
+
+
+@pytest.mark.parametrize(("seed", "message"), [(None, "Seed must be a number"), ("abc", "Seed must be a number"),
+                                               (10**20, "seed must be a whole number"),
+                                               (-1, "seed must be a whole number")])
+def test_impossible_seeds_are_refused_in_words(seed, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        ui.make_config(*DEFAULTS[:8], seed)
+
+
+def test_the_largest_seed_is_accepted() -> None:
+    assert ui.make_config(*DEFAULTS[:8], 2**63 - 1).seed == 2**63 - 1
