@@ -227,7 +227,7 @@ def _row_html_cached(index: int, tokens: tuple, step: tuple, nfe: tuple, confide
 
 
 def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_id: int,
-              num_small_blocks: int = 1, columns: int = 16, top: int | None = None,
+              num_small_blocks: int = 1, top: int | None = None,
               threshold: float | None = None, run_over: bool = False) -> str:
     """The current block as a grid of cells, finished blocks above it as compact rows; with a `threshold`,
     commits that did not clear it are marked. `run_over`: the caption says "last", not "so far"."""
@@ -292,7 +292,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
         caption += " · only end-of-turn padding: the reply ended in the block before"
     return (f'<div class="pg-grid">{legend}{done_part}'
             f'<div class="pg-caption">{caption}</div>'
-            f'<div class="pg-cells" style="grid-template-columns:repeat({columns},minmax(0,1fr))">'
+            '<div class="pg-cells">'
             f'{"".join(cells)}</div>'
             f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
 
@@ -378,10 +378,11 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
     return {"data": data, "layout": layout}
 
 
-def _marks(x: list, y: list, text: list, name: str, symbol: str, colour: str) -> dict:
+def _marks(x: list, y: list, text: list, name: str, symbol: str, colour: str, width: float = 2.5,
+           hover: str = "position %{x} · forward %{y}<br>%{text}") -> dict:
     return {"type": "scatter", "mode": "markers", "x": x, "y": y, "name": name, "text": text,
-            "marker": {"symbol": symbol, "size": 11, "color": colour, "line": {"width": 2.5, "color": colour}},
-            "hovertemplate": "position %{x} · forward %{y}<br>%{text}<extra></extra>"}
+            "marker": {"symbol": symbol, "size": 11, "color": colour, "line": {"width": width, "color": colour}},
+            "hovertemplate": hover + "<extra></extra>"}
 
 
 def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, colour: str,
@@ -418,10 +419,8 @@ def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, c
              "name": "committed token", "hovertemplate": "token %{x} · forward %{y}<br>%{text}<extra></extra>"}
     data = [trace]
     if bx:
-        below = _marks(bx, by, btext, "committed below the threshold", "square-open", "#f43f5e")
-        below["marker"]["line"]["width"] = 1.5
-        below["hovertemplate"] = "token %{x} · forward %{y}<br>%{text} · below the threshold<extra></extra>"
-        data.append(below)
+        data.append(_marks(bx, by, btext, "committed below the threshold", "square-open", "#f43f5e", width=1.5,
+                           hover="token %{x} · forward %{y}<br>%{text} · below the threshold"))
     layout = _layout(title)
     layout["xaxis"] = {"title": {"text": "token index in the answer"}}
     layout["yaxis"] = {"title": {"text": "forward (NFE) at commit"}}

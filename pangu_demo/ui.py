@@ -241,6 +241,11 @@ def empty_grid() -> str:
     return render.grid_html([], 0, str, -1, threshold=render.commit_threshold(DecodeConfig()))
 
 
+def empty_stats(live: bool = False) -> str:
+    """The stats before a run's first forward (`live`: "decoding…", else "ready")."""
+    return render.stats_html(render.stats([], 0), live=live)
+
+
 def empty_plot() -> PlotData:
     return plot_value(render.heatmap_figure([], 0))
 
@@ -364,7 +369,7 @@ class DemoApp:
 
     def _run_column(self) -> None:
         with gr.Column(scale=7, min_width=480):
-            self.stats_box = gr.HTML(render.stats_html(render.stats([], 0)), elem_id="pg-stats")
+            self.stats_box = gr.HTML(empty_stats(), elem_id="pg-stats")
             self.grid = gr.HTML(empty_grid(), elem_id="pg-grid")
             with gr.Row():
                 self.view = gr.Radio(VIEWS, value=VIEWS[0], label="Heatmap view", scale=3,
@@ -516,8 +521,15 @@ class DemoApp:
             f"tokens and the model's context is {lm.context_length}.")
         return Prepared(lm, decoder, fitted, ids, text, note)
 
-    def _idle(self) -> dict:
-        return {self.generate_btn: gr.Button(interactive=True), self.stop_btn: gr.Button(interactive=False)}
+    def _buttons(self, running: bool) -> dict:
+        """Generate is off and Stop on while a decode runs, and the other way round after it."""
+        return {self.generate_btn: gr.Button(interactive=not running), self.stop_btn: gr.Button(interactive=running)}
+
+    def _failed(self, message: str, sess: Session, text: str) -> dict:
+        """A run that could not finish: say why, give the prompt back, and put the page back to ready."""
+        warn(message)
+        return {self.chatbot: sess.chat, self.stats_box: empty_stats(), self.notice: message_html(message),
+                self.prompt: text, **self._buttons(running=False), self.session: sess}
 
     def generate(self, text, think_on, mode_v, alg, thr, sb, temp, tp, tk, mx, sd, model_label, view_label,
                  sess: Session, request: gr.Request):
@@ -536,25 +548,20 @@ class DemoApp:
             base = sess.chat + [{"role": "user", "content": render.escape_chat(req.text)}]
             # The session goes out now, so that the view switch reaches this run's options; the last run's
             # figures go at once: its "finished" must not stand beside the new prompt.
-            yield {self.chatbot: base + [{"role": "assistant", "content": "…"}],
-                   self.stats_box: render.stats_html(render.stats([], 0), live=True),
+            yield {self.chatbot: base + [{"role": "assistant", "content": "…"}], self.stats_box: empty_stats(live=True),
                    self.replay_row: gr.Column(visible=False), self.notice: message_html(req.note), self.prompt: "",
-                   self.generate_btn: gr.Button(interactive=False), self.stop_btn: gr.Button(interactive=True),
-                   self.session: sess}
+                   **self._buttons(running=True), self.session: sess}
             try:
                 for frame in stream_frames(req.decoder, req.ids, req.cfg, stop, options=sess.options):
                     if sess.epoch != epoch:  # Clear was pressed: this run's turn must not come back
-                        yield self._idle()
+                        yield self._buttons(running=False)
                         return
                     yield self._frame_update(frame, req.text, sess, base, model_label)
-            except Exception as e:  # the engine's own check of the settings, or a failure: the page must recover
-                if not isinstance(e, ValueError):
-                    log.exception("decoding failed")
-                message = str(e) if isinstance(e, ValueError) else f"Decoding failed: {type(e).__name__}: {e}"
-                warn(message)
-                yield {self.chatbot: sess.chat, self.stats_box: render.stats_html(render.stats([], 0)),
-                       self.notice: message_html(message), self.prompt: req.text, **self._idle(),
-                       self.session: sess}
+            except ValueError as e:  # the engine's own check of the settings
+                yield self._failed(str(e), sess, req.text)
+            except Exception as e:  # anything else: logged, and the page must recover
+                log.exception("decoding failed")
+                yield self._failed(f"Decoding failed: {type(e).__name__}: {e}", sess, req.text)
             finally:
                 sess.running = False
 
@@ -573,7 +580,7 @@ class DemoApp:
         sess.model_label = model_label  # the recording's model, whatever is selected later
         n = len(rec.steps)
         return update | {self.replay_row: gr.Column(visible=True),
-                         self.replay: gr.Slider(minimum=1, maximum=max(n, 2), value=n), **self._idle(),
+                         self.replay: gr.Slider(minimum=1, maximum=max(n, 2), value=n), **self._buttons(running=False),
                          self.session: sess}
 
     def compare_with_ar(self, sess: Session, request: gr.Request):
@@ -609,7 +616,7 @@ class DemoApp:
         self.request_stop(request)
         if isinstance(sess, Session):
             sess.reset()
-        return ([], empty_grid(), empty_plot(), render.stats_html(render.stats([], 0)), gr.Column(visible=False),
+        return ([], empty_grid(), empty_plot(), empty_stats(), gr.Column(visible=False),
                 message_html(""), sess, gr.Timer(active=False), "")
 
     # -- replay ---------------------------------------------------------------------------------

@@ -84,6 +84,15 @@ def test_warnings_show_typed_markup_as_text(monkeypatch) -> None:
     assert "<b" not in shown[0] and "<img" not in shown[0] and "&lt;b id=x&gt;" in shown[0]
 
 
+def test_a_typed_model_path_with_markup_is_warned_about_as_text(app: ui.DemoApp, monkeypatch) -> None:
+    shown = []
+    monkeypatch.setattr(gr, "Warning", shown.append)
+    app.models.allow_custom = True
+    _, info = app.load_custom("./<b id=x>missing</b>")
+    assert shown and "<b id=x>" not in shown[0] and "&lt;b id=x&gt;" in shown[0]
+    assert "<b id=x>" not in info
+
+
 @pytest.mark.parametrize(("seed", "message"), [(None, "Seed must be a number"), ("abc", "Seed must be a number"),
                                                (10**20, "seed must be a whole number"),
                                                (-1, "seed must be a whole number")])
