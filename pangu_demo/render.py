@@ -170,7 +170,7 @@ def _cell_title(text: str, pos: int, block: BlockState, i: int) -> str:
 
 
 # -- the token grid -----------------------------------------------------------------------------
-def legend_html(top: int, threshold: float | None = None) -> str:
+def legend_html(top: int, threshold: float | None = None, padding: bool = False) -> str:
     stops = ", ".join(step_colour(round(i * top / 9), top)[0] for i in range(10))
     return (
         '<div class="pg-legend">'
@@ -184,6 +184,9 @@ def legend_html(top: int, threshold: float | None = None) -> str:
         + ('<span class="pg-legend-item"><span class="pg-swatch pg-below-swatch"></span>'
            f" committed below the threshold {threshold:g} (every forward commits at least one)</span>"
            if threshold is not None else "")
+        + ('<span class="pg-legend-item"><span class="pg-swatch pg-pad-swatch">·</span>'
+           " end-of-turn padding after the stop token (the block is filled before decoding stops)</span>"
+           if padding else "")
         + "</div>"
     )
 
@@ -233,10 +236,9 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     commits that did not clear it are marked. `run_over`: the caption says "last", not "so far"."""
     upto = clamp_upto(steps, upto)
     top = scale_max(steps) if top is None else top
-    legend = legend_html(top, threshold)
     how_to = HOW_TO_READ + (HOW_TO_READ_BELOW if threshold is not None else "")
     if upto == 0:
-        return (f'<div class="pg-grid">{legend}'
+        return (f'<div class="pg-grid">{legend_html(top, threshold)}'
                 '<div class="pg-empty">The decoding grid appears here when you send a message.</div>'
                 f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
     blocks = block_states(steps, upto, threshold)
@@ -245,6 +247,10 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     size = max(1, length // max(1, num_small_blocks))
     masked = [i for i, t in enumerate(current.tokens) if t == mask_id]
     active_sb = masked[0] // size if masked else None
+    # The first end-of-turn token is the stop; any after it is padding. Shown as a dot, it does not read as text.
+    end = ROLE_TOKENS["turn_end"]
+    ended = any(token_text(t) == end for b in finished for t in b.tokens if t != mask_id)
+    padding = False
     cells = []
     for i, tok in enumerate(current.tokens):
         sb = i // size
@@ -267,10 +273,15 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
             cls.append("pg-below")
         if text in SPECIAL_LABELS:
             cls.append("pg-special")
+        label, title = visible_text(text), _cell_title(text, i, current, i)
+        if text == end:
+            if ended:
+                cls.append("pg-pad")
+                label, title, padding = "·", title + "\npadding after the stop token", True
+            ended = True
         cells.append(f'<div class="{" ".join(cls)}" style="background:{bg};color:{fg}" data-pos="{i}" '
-                     f'data-sb="{sb}" data-step="{current.step[i]}" '
-                     f'title="{html.escape(_cell_title(text, i, current, i))}">'
-                     f'<span class="pg-tok">{html.escape(visible_text(text))}</span>'
+                     f'data-sb="{sb}" data-step="{current.step[i]}" title="{html.escape(title)}">'
+                     f'<span class="pg-tok">{html.escape(label)}</span>'
                      f'<span class="pg-step">{current.step[i]}</span></div>')
     # Newest first in the page source: the box is flex column-reverse, so it reads top to bottom in block order
     # and stays scrolled to the newest row.
@@ -290,7 +301,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
         # The last small block must be full before decoding stops, so a reply that ends near a block boundary
         # leaves a block of nothing but padding: say so, or it looks like the model wrote nothing.
         caption += " · only end-of-turn padding: the reply ended in the block before"
-    return (f'<div class="pg-grid">{legend}{done_part}'
+    return (f'<div class="pg-grid">{legend_html(top, threshold, padding)}{done_part}'
             f'<div class="pg-caption">{caption}</div>'
             '<div class="pg-cells">'
             f'{"".join(cells)}</div>'

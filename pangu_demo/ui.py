@@ -411,7 +411,7 @@ class DemoApp:
                 self.small_blocks = gr.Dropdown(SMALL_BLOCKS, value=1, label="Small blocks per block",
                                                 info="The 32-token block is filled small block by small block, "
                                                      "left to right.")
-            with gr.Row():
+            with gr.Row(equal_height=True, elem_id="pg-sampling"):
                 self.temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature",
                                              info="0 = greedy (deterministic).")
                 self.top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p", info="1 = off.")
@@ -456,7 +456,8 @@ class DemoApp:
         self.stop_btn.click(self.request_stop, None, None, queue=False, api_visibility="private")
         for trigger in (self.clear_btn.click, self.chatbot.clear):
             trigger(self.clear, [self.session], [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row,
-                                                 self.notice, self.session, self.timer, self.compare_out],
+                                                 self.notice, self.session, self.timer, self.play_btn, self.playing,
+                                                 self.compare_out],
                     api_visibility="private")
 
     def _wire_replay(self) -> None:
@@ -610,14 +611,16 @@ class DemoApp:
         if event is not None:
             event.set()  # the engine checks it before every forward
 
-    def clear(self, sess: Session | None, request: gr.Request) -> tuple:
-        """Clear (and the chat's own trash icon): end a run, forget the conversation. The session is reset in
-        place, because a run that is still streaming holds the same object and checks its epoch."""
+    def clear(self, sess: Session | None, request: gr.Request) -> dict:
+        """Clear (and the chat's own trash icon): end a run or a replay, forget the conversation. The session is
+        reset in place, because a run that is still streaming holds the same object and checks its epoch."""
         self.request_stop(request)
         if isinstance(sess, Session):
             sess.reset()
-        return ([], empty_grid(), empty_plot(), empty_stats(), gr.Column(visible=False),
-                message_html(""), sess, gr.Timer(active=False), "")
+        timer, play = self._pause()
+        return {self.chatbot: [], self.grid: empty_grid(), self.plot: empty_plot(), self.stats_box: empty_stats(),
+                self.replay_row: gr.Column(visible=False), self.notice: message_html(""), self.session: sess,
+                self.timer: timer, self.play_btn: play, self.playing: False, self.compare_out: ""}
 
     # -- replay ---------------------------------------------------------------------------------
     def show_step(self, k: float, view_label: str, sess: Session) -> tuple:

@@ -267,3 +267,28 @@ def test_the_chats_trash_icon_forgets_the_conversation(browser, app_url):
     assert page.locator("#pg-chat").get_by_text("Second question.").count() == 1
     assert page.locator("#pg-chat").get_by_text("First question.").count() == 0  # not brought back
     page.close()
+
+
+def test_phone_layout_keeps_the_grid_near_generate_and_aligns_the_sampling_sliders(browser, app_url):
+    """On a phone the examples scroll sideways in one line (seven wrapped lines pushed the grid far below
+    Generate); on a desktop the sampling sliders' tracks share one baseline whatever their labels' lengths."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(app_url)
+    page.wait_for_selector("#pg-prompt textarea")
+    row = page.locator("#pg-examples .pg-example-row")
+    one_button = page.locator("#pg-examples .pg-example").first.bounding_box()["height"]
+    assert row.bounding_box()["height"] < 2 * one_button
+    assert row.evaluate("r => r.scrollWidth > r.clientWidth")
+    gap = page.locator("#pg-stats").bounding_box()["y"] - page.locator("#pg-generate").bounding_box()["y"]
+    assert gap < 450, gap
+    page.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.click("#pg-settings")
+    # The accordion opens with an animation: wait until the tracks settle on one line (they never do without
+    # the layout rule).
+    page.wait_for_function("""() => {
+        const ys = [...document.querySelectorAll('#pg-sampling input[type=range]')]
+            .map(t => { const r = t.getBoundingClientRect(); return r.top + r.height / 2; });
+        return ys.length === 4 && Math.max(...ys) - Math.min(...ys) <= 2; }""", timeout=10_000)
+    page.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html import escape as html_escape
 
 import pytest
 
@@ -254,6 +255,22 @@ def test_a_block_of_only_padding_is_explained():
     assert "only end-of-turn padding" in render.grid_html(steps, full, table.get, MASK)
     steps, table = fake_run(SEVEN)
     assert "only end-of-turn padding" not in render.grid_html(steps, full, table.get, MASK)
+
+
+def test_padding_after_the_stop_token_is_a_dot_and_the_stop_token_keeps_its_name():
+    from pangu_demo.tokenizer import ROLE_TOKENS
+
+    end = {token_id(j): ROLE_TOKENS["turn_end"] for j in range(20, L)}  # the reply stops at position 20
+    steps, table = fake_run(SEVEN, texts=end)
+    page = render.grid_html(steps, len(steps) - 1, table.get, MASK)
+    tags = cells(page)
+    labels = re.findall(r'<span class="pg-tok">([^<]*)</span>', page.split('class="pg-cells"', 1)[1])
+    assert labels[20] == html_escape(render.visible_text(ROLE_TOKENS["turn_end"]))
+    assert labels[21:] == ["·"] * (L - 21) and "·" not in labels[:20]
+    assert "pg-pad" not in tags[20] and all("pg-pad" in t for t in tags[21:])
+    assert "padding after the stop token" in tags[31] and "end-of-turn padding" in page
+    plain, table = fake_run(SEVEN)
+    assert "pg-pad" not in render.grid_html(plain, len(plain) - 1, table.get, MASK)
 
 
 def with_confidences(steps: list[Step], conf: dict[int, float]) -> list[Step]:

@@ -42,12 +42,22 @@ def test_clear_during_a_run_forgets_the_turn_for_good(app: ui.DemoApp) -> None:
     next(run)  # the run has started
     next(run)  # and drawn a frame
     cleared = app.clear(sess, request())
-    assert cleared[0] == [] and cleared[6] is sess
+    assert cleared[app.chatbot] == [] and cleared[app.session] is sess
     rest = list(run)
     # The stopped run neither redraws the chat nor puts its turn (or the earlier one) back.
     assert rest and all(app.chatbot not in u and app.session not in u for u in rest)
     assert rest[-1][app.generate_btn].interactive is True
     assert sess.history == [] and sess.chat == [] and sess.recording is None and not sess.running
+
+
+def test_clear_during_a_replay_stops_it_and_resets_the_play_button(app: ui.DemoApp) -> None:
+    sess = ui.Session()
+    list(generate(app, sess))
+    playing, _, timer, button = app.toggle_play(False, 1, 5, sess)
+    assert playing is True and timer.active is True and "Pause" in button.value
+    cleared = app.clear(sess, request())
+    assert cleared[app.playing] is False and cleared[app.timer].active is False
+    assert "Play" in cleared[app.play_btn].value
 
 
 def test_max_new_tokens_is_lowered_to_fit_the_context_with_a_note(app: ui.DemoApp, tiny_model: LoadedModel) -> None:
