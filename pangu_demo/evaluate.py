@@ -30,11 +30,14 @@ SETTINGS: dict[str, dict] = {  # name -> DecodeConfig fields
     "diffusion@0.9": {"mode": "diffusion", "algorithm": "confidence_threshold", "threshold": 0.9},
     "diffusion@0.7": {"mode": "diffusion", "algorithm": "confidence_threshold", "threshold": 0.7},
     "diffusion@0.95": {"mode": "diffusion", "algorithm": "confidence_threshold", "threshold": 0.95},
+    "fused@0.9": {"mode": "diffusion", "algorithm": "confidence_threshold", "threshold": 0.9, "fused_commit": True},
     "ar": {"mode": "ar"},
 }
 HEADLINE = "diffusion@0.9"
 LABELS = {"diffusion@0.9": "block diffusion, threshold 0.9", "diffusion@0.7": "block diffusion, threshold 0.7",
-          "diffusion@0.95": "block diffusion, threshold 0.95", "ar": "AR"}
+          "diffusion@0.95": "block diffusion, threshold 0.95", "fused@0.9": "fused commit, threshold 0.9",
+          "ar": "AR"}
+DEFAULT_SETTINGS = ["diffusion@0.9", "diffusion@0.7", "diffusion@0.95", "ar"]  # fused@0.9 (ours) on request
 OPEN_PROMPTS = ["Continue this passage: Shall I compare thee to a summer's day?", "Recite a speech about love.",
                 "Tell me a story."]
 SPEED_NOTE = ("Note: tokens/s are wall-clock figures on this machine; they mean little while another job "
@@ -173,7 +176,7 @@ def evaluate(model: torch.nn.Module, tok: PanguTokenizer, *, n: int = 200, max_n
              block_length: int = 32, settings: list[str] | None = None, open_prompts: list[str] | None = None,
              progress: bool = True, model_name: str = "") -> dict:
     """Run every setting over the held-out set and return the report (JSON-ready)."""
-    settings = settings or list(SETTINGS)
+    settings = settings or DEFAULT_SETTINGS
     open_prompts = OPEN_PROMPTS if open_prompts is None else open_prompts
     decoder = engine.Decoder(model, tok)
     examples = data.eval_set(n)
@@ -289,7 +292,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=200, help="held-out questions (each also asked with /no_think)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="enough for the longest reply")
     p.add_argument("--block-length", type=int, default=engine.DecodeConfig().block_length)
-    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=DEFAULT_SETTINGS)
     p.add_argument("--out", type=Path, default=None, metavar="FILE.json", help="write the report as JSON")
     p.add_argument("--markdown", type=Path, default=None, metavar="FILE.md", help="write the model-card section")
     p.add_argument("--quick", action="store_true",

@@ -57,15 +57,12 @@ EXAMPLES = [
                            "lovely and more temperate:"),
 ]
 TEACHING_NOTE = (
-    "**About the default model.** The embedded model is a *small teaching model trained by this project* on "
-    "synthetic word problems (with a thinking trace) and Shakespeare. It decodes exactly like "
-    "openPangu-R-7B-Diffusion (same format, same block diffusion) but it is tiny (6.5M parameters, about 6 hours "
-    "of CPU training). In AR mode it solves most of these word problems; decoded by block diffusion it still "
-    "makes more arithmetic mistakes (about 3 in 4 one-step and 3 in 5 two-step problems come out right), "
-    "because it sometimes commits a wrong digit in parallel, sure of it or not (the grid marks in red the tokens "
-    "committed below the threshold, which go wrong most often). "
-    "It learned single questions and two-turn chats only, so press **Clear** before a new question: after a few "
-    "turns its replies fall apart. Watch how it decodes, and compare the two modes."
+    "**About the default model.** It is a *small teaching model trained by this project* (6.5M parameters, about 6 "
+    "hours of CPU) on synthetic word problems with a thinking trace and on Shakespeare. It decodes exactly like "
+    "openPangu-R-7B-Diffusion, but it is tiny: by block diffusion it gets about 3 in 4 one-step and 3 in 5 two-step "
+    "problems right, fewer than in AR mode, because it sometimes commits a wrong digit in parallel (the grid marks "
+    "in red the tokens committed below the threshold, which are wrong most often). It knows single questions and "
+    "two-turn chats, so press **Clear** before a new question."
 )
 HOW_TO_GET = (
     "**To run the real openPangu-R-7B-Diffusion** (about 16 GB, from "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def test_quick_run_on_the_tiny_checkpoint(tiny_checkpoint: Path, tiny_model: Loa
     report = json.loads(out.read_text())
     n, max_new = evaluate.QUICK["n"], evaluate.QUICK["max_new_tokens"]
     assert report["n"] == n and report["max_new_tokens"] == max_new
-    assert list(report["settings"]) == list(evaluate.SETTINGS)
+    assert list(report["settings"]) == evaluate.DEFAULT_SETTINGS  # fused@0.9 runs only on request
     for s in report["settings"].values():
         assert [s["think"][t]["n"] for t in data.EVAL_TASKS] == [1] * 5 and s["think"]["all"]["n"] == n
         assert s["no_think"]["all"]["n"] == n and s["overall"]["n"] == 2 * n
@@ -118,3 +119,9 @@ def test_quick_run_on_the_tiny_checkpoint(tiny_checkpoint: Path, tiny_model: Loa
     text = md.read_text()
     assert text.startswith("## Evaluation") and "| bar | target | measured |" in text
     assert text.count("\n| block diffusion, threshold 0.9 |") == 8  # 5 tasks, all, no-think, both
+
+
+def test_the_fused_setting_is_the_headline_with_the_fused_commit() -> None:
+    fused, plain = (evaluate.decode_config(name, 64, 32) for name in ("fused@0.9", evaluate.HEADLINE))
+    assert fused.fused_commit and not plain.fused_commit
+    assert fused == dataclasses.replace(plain, fused_commit=True)
