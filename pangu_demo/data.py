@@ -100,16 +100,12 @@ def _digits(n: int) -> list[int]:
     return [int(c) for c in reversed(str(n))]  # ones first
 
 
-def _column(style: int, place: int, work: str, write: int, carry: int, word: str = "carry") -> str:
-    more = {0: f" {word} {carry}", 1: f", {word} {carry}", 2: f" and {word} {carry}"}[style] if carry else ""
-    if style == 0:
-        return f"{work}, write {write}{more}."
-    if style == 1:
-        return f"{PLACES[place].capitalize()}: {work}, write {write}{more}."
-    return f"The {PLACES[place]}: {work}, so I write {write}{more}."
+def _column(place: int, work: str, write: int, carry: int, word: str = "carry") -> str:
+    more = f", {word} {carry}" if carry else ""
+    return f"{PLACES[place].capitalize()}: {work}, write {write}{more}."
 
 
-def _add_steps(x: int, y: int, style: int) -> list[str]:
+def _add_steps(x: int, y: int) -> list[str]:
     dx, dy = _digits(x), _digits(y)
     n, carry, out = max(len(dx), len(dy)), 0, []
     for i in range(n):
@@ -117,14 +113,14 @@ def _add_steps(x: int, y: int, style: int) -> list[str]:
         s = sum(terms)
         work = " + ".join(map(str, terms)) + f" = {s}"
         if i == n - 1:  # the last column writes its whole sum
-            out.append(_column(style, i, work, s, 0))
+            out.append(_column(i, work, s, 0))
         else:
             carry = s // 10
-            out.append(_column(style, i, work, s % 10, carry))
+            out.append(_column(i, work, s % 10, carry))
     return out
 
 
-def _sub_steps(x: int, y: int, style: int) -> list[str]:
+def _sub_steps(x: int, y: int) -> list[str]:
     # The borrow is added to the lower digit, so no column ever shows a negative number.
     dx, dy = _digits(x), _digits(y)
     borrow, out = 0, []
@@ -140,11 +136,11 @@ def _sub_steps(x: int, y: int, style: int) -> list[str]:
         else:
             parts.append(f"{top} - {low} needs a borrow, {top + 10} - {low} = {top + 10 - low}")
             write, borrow = top + 10 - low, 1
-        out.append(_column(style, i, ", ".join(parts), write, borrow, "borrow"))
+        out.append(_column(i, ", ".join(parts), write, borrow, "borrow"))
     return out
 
 
-def _mul_steps(x: int, m: int, style: int) -> list[str]:
+def _mul_steps(x: int, m: int) -> list[str]:
     dx, carry, out = _digits(x), 0, []
     for i, d in enumerate(dx):
         p = d * m
@@ -153,24 +149,23 @@ def _mul_steps(x: int, m: int, style: int) -> list[str]:
             work += f", {p} + {carry} = {p + carry}"
             p += carry
         if i == len(dx) - 1:
-            out.append(_column(style, i, work, p, 0))
+            out.append(_column(i, work, p, 0))
         else:
             carry = p // 10
-            out.append(_column(style, i, work, p % 10, carry))
+            out.append(_column(i, work, p % 10, carry))
     return out
 
 
-def _div_steps(n: int, d: int, style: int) -> list[str]:
+def _div_steps(n: int, d: int) -> list[str]:
     rem, out = 0, []
     for i, c in enumerate(str(n)):
         cur = rem * 10 + int(c)
         q, rem = divmod(cur, d)
         fact = f"{cur} ÷ {d} = {q} remainder {rem}."
         if i == 0:
-            out.append([fact, f"Start with {cur}: {fact}", f"First digit: {fact}"][style])
+            out.append(f"Start with {cur}: {fact}")
         else:
-            out.append([f"Bring down {c}: {fact}", f"Bring down {c} to make {cur}. {fact}",
-                        f"The next digit {c} gives {cur}, and {fact}"][style])
+            out.append(f"Bring down {c} to make {cur}. {fact}")
     return out
 
 
@@ -185,15 +180,25 @@ def apply_op(op: str, x: int, y: int) -> int:
     return {"add": x + y, "sub": x - y, "mul": x * y, "div": x // y}[op]
 
 
-def compute_steps(op: str, x: int, y: int, rng: random.Random, styles: int = 3) -> tuple[str, list[str], int]:
-    """(equation, sentences of the fixed algorithm, result) for x op y, in one of `styles` wordings."""
+def _unused_draws(rng: random.Random, *choices: int) -> None:
+    """Consume draws that earlier revisions of the data spent on wordings, so that the held-out questions (drawn
+    from the same stream) stay the same ones from revision to revision."""
+    for n in choices:
+        rng.randrange(n)
+
+
+def compute_steps(op: str, x: int, y: int, rng: random.Random, old_wordings: int = 3) -> tuple[str, list[str], int]:
+    """(equation, sentences of the fixed algorithm, result) for x op y.
+
+    The steps have one wording: where a digit sits in the reply then follows from the numbers alone, so a
+    denoising forward can fill the steps in parallel without guessing how long the words before them are."""
     x, y = canonical(op, x, y)
-    style = rng.randrange(styles)
-    steps = {"add": _add_steps, "sub": _sub_steps, "mul": _mul_steps, "div": _div_steps}[op](x, y, style)
+    _unused_draws(rng, old_wordings)
+    steps = {"add": _add_steps, "sub": _sub_steps, "mul": _mul_steps, "div": _div_steps}[op](x, y)
     r = apply_op(op, x, y)
     eq = f"{x} {SYM[op]} {y}"
-    steps.append(rng.choice(["So {eq} = {r}.", "That gives {eq} = {r}.", "So {eq} = {r}.", "Result: {eq} = {r}."])
-                 .format(eq=eq, r=r))
+    _unused_draws(rng, 4)
+    steps.append(f"So {eq} = {r}.")
     return eq, steps, r
 
 
@@ -360,12 +365,12 @@ ONE_OP: dict[str, list[tuple[str, str, object]]] = {
         ("{a} ÷ {b} = ?", "{a} ÷ {b} = {r}.", None),
     ],
 }
-OP_WHY = {"add": ["The amounts are put together, so I add.", "This is an addition.", ""],
-          "sub": ["Some are taken away, so I subtract.", "This is a subtraction.", ""],
-          "mul": ["These are equal groups, so I multiply.", "This is a multiplication.", ""],
-          "div": ["It is shared equally, so I divide.", "This is a division.", ""]}
-OPENERS = ["We need {eq}.", "The question asks for {eq}.", "Let me work it out: {eq}.", "I need to compute {eq}.",
-           "So the task is {eq}.", "To find it, compute {eq}."]
+# Said after the result, where its length moves no digit of the steps.
+OP_WHY = {"add": ["The amounts are put together, so it is an addition.", "This was an addition.", ""],
+          "sub": ["Some are taken away, so it is a subtraction.", "This was a subtraction.", ""],
+          "mul": ["These are equal groups, so it is a multiplication.", "This was a multiplication.", ""],
+          "div": ["It is shared equally, so it is a division.", "This was a division.", ""]}
+OPENER = "We need {eq}."
 GENERIC_ANSWERS = ["The answer is {r}.", "So the answer is {r}.", "The result is {r}.", "It comes to {r}.",
                    "{r}.", "That makes {r}."]
 
@@ -403,12 +408,14 @@ def _one_op(rng: random.Random, split: str) -> dict:
     eq, steps, r = compute_steps(op, x, y, rng)
     fields = {**ctx, "a": x, "b": y, "g": x, "s": y, "r": r}
     fmt = _Fmt(ctx["item"], ctx["cont"])
-    intro = [rng.choice(OPENERS).format(eq=eq)]
-    if why := rng.choice(OP_WHY[op]):
-        intro.insert(rng.randrange(2), why)
+    _unused_draws(rng, 6)
+    why = rng.choice(OP_WHY[op])
+    if why:
+        _unused_draws(rng, 2)
     answer = fmt.format(story_answer if rng.random() < 0.6 else rng.choice(GENERIC_ANSWERS), **fields)
-    return {"question": fmt.format(question, **fields), "trace": " ".join(intro + steps), "answer_text": answer,
-            "task": "one_op", "answer": str(r), "meta": {"op": op, "operands": pair, "result": r}}
+    trace = " ".join([OPENER.format(eq=eq), *steps] + ([why] if why else []))
+    return {"question": fmt.format(question, **fields), "trace": trace, "answer_text": answer, "task": "one_op",
+            "answer": str(r), "meta": {"op": op, "operands": pair, "result": r}}
 
 
 # -- two-operation word problems -------------------------------------------------------------------------
@@ -464,9 +471,8 @@ TWO_OP: list[tuple[tuple[str, str], str, str, str, str, int | None]] = [
 ]
 TWO_OP_PLAIN = ["What is ({a} {s1} {b}) {s2} {c}?", "Calculate ({a} {s1} {b}) {s2} {c}.",
                 "Work out ({a} {s1} {b}) {s2} {c}.", "({a} {s1} {b}) {s2} {c} = ?"]
-FIRST = ["First, {what}: {eq}.", "Step 1, {what}: {eq}.", "To begin, {what}: {eq}.", "First {eq}."]
-SECOND = ["Then, {what}: {eq}.", "Step 2, {what}: {eq}.", "Next, {what}: {eq}.", "Then {eq}."]
-TWO_INTRO = ["There are two steps.", "This takes two steps.", "Let me work it out in two steps.", ""]
+FIRST, THEN = "First {eq}.", "Then {eq}."
+OUTROS = ["That takes two steps.", "Both steps are done.", "Two steps: {what1}, then {what2}.", ""]  # after the result
 
 
 def _draw_triple(ops: tuple[str, str], rng: random.Random, fixed: int | None) -> tuple[int, int, int]:
@@ -510,18 +516,16 @@ def _two_op(rng: random.Random, split: str) -> dict:
     fmt = _Fmt(ctx["item"], ctx["cont"])
     fields = {**ctx, "a": a, "b": b, "c": c}
     # The two shorter wordings keep two-step replies under ~200 tokens.
-    eq1, steps1, r1 = compute_steps(ops[0], a, b, rng, styles=2)
-    eq2, steps2, r = compute_steps(ops[1], r1, c, rng, styles=2)
+    eq1, steps1, r1 = compute_steps(ops[0], a, b, rng, old_wordings=2)
+    eq2, steps2, r = compute_steps(ops[1], r1, c, rng, old_wordings=2)
     fields["r"] = r
     if plain:
         question = rng.choice(TWO_OP_PLAIN).format(a=a, b=b, c=c, s1=SYM[ops[0]], s2=SYM[ops[1]])
         what1, what2 = "the brackets", "the rest"
         story_answer = rng.choice(GENERIC_ANSWERS)
-    k = rng.randrange(len(FIRST))
-    first = FIRST[k].format(what=fmt.format(what1, **fields), eq=eq1)
-    second = SECOND[k].format(what=fmt.format(what2, **fields), eq=eq2)
-    intro = rng.choice(TWO_INTRO)
-    trace = " ".join(([intro] if intro else []) + [first] + steps1 + [second] + steps2)
+    _unused_draws(rng, 4)
+    outro = fmt.format(rng.choice(OUTROS).format(what1=what1, what2=what2), **fields)
+    trace = " ".join([FIRST.format(eq=eq1), *steps1, THEN.format(eq=eq2), *steps2] + ([outro] if outro else []))
     answer = fmt.format(story_answer if rng.random() < 0.6 else rng.choice(GENERIC_ANSWERS), **fields)
     return {"question": fmt.format(question, **fields), "trace": trace, "answer_text": answer, "task": "two_op",
             "answer": str(r), "meta": {"ops": ops, "operands": (a, b, c), "mid": r1, "result": r}}

@@ -93,7 +93,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 def pick_dtype(device: torch.device, requested: str | torch.dtype | None = None) -> torch.dtype:
     """bf16 on accelerators; float32 on CPU. On a 2-core AVX2 CPU the embedded model decoded four held-out
     problems 2.7x faster in float32 than in bf16: CPUs without native bf16 instructions convert every operand.
-    On a CPU with AVX512-BF16, bf16 was faster (266 vs 205 tokens/s on the model card's evaluation) but lost
+    On a CPU with AVX512-BF16, bf16 was faster (266 vs 205 tokens/s, stage-4 model, model card evaluation) but lost
     accuracy (one-operation problems 71.7% vs 76.7%, two-operation 55.0% vs 61.7%), so float32 stays the
     default there too; `--dtype bfloat16` trades accuracy for that speed."""
     if isinstance(requested, torch.dtype):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 import sys
@@ -143,7 +144,7 @@ def test_arithmetic_traces_are_correct(examples):
                 a, b, c = meta["operands"]
                 mid = apply_op(meta["ops"][0], a, b)
                 assert results == [mid, apply_op(meta["ops"][1], mid, c)]
-            assert trace.rstrip(".").endswith(f"= {meta['result']}")
+            assert re.findall(r"= (\d+)", trace)[-1] == str(meta["result"])  # the last equation gives it
         assert ex["answer"] == str(meta["result"])
         assert check_answer(ex, answer_text), answer_text
         assert 0 <= meta["result"] <= 999
@@ -278,3 +279,23 @@ def test_a_mix_changes_the_task_shares_and_keeps_the_default_data():
 def test_a_bad_mix_is_refused_with_a_message(bad):
     with pytest.raises(ValueError, match="mix"):
         parse_mix(bad)
+
+
+def test_the_steps_are_fixed_by_the_numbers():
+    """Everything up to the result is one wording, so a digit's place in the reply follows from the operands;
+    the wording varies only after the result and in the answer."""
+    from pangu_demo.data import compute_steps
+
+    for op, x, y in [("add", 87, 45), ("sub", 61, 29), ("mul", 52, 8), ("div", 84, 7)]:
+        variants = {" ".join(compute_steps(op, x, y, random.Random(seed))[1]) for seed in range(20)}
+        assert len(variants) == 1, variants
+    tails = set()
+    for ex in TRAIN:
+        trace, _ = _last_reply(ex)
+        if ex["task"] == "one_op" and trace:
+            m = ex["meta"]
+            eq, steps, _ = compute_steps(m["op"], *m["operands"], random.Random(0))
+            head = " ".join([f"We need {eq}.", *steps])
+            assert trace.startswith(head), (trace, head)
+            tails.add(trace[len(head):])
+    assert len(tails) >= 5  # the words after the result still vary
