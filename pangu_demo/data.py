@@ -180,24 +180,28 @@ def apply_op(op: str, x: int, y: int) -> int:
     return {"add": x + y, "sub": x - y, "mul": x * y, "div": x // y}[op]
 
 
-def _unused_draws(rng: random.Random, *choices: int) -> None:
-    """Consume draws that earlier revisions of the data spent on wordings, so that the held-out questions (drawn
-    from the same stream) stay the same ones from revision to revision."""
-    for n in choices:
-        rng.randrange(n)
+# Wordings the data once drew from and no longer use, with how many there were. Their draws are still made
+# (and thrown away), so that the held-out questions, drawn from the same stream, stay the same ones.
+OLD_WORDINGS = {"openers": 6, "why_places": 2, "results": 4, "two_step_phrasings": 4}
 
 
-def compute_steps(op: str, x: int, y: int, rng: random.Random, old_wordings: int = 3) -> tuple[str, list[str], int]:
-    """(equation, sentences of the fixed algorithm, result) for x op y.
+def _unused_draw(rng: random.Random, n: int) -> None:
+    rng.randrange(n)
+
+
+def compute_steps(op: str, x: int, y: int, rng: random.Random,
+                  old_step_wordings: int = 3) -> tuple[str, list[str], int]:
+    """(equation, sentences of the fixed algorithm, result) for x op y. `old_step_wordings`: how many wordings
+    of the steps this call once drew from (see OLD_WORDINGS).
 
     The steps have one wording: where a digit sits in the reply then follows from the numbers alone, so a
     denoising forward can fill the steps in parallel without guessing how long the words before them are."""
     x, y = canonical(op, x, y)
-    _unused_draws(rng, old_wordings)
+    _unused_draw(rng, old_step_wordings)
     steps = {"add": _add_steps, "sub": _sub_steps, "mul": _mul_steps, "div": _div_steps}[op](x, y)
     r = apply_op(op, x, y)
     eq = f"{x} {SYM[op]} {y}"
-    _unused_draws(rng, 4)
+    _unused_draw(rng, OLD_WORDINGS["results"])
     steps.append(f"So {eq} = {r}.")
     return eq, steps, r
 
@@ -408,10 +412,10 @@ def _one_op(rng: random.Random, split: str) -> dict:
     eq, steps, r = compute_steps(op, x, y, rng)
     fields = {**ctx, "a": x, "b": y, "g": x, "s": y, "r": r}
     fmt = _Fmt(ctx["item"], ctx["cont"])
-    _unused_draws(rng, 6)
+    _unused_draw(rng, OLD_WORDINGS["openers"])
     why = rng.choice(OP_WHY[op])
     if why:
-        _unused_draws(rng, 2)
+        _unused_draw(rng, OLD_WORDINGS["why_places"])
     answer = fmt.format(story_answer if rng.random() < 0.6 else rng.choice(GENERIC_ANSWERS), **fields)
     trace = " ".join([OPENER.format(eq=eq), *steps] + ([why] if why else []))
     return {"question": fmt.format(question, **fields), "trace": trace, "answer_text": answer, "task": "one_op",
@@ -515,15 +519,14 @@ def _two_op(rng: random.Random, split: str) -> dict:
     ctx = _context(rng)
     fmt = _Fmt(ctx["item"], ctx["cont"])
     fields = {**ctx, "a": a, "b": b, "c": c}
-    # The two shorter wordings keep two-step replies under ~200 tokens.
-    eq1, steps1, r1 = compute_steps(ops[0], a, b, rng, old_wordings=2)
-    eq2, steps2, r = compute_steps(ops[1], r1, c, rng, old_wordings=2)
+    eq1, steps1, r1 = compute_steps(ops[0], a, b, rng, old_step_wordings=2)
+    eq2, steps2, r = compute_steps(ops[1], r1, c, rng, old_step_wordings=2)
     fields["r"] = r
     if plain:
         question = rng.choice(TWO_OP_PLAIN).format(a=a, b=b, c=c, s1=SYM[ops[0]], s2=SYM[ops[1]])
         what1, what2 = "the brackets", "the rest"
         story_answer = rng.choice(GENERIC_ANSWERS)
-    _unused_draws(rng, 4)
+    _unused_draw(rng, OLD_WORDINGS["two_step_phrasings"])
     outro = fmt.format(rng.choice(OUTROS).format(what1=what1, what2=what2), **fields)
     trace = " ".join([FIRST.format(eq=eq1), *steps1, THEN.format(eq=eq2), *steps2] + ([outro] if outro else []))
     answer = fmt.format(story_answer if rng.random() < 0.6 else rng.choice(GENERIC_ANSWERS), **fields)

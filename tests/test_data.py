@@ -284,7 +284,7 @@ def test_a_bad_mix_is_refused_with_a_message(bad):
 def test_the_steps_are_fixed_by_the_numbers():
     """Everything up to the result is one wording, so a digit's place in the reply follows from the operands;
     the wording varies only after the result and in the answer."""
-    from pangu_demo.data import compute_steps
+    from pangu_demo.data import OPENER, compute_steps
 
     for op, x, y in [("add", 87, 45), ("sub", 61, 29), ("mul", 52, 8), ("div", 84, 7)]:
         variants = {" ".join(compute_steps(op, x, y, random.Random(seed))[1]) for seed in range(20)}
@@ -295,7 +295,7 @@ def test_the_steps_are_fixed_by_the_numbers():
         if ex["task"] == "one_op" and trace:
             m = ex["meta"]
             eq, steps, _ = compute_steps(m["op"], *m["operands"], random.Random(0))
-            head = " ".join([f"We need {eq}.", *steps])
+            head = " ".join([OPENER.format(eq=eq), *steps])
             assert trace.startswith(head), (trace, head)
             tails.add(trace[len(head):])
     assert len(tails) >= 5  # the words after the result still vary
