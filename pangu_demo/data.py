@@ -568,6 +568,7 @@ def _counting(rng: random.Random, split: str) -> dict:
         head = rng.choice(["Spell it out: ", "Letter by letter: ", "Go through the letters: "])
         trace = head + ", ".join(marks) + f". The letter {letter} appears {count_of(n, 'time')}."
         story = f"The letter {letter} appears {count_of(n, 'time')} in '{word}'."
+        meta = {"letter": letter, "word": word}
     else:
         cat, members = rng.choice(list(CATEGORIES.items()))
         if kind == 1:  # one word repeated in a list
@@ -578,6 +579,7 @@ def _counting(rng: random.Random, split: str) -> dict:
                                    "Count how often {t} occurs: {s}.", "In the list {s}, how many times is {t}?"]
                                   ).format(t=target, s=", ".join(seq))
             hits = [x == target for x in seq]
+            meta = {"not_named": sorted(set(members) - {target})}
         else:  # members of a category among other words
             others = [w for c, ws in CATEGORIES.items() if c != cat for w in ws]
             seq = rng.sample(members, rng.randint(1, 4)) + rng.sample(others, rng.randint(1, 4))
@@ -585,6 +587,7 @@ def _counting(rng: random.Random, split: str) -> dict:
             question = rng.choice(["How many {c} are in this list: {s}?", "Count the {c} in: {s}.",
                                    "In the list {s}, how many are {c}?"]).format(c=cat, s=", ".join(seq))
             hits = [x in members for x in seq]
+            meta = {"not_named": sorted({name for c in CATEGORIES if c != cat for name in (c, c[:-1])})}
         n, marks = 0, []
         for word, hit in zip(seq, hits, strict=True):
             n += hit
@@ -599,7 +602,7 @@ def _counting(rng: random.Random, split: str) -> dict:
         trace = head + ", ".join(marks) + f". So {result}."
     answer = story if rng.random() < 0.6 else rng.choice(COUNT_ANSWERS).format(r=n)
     return {"question": question, "trace": trace, "answer_text": answer, "task": "counting", "answer": str(n),
-            "meta": {}}
+            "meta": meta}
 
 
 def compare_steps(x: int, y: int) -> list[str]:
@@ -913,6 +916,16 @@ def _mentions(text: str, word: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text) is not None
 
 
+def _counts_the_asked_thing(meta: dict, answer_text: str) -> bool:
+    """A counting answer that names what it counted must name what was asked: 'The letter e appears
+    0 times in 'pepper'' is wrong for the letter m in 'yellow', whatever the number."""
+    if "letter" in meta:
+        letters = re.findall(r"\bletter '?(\w)\b", answer_text)
+        quoted = re.findall(r"'([^']+)'", answer_text)
+        return all(x == meta["letter"] for x in letters) and all(w == meta["word"] for w in quoted)
+    return not any(_mentions(answer_text.lower(), name) for name in meta.get("not_named", ()))
+
+
 def check_answer(example: dict, answer_text: str) -> bool:
     """Does the answer part of a reply (the text after the trace) state the expected answer?"""
     if THINK_END in answer_text:
@@ -926,5 +939,7 @@ def check_answer(example: dict, answer_text: str) -> bool:
     if task == "comparing":
         other = example["meta"]["other"]
         return _mentions(answer_text, expected) and not _mentions(answer_text, other)
+    if task == "counting" and not _counts_the_asked_thing(example["meta"], answer_text):
+        return False
     numbers = _INT.findall(answer_text)
     return bool(numbers) and numbers[-1] == expected

@@ -234,6 +234,21 @@ def test_check_answer_accepts_right_and_rejects_wrong():
         check_answer(make_example("eval", 0, task="text"), "anything")
 
 
+def test_a_counting_answer_about_something_else_is_wrong():
+    counts = [ex for ex in EVAL if ex["task"] == "counting"]
+    letter = next(ex for ex in counts if "letter" in ex["meta"])
+    n, asked, word = letter["answer"], letter["meta"]["letter"], letter["meta"]["word"]
+    other = "z" if asked != "z" else "q"
+    assert check_answer(letter, f"The letter {asked} appears {n} times in '{word}'.")
+    assert check_answer(letter, f"I count {n}.")
+    assert not check_answer(letter, f"The letter {other} appears {n} times in '{word}'.")
+    assert not check_answer(letter, f"The letter {asked} appears {n} times in 'not{word}'.")
+    listed = [ex for ex in counts if ex["meta"].get("not_named")]
+    assert listed, "no list-counting question in the evaluation sample"
+    for ex in listed:
+        assert not check_answer(ex, f"{ex['meta']['not_named'][0].capitalize()} appears {ex['answer']} times.")
+
+
 def test_text_chats_use_held_out_works_for_eval():
     train_works = {ex["meta"]["work"] for ex in TRAIN if ex["task"] == "text"}
     eval_works = {ex["meta"]["work"] for ex in eval_set(40, task="text")}

@@ -113,3 +113,13 @@ def test_impossible_seeds_are_refused_in_words(seed, message) -> None:
 
 def test_the_largest_seed_is_accepted() -> None:
     assert ui.make_config(*DEFAULTS[:8], 2**63 - 1).seed == 2**63 - 1
+
+
+def test_the_threshold_slider_spans_what_the_engine_accepts(app: ui.DemoApp) -> None:
+    slider = app.threshold
+    assert (slider.minimum, slider.maximum) == (0.0, 1.0)
+    for end in (slider.minimum, slider.maximum):  # both ends run as shown, not clamped elsewhere
+        assert ui.make_config(DEFAULTS[0], DEFAULTS[1], end, *DEFAULTS[3:]).threshold == end
+    for outside in (slider.minimum - 0.01, slider.maximum + 0.01):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            ui.make_config(DEFAULTS[0], DEFAULTS[1], outside, *DEFAULTS[3:])
