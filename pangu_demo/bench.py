@@ -6,7 +6,7 @@ hits all settings alike; the table shows medians over the repeats. Speed-up over
 tokens per second (prompt tokens are never counted), so a setting that writes a shorter reply gets no credit
 for it.
 
-    python -m pangu_demo.bench [--model PATH] [--n-prompts 20] [--repeats 3] [--threads 1] [--quick]
+    python -m pangu_demo.bench [--model PATH] [--n-prompts 10] [--repeats 3] [--threads 1] [--quick]
     python -m pangu_demo bench ...
 
 Writes DIR/bench.json, DIR/bench.html (plotly) and DIR/bench.png when kaleido can export (DIR = --out).
@@ -328,7 +328,7 @@ def fused_verdict(report: dict) -> str | None:
 
 
 # -- the run ----------------------------------------------------------------------------------------------
-def run_bench(model: torch.nn.Module, tok: PanguTokenizer, *, n_prompts: int = 20, repeats: int = 3,
+def run_bench(model: torch.nn.Module, tok: PanguTokenizer, *, n_prompts: int = 10, repeats: int = 3,
               max_new_tokens: int = 256, block_length: int = 32, batch_sizes: tuple[int, ...] = (1, 4, 8),
               ratio_trials: int = 30, progress: bool = True, model_name: str = "",
               only: list[str] | None = None) -> dict:
@@ -508,7 +508,7 @@ def write_outputs(report: dict, out: Path) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .cli import add_model_arguments
 
-    p.add_argument("--n-prompts", type=int, default=16, help="held-out questions to decode")
+    p.add_argument("--n-prompts", type=int, default=10, help="held-out questions to decode")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (medians are reported)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="the same for every setting")
     p.add_argument("--block-length", type=int, default=engine.DecodeConfig().block_length)
