@@ -40,6 +40,7 @@ FUSED = "ct0.9/1+fused"
 THRESHOLDS = (0.7, 0.8, 0.9, 0.95)
 SMALL_BLOCKS = (1, 4, 8)
 DEBIAN_CHROMIUM = Path("/usr/bin/chromium")  # what kaleido drives for the PNG when BROWSER_PATH is unset
+N_PROMPTS = 10  # the default prompt set: the whole default run ends within 10 minutes on a 2-core CPU
 QUICK = {"n_prompts": 2, "repeats": 1, "max_new_tokens": 64, "ratio_trials": 5, "batch_sizes": (1, 4)}
 RATIO_NOTE = (
     "Wall-clock speed-up ≈ tokens per forward ÷ (cost of one block-sized forward / cost of a one-token forward "
@@ -328,7 +329,7 @@ def fused_verdict(report: dict) -> str | None:
 
 
 # -- the run ----------------------------------------------------------------------------------------------
-def run_bench(model: torch.nn.Module, tok: PanguTokenizer, *, n_prompts: int = 10, repeats: int = 3,
+def run_bench(model: torch.nn.Module, tok: PanguTokenizer, *, n_prompts: int = N_PROMPTS, repeats: int = 3,
               max_new_tokens: int = 256, block_length: int = 32, batch_sizes: tuple[int, ...] = (1, 4, 8),
               ratio_trials: int = 30, progress: bool = True, model_name: str = "",
               only: list[str] | None = None) -> dict:
@@ -508,7 +509,7 @@ def write_outputs(report: dict, out: Path) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .cli import add_model_arguments
 
-    p.add_argument("--n-prompts", type=int, default=10, help="held-out questions to decode")
+    p.add_argument("--n-prompts", type=int, default=N_PROMPTS, help="held-out questions to decode")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (medians are reported)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="the same for every setting")
     p.add_argument("--block-length", type=int, default=engine.DecodeConfig().block_length)
