@@ -31,13 +31,15 @@ SETTINGS: dict[str, dict] = {  # name -> DecodeConfig fields
     "diffusion@0.7": {"mode": "diffusion", "algorithm": "confidence_threshold", "threshold": 0.7},
     "diffusion@0.95": {"mode": "diffusion", "algorithm": "confidence_threshold", "threshold": 0.95},
     "fused@0.9": {"mode": "diffusion", "algorithm": "confidence_threshold", "threshold": 0.9, "fused_commit": True},
+    "elastic@0.9": {"mode": "diffusion", "algorithm": "elastic", "threshold": 0.9},
     "ar": {"mode": "ar"},
 }
 HEADLINE = "diffusion@0.9"
 LABELS = {"diffusion@0.9": "block diffusion, threshold 0.9", "diffusion@0.7": "block diffusion, threshold 0.7",
-          "diffusion@0.95": "block diffusion, threshold 0.95", "fused@0.9": "fused commit, threshold 0.9",
-          "ar": "AR"}
-DEFAULT_SETTINGS = ["diffusion@0.9", "diffusion@0.7", "diffusion@0.95", "ar"]  # fused@0.9 (ours) on request
+          "diffusion@0.95": "block diffusion, threshold 0.95", "fused@0.9": "fused commit (ours), threshold 0.9",
+          "elastic@0.9": "elastic horizon (ours), threshold 0.9", "ar": "AR"}
+# fused@0.9 (ours) on request. elastic@0.9 (ours) runs by default: it shows what the commit order alone does.
+DEFAULT_SETTINGS = ["diffusion@0.9", "diffusion@0.7", "diffusion@0.95", "elastic@0.9", "ar"]
 OPEN_PROMPTS = ["Continue this passage: Shall I compare thee to a summer's day?", "Recite a speech about love.",
                 "Tell me a story."]
 SPEED_NOTE = ("Note: tokens/s are wall-clock figures on this machine; they mean little while another job "
@@ -49,7 +51,7 @@ QUICK = {"n": 5, "max_new_tokens": 64, "open_prompts": 1}
 @dataclass(frozen=True)
 class Score:
     correct: bool  # the answer part states the expected answer
-    well_formed: bool  # [unused16]trace[unused17]answer, a non-empty answer, stopped on the stop token
+    well_formed: bool  # [unused16]trace[unused17]answer: the answer a whole sentence, then the stop token
     empty_trace: bool  # [unused16][unused17]answer: what a no-think prompt should give
 
 
@@ -59,8 +61,11 @@ def score_reply(example: dict, text: str, stop_reason: str) -> Score:
     # Only the text after the trace counts as the answer: a trace that never closes answers nothing,
     # even if it mentions the number.
     answer = chat.split_reply(text).answer
+    # Every answer in the data ends a sentence: one that stops short ("There are 128 animals on") was cut
+    # off by an early stop token, right number or not.
+    complete = parts is not None and parts[1].strip().endswith((".", "!", "?"))
     return Score(correct=data.check_answer(example, answer),
-                 well_formed=parts is not None and bool(parts[1].strip()) and stop_reason == "stop_token",
+                 well_formed=complete and stop_reason == "stop_token",
                  empty_trace=parts is not None and not parts[0].strip())
 
 
@@ -115,18 +120,22 @@ def summarize_setting(records: list[Record], wall_seconds: float) -> dict:
 @dataclass(frozen=True)
 class Bar:
     name: str
+    short: str  # for the one-line summary of a setting
     target: float
     unit: str  # "%" for rates, else printed as a number with this unit
     measure: Callable[[dict], float]  # a setting's summary -> the measured value
 
 
 BARS = [
-    Bar("one-operation word problems: final-answer accuracy", 0.95, "%", lambda s: s["think"]["one_op"]["accuracy"]),
-    Bar("two-operation word problems: final-answer accuracy", 0.60, "%", lambda s: s["think"]["two_op"]["accuracy"]),
-    Bar("replies with a well-formed trace", 0.98, "%", lambda s: s["think"]["all"]["well_formed"]),
-    Bar("no-think prompts give an empty trace", 0.98, "%", lambda s: s["no_think"]["all"]["empty_trace"]),
-    Bar("tokens per forward over the whole evaluation", 3.0, "", lambda s: s["overall"]["tpf"]),
-    Bar("decoding speed (generated tokens/s)", 200.0, "tok/s", lambda s: s["overall"]["tokens_per_s_wall"]),
+    Bar("one-operation word problems: final-answer accuracy", "one-op", 0.95, "%",
+        lambda s: s["think"]["one_op"]["accuracy"]),
+    Bar("two-operation word problems: final-answer accuracy", "two-op", 0.60, "%",
+        lambda s: s["think"]["two_op"]["accuracy"]),
+    Bar("replies with a well-formed trace", "well-formed", 0.98, "%", lambda s: s["think"]["all"]["well_formed"]),
+    Bar("no-think prompts give an empty trace", "empty trace", 0.98, "%",
+        lambda s: s["no_think"]["all"]["empty_trace"]),
+    Bar("tokens per forward over the whole evaluation", "TPF", 3.0, "", lambda s: s["overall"]["tpf"]),
+    Bar("decoding speed (generated tokens/s)", "speed", 200.0, "tok/s", lambda s: s["overall"]["tokens_per_s_wall"]),
 ]
 
 
@@ -138,7 +147,7 @@ def check_bars(summary: dict) -> list[dict]:
             value: float | None = float(bar.measure(summary))
         except KeyError:  # a task with no examples (tiny n)
             value = None
-        out.append({"bar": bar.name, "target": bar.target, "unit": bar.unit, "measured": value,
+        out.append({"bar": bar.name, "short": bar.short, "target": bar.target, "unit": bar.unit, "measured": value,
                     "pass": value is not None and value >= bar.target})
     return out
 
@@ -200,7 +209,9 @@ def evaluate(model: torch.nn.Module, tok: PanguTokenizer, *, n: int = 200, max_n
             if name == HEADLINE and (ex["task"], think) not in sample_texts:
                 sample_texts[(ex["task"], think)] = (ex, result)
         summary = summarize_setting(records, time.perf_counter() - start)
-        report["settings"][name] = {"label": LABELS[name], "config": asdict(config), **summary}
+        # Every setting against the same bars, so that the headline's figures have a comparison.
+        report["settings"][name] = {"label": LABELS[name], "config": asdict(config), **summary,
+                                    "bars": check_bars(summary)}
     if HEADLINE in report["settings"]:
         report["bars"] = check_bars(report["settings"][HEADLINE])
         head_config = decode_config(HEADLINE, max_new_tokens, block_length)
@@ -248,6 +259,12 @@ def bar_lines(report: dict) -> list[str]:
     for b in report.get("bars", []):
         lines.append(f"  {'PASS' if b['pass'] else 'FAIL'}  {b['bar']}: {fmt(b['measured'], b['unit'])} "
                      f"(target ≥ {fmt(b['target'], b['unit'])})")
+    others = [(name, s) for name, s in report["settings"].items() if name != HEADLINE and "bars" in s]
+    if others:
+        lines.append("The same measures for the other settings (the bars are set for the one above):")
+    for _, s in others:
+        lines.append(f"  {s['label']}: " + ", ".join(f"{b['short']} {fmt(b['measured'], b['unit'])}"
+                                                      for b in s["bars"]))
     return lines
 
 
@@ -269,10 +286,16 @@ def render_markdown(report: dict) -> str:
            "included) / forward passes. Model: " + (report["model"] or "?") + ".", "",
            f"> {SPEED_NOTE}", ""]
     if report.get("bars"):
-        out += [f"### Bars ({LABELS[HEADLINE]}, 1 small block)", "", "| bar | target | measured | |",
-                "|---|---|---|---|"]
-        out += [f"| {b['bar']} | ≥ {fmt(b['target'], b['unit'])} | {fmt(b['measured'], b['unit'])} | "
-                f"{'PASS' if b['pass'] else 'FAIL'} |" for b in report["bars"]]
+        others = [s for name, s in report["settings"].items() if name != HEADLINE and "bars" in s]
+        out += [f"### Bars ({LABELS[HEADLINE]}, 1 small block)", "",
+                "The bars are set for the headline setting; the other settings' columns are the same measures, "
+                "for comparison.", "",
+                "| bar | target | measured | | " + " | ".join(s["label"] for s in others) + " |",
+                "|---|---|---|---|" + "---|" * len(others)]
+        for i, b in enumerate(report["bars"]):
+            cells = [fmt(s["bars"][i]["measured"], b["unit"]) for s in others]
+            out.append(f"| {b['bar']} | ≥ {fmt(b['target'], b['unit'])} | {fmt(b['measured'], b['unit'])} | "
+                       f"{'PASS' if b['pass'] else 'FAIL'} | " + " | ".join(cells) + " |")
         out.append("")
     out += ["### Per setting and task", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     out += ["| " + " | ".join(r) + " |" for r in table_rows(report)]

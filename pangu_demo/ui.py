@@ -39,6 +39,8 @@ PRESETS = {  # from the openPangu-R-7B-Diffusion model card
     "Throughput": {"algorithm": "confidence_threshold", "threshold": 0.9, "num_small_blocks": 1},
     "Benchmark": {"algorithm": "entropy", "num_small_blocks": 8},
     "Coding": {"algorithm": "entropy", "num_small_blocks": 32, "top_p": 0.8, "temperature": 1.0},
+    # Ours, not the model card's: the commit order alone, at the Throughput preset's threshold.
+    "Elastic (ours)": {"algorithm": "elastic", "threshold": 0.9, "num_small_blocks": 1},
 }
 # (button label, prompt). Labels stay under 60 characters, where Gradio cuts them; the word problems are ones
 # the embedded model answers right by block diffusion at the default settings.
@@ -392,9 +394,11 @@ class DemoApp:
     def _settings_panel(self) -> None:
         with gr.Accordion("Decoding settings", open=False, elem_id="pg-settings"):
             self.preset = gr.Radio(list(PRESETS) + ["Custom"], value="Throughput",
-                                   label="Preset (from the model card)",
+                                   label="Preset (the model card's three, and one of ours)",
                                    info="Throughput: confidence_threshold 0.9, 1 small block · Benchmark: entropy, "
-                                        "8 small blocks · Coding: entropy, 32 small blocks, top_p 0.8, T 1.")
+                                        "8 small blocks · Coding: entropy, 32 small blocks, top_p 0.8, T 1 · "
+                                        "Elastic (ours): always the leftmost mask, then the run after it above "
+                                        "0.9, 1 small block.")
             with gr.Row():
                 self.mode = gr.Radio([("Block diffusion", "diffusion"), ("Autoregressive (AR)", "ar")],
                                      value="diffusion", label="Mode",

@@ -39,6 +39,9 @@ def test_broken_replies(examples: list[dict]) -> None:
     assert score_reply(ex, data.reply(trace, ""), "stop_token") == Score(False, False, False)  # no answer
     assert score_reply(ex, f"The answer is {right}.", "stop_token") == Score(True, False, False)  # no trace
     assert score_reply(ex, data.reply(trace, f"So {right}.") + THINK_END, "stop_token").well_formed is False
+    # Cut short by an early stop token: the number is there, the sentence is not finished.
+    cut_short = data.reply(trace, f"There are {right} of them on")
+    assert score_reply(ex, cut_short, "stop_token") == Score(True, False, False)
     # What a no-think prompt should give, and a trace that does not start the reply.
     assert score_reply(ex, data.reply("", f"It is {right}."), "stop_token") == Score(True, True, True)
     assert score_reply(ex, "Hmm " + data.reply("", f"It is {right}."), "stop_token") == Score(True, False, False)
@@ -115,6 +118,13 @@ def test_quick_run_on_the_tiny_checkpoint(tiny_checkpoint: Path, tiny_model: Loa
 
     for b in report["bars"]:
         assert f"{'PASS' if b['pass'] else 'FAIL'}  {b['bar']}" in printed
+    # Every setting is measured against the same bars; the text names the others' figures.
+    assert report["settings"][evaluate.HEADLINE]["bars"] == report["bars"]
+    for name, s in report["settings"].items():
+        tpf = next(b for b in s["bars"] if b["short"] == "TPF")
+        assert tpf["measured"] == pytest.approx(s["overall"]["tpf"])
+        if name != evaluate.HEADLINE:
+            assert f"  {s['label']}: one-op " in printed
     assert evaluate.SPEED_NOTE in printed
     text = md.read_text()
     assert text.startswith("## Evaluation") and "| bar | target | measured |" in text

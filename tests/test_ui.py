@@ -123,3 +123,14 @@ def test_the_threshold_slider_spans_what_the_engine_accepts(app: ui.DemoApp) -> 
     for outside in (slider.minimum - 0.01, slider.maximum + 0.01):
         with pytest.raises(ValueError, match="between 0 and 1"):
             ui.make_config(DEFAULTS[0], DEFAULTS[1], outside, *DEFAULTS[3:])
+
+
+def test_every_preset_sets_controls_the_engine_accepts() -> None:
+    for name, preset in ui.PRESETS.items():
+        mode, algorithm, threshold, small_blocks, temperature, top_p = ui.apply_preset(name)
+        # A preset without a threshold leaves the slider as it is (a skip update): keep the default.
+        threshold = threshold if isinstance(threshold, float) else DEFAULTS[2]
+        cfg = ui.make_config(mode, algorithm, threshold, small_blocks, temperature, top_p, *DEFAULTS[6:])
+        assert (cfg.algorithm, cfg.num_small_blocks) == (preset["algorithm"], preset["num_small_blocks"])
+        assert cfg.threshold == preset.get("threshold", DEFAULTS[2])
+    assert ui.apply_preset("Custom") == (gr.skip(),) * 6  # Custom leaves every control as it is
