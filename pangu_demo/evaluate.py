@@ -51,8 +51,9 @@ QUICK = {"n": 5, "max_new_tokens": 64, "open_prompts": 1}
 @dataclass(frozen=True)
 class Score:
     correct: bool  # the answer part states the expected answer
-    well_formed: bool  # [unused16]trace[unused17]answer: the answer a whole sentence, then the stop token
+    well_formed: bool  # [unused16]trace[unused17]answer, a non-empty answer, stopped on the stop token
     empty_trace: bool  # [unused16][unused17]answer: what a no-think prompt should give
+    whole_answer: bool  # well formed, and the answer ends its sentence as every answer in the data does
 
 
 def score_reply(example: dict, text: str, stop_reason: str) -> Score:
@@ -61,12 +62,12 @@ def score_reply(example: dict, text: str, stop_reason: str) -> Score:
     # Only the text after the trace counts as the answer: a trace that never closes answers nothing,
     # even if it mentions the number.
     answer = chat.split_reply(text).answer
-    # Every answer in the data ends a sentence: one that stops short ("There are 128 animals on") was cut
-    # off by an early stop token, right number or not.
-    complete = parts is not None and parts[1].strip().endswith((".", "!", "?"))
-    return Score(correct=data.check_answer(example, answer),
-                 well_formed=complete and stop_reason == "stop_token",
-                 empty_trace=parts is not None and not parts[0].strip())
+    well_formed = parts is not None and bool(parts[1].strip()) and stop_reason == "stop_token"
+    # A stop token committed in parallel can end the answer early ("There are 128 animals on", or only the
+    # full stop missing): well formed as the bar defines it, but not a whole answer.
+    return Score(correct=data.check_answer(example, answer), well_formed=well_formed,
+                 empty_trace=parts is not None and not parts[0].strip(),
+                 whole_answer=well_formed and parts[1].strip().endswith((".", "!", "?")))
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def summarize(records: list[Record]) -> dict:
         "n": n,
         "accuracy": sum(r.score.correct for r in records) / n,
         "well_formed": sum(r.score.well_formed for r in records) / n,
+        "whole_answer": sum(r.score.whole_answer for r in records) / n,
         "empty_trace": sum(r.score.empty_trace for r in records) / n,
         "tpf": tokens / nfe if nfe else 0.0,
         "mean_nfe": nfe / n,
@@ -236,7 +238,8 @@ def _sample(task: str, think: bool, question: str, result: engine.Result, exampl
 
 
 # -- output -------------------------------------------------------------------------------------------
-COLUMNS = ("setting", "prompts", "task", "n", "accuracy", "well-formed", "empty trace", "TPF", "mean NFE", "tok/s")
+COLUMNS = ("setting", "prompts", "task", "n", "accuracy", "well-formed", "whole answer", "empty trace", "TPF",
+           "mean NFE", "tok/s")
 
 
 def table_rows(report: dict) -> list[list[str]]:
@@ -249,7 +252,8 @@ def table_rows(report: dict) -> list[list[str]]:
                 continue
             speed = m["tokens_per_s_wall"] if "tokens_per_s_wall" in m else m["tokens_per_s"]
             rows.append([s["label"], prompts, task, str(m["n"]), fmt(m["accuracy"], "%"),
-                         fmt(m["well_formed"], "%"), fmt(m["empty_trace"] if prompts != "think" else None, "%"),
+                         fmt(m["well_formed"], "%"), fmt(m["whole_answer"], "%"),
+                         fmt(m["empty_trace"] if prompts != "think" else None, "%"),
                          f"{m['tpf']:.2f}", f"{m['mean_nfe']:.1f}", f"{speed:.0f}"])
     return rows
 

@@ -23,9 +23,11 @@ def examples() -> list[dict]:
 def test_reference_replies_score_as_correct_and_well_formed(examples: list[dict]) -> None:
     for ex in examples:
         gold = ex["messages"][-1]["content"]  # what the model should say
-        assert score_reply(ex, gold, "stop_token") == Score(correct=True, well_formed=True, empty_trace=False)
+        assert score_reply(ex, gold, "stop_token") == Score(correct=True, well_formed=True, empty_trace=False,
+                                                            whole_answer=True)
         # Cut off by max_new_tokens: the answer may be right, the reply is not well formed.
-        assert score_reply(ex, gold, "length") == Score(correct=True, well_formed=False, empty_trace=False)
+        assert score_reply(ex, gold, "length") == Score(correct=True, well_formed=False, empty_trace=False,
+                                                        whole_answer=False)
 
 
 def test_broken_replies(examples: list[dict]) -> None:
@@ -34,17 +36,19 @@ def test_broken_replies(examples: list[dict]) -> None:
     trace = f"I work it out: the result is {right}."
     # The trace never closes: nothing after it counts as the answer, though the trace names it.
     unclosed = f"{THINK_START}{trace} The answer is {right}."
-    assert score_reply(ex, unclosed, "stop_token") == Score(False, False, False)
-    assert score_reply(ex, data.reply(trace, f"The answer is {wrong}."), "stop_token") == Score(False, True, False)
-    assert score_reply(ex, data.reply(trace, ""), "stop_token") == Score(False, False, False)  # no answer
-    assert score_reply(ex, f"The answer is {right}.", "stop_token") == Score(True, False, False)  # no trace
+    assert score_reply(ex, unclosed, "stop_token") == Score(False, False, False, False)
+    wrong_answer = data.reply(trace, f"The answer is {wrong}.")
+    assert score_reply(ex, wrong_answer, "stop_token") == Score(False, True, False, True)
+    assert score_reply(ex, data.reply(trace, ""), "stop_token") == Score(False, False, False, False)  # no answer
+    assert score_reply(ex, f"The answer is {right}.", "stop_token") == Score(True, False, False, False)  # no trace
     assert score_reply(ex, data.reply(trace, f"So {right}.") + THINK_END, "stop_token").well_formed is False
     # Cut short by an early stop token: the number is there, the sentence is not finished.
     cut_short = data.reply(trace, f"There are {right} of them on")
-    assert score_reply(ex, cut_short, "stop_token") == Score(True, False, False)
+    assert score_reply(ex, cut_short, "stop_token") == Score(True, True, False, whole_answer=False)
     # What a no-think prompt should give, and a trace that does not start the reply.
-    assert score_reply(ex, data.reply("", f"It is {right}."), "stop_token") == Score(True, True, True)
-    assert score_reply(ex, "Hmm " + data.reply("", f"It is {right}."), "stop_token") == Score(True, False, False)
+    assert score_reply(ex, data.reply("", f"It is {right}."), "stop_token") == Score(True, True, True, True)
+    assert score_reply(ex, "Hmm " + data.reply("", f"It is {right}."), "stop_token") == Score(True, False, False,
+                                                                                               False)
 
 
 def test_comparing_and_ordering_answers(examples: list[dict]) -> None:
@@ -59,7 +63,7 @@ def test_comparing_and_ordering_answers(examples: list[dict]) -> None:
 
 
 def record(task: str, correct: bool, tokens: int, nfe: int, seconds: float, think: bool = True) -> Record:
-    return Record(task, think, Score(correct, correct, not think), tokens, nfe, seconds)
+    return Record(task, think, Score(correct, correct, not think, correct), tokens, nfe, seconds)
 
 
 def test_summarize_pools_tokens_and_forwards() -> None:
