@@ -215,7 +215,7 @@ def evaluate(model: torch.nn.Module, tok: PanguTokenizer, *, n: int = 200, max_n
         report["settings"][name] = {"label": LABELS[name], "config": asdict(config), **summary,
                                     "bars": check_bars(summary)}
     if HEADLINE in report["settings"]:
-        report["bars"] = check_bars(report["settings"][HEADLINE])
+        report["bars"] = report["settings"][HEADLINE]["bars"]
         head_config = decode_config(HEADLINE, max_new_tokens, block_length)
         for (task, think), (ex, result) in sample_texts.items():
             report["samples"].append(_sample(task, think, question(ex), result, ex))
@@ -258,15 +258,20 @@ def table_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def other_settings(report: dict) -> list[dict]:
+    """The settings beside the headline, each with its own figures against the same bars."""
+    return [s for name, s in report["settings"].items() if name != HEADLINE]
+
+
 def bar_lines(report: dict) -> list[str]:
     lines = [f"Bars ({LABELS[HEADLINE]}, 1 small block, temperature 0):"]
     for b in report.get("bars", []):
         lines.append(f"  {'PASS' if b['pass'] else 'FAIL'}  {b['bar']}: {fmt(b['measured'], b['unit'])} "
                      f"(target ≥ {fmt(b['target'], b['unit'])})")
-    others = [(name, s) for name, s in report["settings"].items() if name != HEADLINE and "bars" in s]
+    others = other_settings(report)
     if others:
         lines.append("The same measures for the other settings (the bars are set for the one above):")
-    for _, s in others:
+    for s in others:
         lines.append(f"  {s['label']}: " + ", ".join(f"{b['short']} {fmt(b['measured'], b['unit'])}"
                                                       for b in s["bars"]))
     return lines
@@ -290,7 +295,7 @@ def render_markdown(report: dict) -> str:
            "included) / forward passes. Model: " + (report["model"] or "?") + ".", "",
            f"> {SPEED_NOTE}", ""]
     if report.get("bars"):
-        others = [s for name, s in report["settings"].items() if name != HEADLINE and "bars" in s]
+        others = other_settings(report)
         out += [f"### Bars ({LABELS[HEADLINE]}, 1 small block)", "",
                 "The bars are set for the headline setting; the other settings' columns are the same measures, "
                 "for comparison.", "",

@@ -35,7 +35,7 @@ CSS_PATH = ASSETS / "app.css"
 SMALL_BLOCKS = [1, 2, 4, 8, 16, 32]
 MAX_PROMPT_CHARS = 20_000
 EMBEDDED_LABEL = "Embedded teaching model (assets/model)"
-PRESETS = {  # from the openPangu-R-7B-Diffusion model card
+PRESETS = {  # the openPangu-R-7B-Diffusion model card's three, then one of ours
     "Throughput": {"algorithm": "confidence_threshold", "threshold": 0.9, "num_small_blocks": 1},
     "Benchmark": {"algorithm": "entropy", "num_small_blocks": 8},
     "Coding": {"algorithm": "entropy", "num_small_blocks": 32, "top_p": 0.8, "temperature": 1.0},
