@@ -293,6 +293,18 @@ def apply_preset(name: str) -> tuple:
             p.get("temperature", 0.0), p.get("top_p", 1.0))
 
 
+def describe_preset(p: dict) -> str:
+    """A preset's settings in a few words, e.g. 'entropy, 32 small blocks, top_p 0.8, T 1'."""
+    words = [p["algorithm"] + (f" {p['threshold']:g}" if "threshold" in p else "")]
+    n = p["num_small_blocks"]
+    words.append(f"{n} small block{'s' if n > 1 else ''}")
+    if "top_p" in p:
+        words.append(f"top_p {p['top_p']:g}")
+    if "temperature" in p:
+        words.append(f"T {p['temperature']:g}")
+    return ", ".join(words)
+
+
 class Prepared(NamedTuple):
     """A checked request."""
     lm: LoadedModel
@@ -397,18 +409,16 @@ class DemoApp:
         with gr.Accordion("Decoding settings", open=False, elem_id="pg-settings"):
             self.preset = gr.Radio(list(PRESETS) + ["Custom"], value="Throughput",
                                    label="Preset (the model card's three, and one of ours)",
-                                   info="Throughput: confidence_threshold 0.9, 1 small block · Benchmark: entropy, "
-                                        "8 small blocks · Coding: entropy, 32 small blocks, top_p 0.8, T 1 · "
-                                        "Elastic (ours): always the leftmost mask, then the run after it above "
-                                        "0.9, 1 small block.")
+                                   info=" · ".join(f"{name}: {describe_preset(p)}" for name, p in PRESETS.items()))
             with gr.Row():
                 self.mode = gr.Radio([("Block diffusion", "diffusion"), ("Autoregressive (AR)", "ar")],
                                      value="diffusion", label="Mode",
                                      info="AR decodes one token per forward, for comparison.")
                 self.algorithm = gr.Dropdown(list(ALGORITHMS), value="confidence_threshold", label="Algorithm",
                                              elem_id="pg-algorithm",
-                                             info="How confidence is measured and how many tokens a forward "
-                                                  "commits. elastic is this demo's extension, not the reference's.")
+                                             info="How confidence is measured and how many tokens a forward commits. "
+                                                  "elastic (this demo's extension, not the reference's) commits the "
+                                                  "leftmost mask, then the run after it above the threshold.")
                 self.threshold = gr.Slider(0.0, 1.0, value=0.9, step=0.01, label="Threshold", elem_id="pg-threshold",
                                            info="Commit every masked position whose confidence is above this; "
                                                 "lower commits more per forward, and more wrongly.")

@@ -134,3 +134,12 @@ def test_every_preset_sets_controls_the_engine_accepts() -> None:
         assert (cfg.algorithm, cfg.num_small_blocks) == (preset["algorithm"], preset["num_small_blocks"])
         assert cfg.threshold == preset.get("threshold", DEFAULTS[2])
     assert ui.apply_preset("Custom") == (gr.skip(),) * 6  # Custom leaves every control as it is
+
+
+def test_preset_descriptions_follow_the_presets() -> None:
+    assert ui.describe_preset(ui.PRESETS["Throughput"]) == "confidence_threshold 0.9, 1 small block"
+    assert ui.describe_preset(ui.PRESETS["Coding"]) == "entropy, 32 small blocks, top_p 0.8, T 1"
+    # Any preset's description names its own settings, so the radio's note cannot drift from PRESETS.
+    for preset in ui.PRESETS.values():
+        text = ui.describe_preset(preset)
+        assert text.startswith(preset["algorithm"]) and f"{preset['num_small_blocks']} small block" in text
