@@ -505,15 +505,21 @@ def format_stats(s: dict) -> str:
 
 def stats_html(s: dict, live: bool = False) -> str:
     planned = f"/{s['blocks_planned']}" if s["blocks_planned"] else ""
-    items = [("block", f"{s['block']}{planned}"), ("forwards (NFE)", str(s["nfe"])),
-             ("tokens", str(s["tokens"])), ("tokens / forward", f"{s['tokens_per_forward']:.2f}"),
-             ("tokens / s", f"{s['tokens_per_second']:.1f}"), ("elapsed", f"{s['elapsed']:.2f} s"),
-             ("AR would need", plural(s["ar_forwards"], "forward"))]
+    items = [("block", f"{s['block']}{planned}", "the block being decoded / the blocks of 32 that max new tokens "
+              "allows (decoding ends sooner at the stop token)"),
+             ("forwards (NFE)", str(s["nfe"]), "model forward passes so far: prefill, denoising and commit forwards"),
+             ("tokens", str(s["tokens"]), "generated tokens in the finished prefix, the stop token included"),
+             ("tokens / forward", f"{s['tokens_per_forward']:.2f}", "tokens ÷ forwards; AR decoding makes 1"),
+             ("tokens / s", f"{s['tokens_per_second']:.1f}", "tokens ÷ elapsed time, on this machine"),
+             ("elapsed", f"{s['elapsed']:.2f} s", "wall-clock time since the prompt was sent"),
+             ("AR would need", plural(s["ar_forwards"], "forward"), "one forward per token: the left-to-right "
+              "cost of the same tokens")]
     if s["below_threshold"] is not None:
-        items.append(("below threshold", plural(s["below_threshold"], "commit")))
-    chips = "".join(f'<span class="pg-stat"><span class="pg-stat-k">{html.escape(k)}</span>'
-                    f'<span class="pg-stat-v" data-stat="{html.escape(k)}">{html.escape(v)}</span></span>'
-                    for k, v in items)
+        items.append(("below threshold", plural(s["below_threshold"], "commit"), "tokens committed although no "
+                      "candidate cleared the threshold (every forward commits at least one)"))
+    chips = "".join(f'<span class="pg-stat" title="{html.escape(hint)}"><span class="pg-stat-k">{html.escape(k)}'
+                    f'</span><span class="pg-stat-v" data-stat="{html.escape(k)}">{html.escape(v)}</span></span>'
+                    for k, v, hint in items)
     if s["stop_reason"]:
         status = STOP_REASONS.get(s["stop_reason"], s["stop_reason"])
     elif live:

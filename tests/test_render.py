@@ -306,7 +306,10 @@ def test_commits_below_the_threshold_are_marked_in_grid_rows_heatmap_and_stats()
     assert render.stats(steps, 5, threshold=0.9)["below_threshold"] == 2
     assert render.stats(steps, 2, threshold=0.9)["below_threshold"] == 0  # before the forward that committed 3
     assert render.stats(steps, 5)["below_threshold"] is None
-    assert "below threshold" in render.stats_html(render.stats(steps, 5, threshold=0.9))
+    html_ = render.stats_html(render.stats(steps, 5, threshold=0.9))
+    assert "below threshold" in html_
+    # Every figure explains itself on hover.
+    assert html_.count('class="pg-stat"') == html_.count('class="pg-stat" title="') == 8
 
 
 @pytest.mark.parametrize(("config", "expected"), [
