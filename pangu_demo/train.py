@@ -14,6 +14,7 @@ the clean part.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import shutil
@@ -51,6 +52,9 @@ class TrainConfig:
     weight_decay: float = 0.05
     first_token_mask_prob: float = 0.15  # lets the fused commit+denoise forward be trained for
     noisy_copies: int = 1  # 2: a second, complementary noisy copy of each reply
+    # Ours: this share of noisy blocks masks every digit (plus a lighter random share of the rest), the state a
+    # block reaches at inference once its confident words are in and its numbers are not.
+    digit_mask_prob: float = 0.0
     diffusion_weight: float = 1.0  # loss = diffusion_weight * masked-token CE + next-token CE
     max_reply_blocks: int = 8
     mix: str = ""  # task weights changed from data.TRAIN_MIX, e.g. "counting=8,text=4"
@@ -70,15 +74,21 @@ class Layout:
 
 
 def draw_masks(n_blocks: int, L: int, generator: torch.Generator, first_token_mask_prob: float,
-               copies: int) -> list[torch.Tensor]:
+               copies: int, digits: torch.Tensor | None = None, digit_mask_prob: float = 0.0) -> list[torch.Tensor]:
     """Which tokens each noisy copy masks, (n_blocks, L) bool per copy. Copy 0 draws a mask ratio per
     block; copy 1 masks exactly what copy 0 left visible (complementary masking), so every reply
-    token is a masked-token target once per pair of copies; further copies repeat the pattern."""
+    token is a masked-token target once per pair of copies; further copies repeat the pattern.
+    With `digits` ((n_blocks, L) bool) and `digit_mask_prob`, that share of copy-0 blocks masks every
+    digit and each other token with half the drawn ratio."""
     out = []
     for c in range(copies):
         if c % 2 == 0:
             ratio = torch.rand(n_blocks, 1, generator=generator).clamp(min=1.0 / L)
             masked = torch.rand(n_blocks, L, generator=generator) < ratio
+            if digits is not None and digit_mask_prob > 0:  # no extra draws otherwise: old runs replay exactly
+                lighter = torch.rand(n_blocks, L, generator=generator) < ratio / 2
+                chosen = torch.rand(n_blocks, 1, generator=generator) < digit_mask_prob
+                masked = torch.where(chosen, digits | lighter, masked)
         else:
             masked = ~out[-1]
         # Position 0 of a block stays clean (it comes from the AR step), except with this probability.
@@ -90,17 +100,19 @@ def draw_masks(n_blocks: int, L: int, generator: torch.Generator, first_token_ma
 
 
 def build_layout(prompt: list[int], reply: list[int], mask_id: int, pad_id: int, block_length: int,
-                 generator: torch.Generator, first_token_mask_prob: float = 0.0, copies: int = 1) -> Layout:
+                 generator: torch.Generator, first_token_mask_prob: float = 0.0, copies: int = 1,
+                 digit_ids: frozenset[int] = frozenset(), digit_mask_prob: float = 0.0) -> Layout:
     """Lay out one chat for training: the clean chat, then `copies` noisy copies of the reply's blocks.
-    `reply` ends with the end-of-turn token."""
+    `reply` ends with the end-of-turn token; `digit_ids` are the tokens `digit_mask_prob` masks together."""
     L, P = block_length, len(prompt)
     n_blocks = max(1, math.ceil(len(reply) / L))
     # Pad the last block with the end-of-turn token, which is what follows a finished reply.
     reply_padded = reply + [reply[-1]] * (n_blocks * L - len(reply))
     clean = torch.tensor(prompt + reply_padded)
     C, R = len(clean), n_blocks * L
-    masks = draw_masks(n_blocks, L, generator, first_token_mask_prob, copies)
     clean_blocks = clean[P:].view(n_blocks, L)
+    digits = torch.tensor([[t in digit_ids for t in row] for row in clean_blocks.tolist()]) if digit_ids else None
+    masks = draw_masks(n_blocks, L, generator, first_token_mask_prob, copies, digits, digit_mask_prob)
 
     input_ids = torch.cat([clean] + [torch.where(m, mask_id, clean_blocks).flatten() for m in masks])
     T = len(input_ids)
@@ -192,18 +204,25 @@ def encode_chat(tok: PanguTokenizer, messages: list[dict]) -> tuple[list[int], l
     return prompt, full[len(prompt):]
 
 
+@functools.cache
+def digit_tokens(tok: PanguTokenizer) -> frozenset[int]:
+    """The ids of the pieces that are one digit (the tokenizer splits numbers into digits)."""
+    return frozenset(i for i in range(tok.sp.get_piece_size()) if tok.token_text(i).strip() in set("0123456789"))
+
+
 def make_batch(tok: PanguTokenizer, cfg: TrainConfig, step: int) -> dict[str, torch.Tensor]:
     """Batch `step` of the run: the same examples and noise every time (resumable, seeded)."""
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     layouts = []
     mix = data.parse_mix(cfg.mix)
+    digit_ids = digit_tokens(tok) if cfg.digit_mask_prob > 0 else frozenset()
     for i in range(cfg.batch_size):
         ex = data.make_example("train", step * cfg.batch_size + i, seed=cfg.seed, mix=mix)
         prompt, reply = encode_chat(tok, ex["messages"])
         reply = reply[: cfg.max_reply_blocks * cfg.block_length]
         prompt = prompt[-(cfg.context_length - cfg.max_reply_blocks * cfg.block_length):]
         layouts.append(build_layout(prompt, reply, tok.ids.mask, tok.ids.pad, cfg.block_length, gen,
-                                    cfg.first_token_mask_prob, cfg.noisy_copies))
+                                    cfg.first_token_mask_prob, cfg.noisy_copies, digit_ids, cfg.digit_mask_prob))
     if cfg.pack_length:
         layouts = pack(layouts, cfg.pack_length)
     return collate(layouts, tok.ids.pad)

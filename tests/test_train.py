@@ -112,6 +112,29 @@ def test_complementary_copy_masks_what_the_first_left_visible() -> None:
         assert not lay.allowed[C + R:, C:C + R].any() and not lay.allowed[C:C + R, C + R:].any()
 
 
+def test_digit_masking_hides_every_digit_of_the_chosen_blocks() -> None:
+    L, digits = 8, frozenset({300, 301})
+    reply = [200, 300, 201, 301, 300, 202, 203, 204, 205, 300, 206, 301, 207, 208, 209, END]  # 2 blocks
+    is_digit = torch.tensor([t in digits for t in reply]).view(2, L)
+    gen = torch.Generator().manual_seed(3)
+    chosen = plain = 0
+    for _ in range(200):
+        lay = build_layout([101, 102], reply, MASK, PAD, L, gen, copies=2, digit_ids=digits, digit_mask_prob=0.5)
+        C = 2 + 2 * L
+        first = lay.input_ids[C:C + 2 * L].view(2, L) == MASK
+        all_digits = (first | ~is_digit)[:, 1:].all(1)
+        chosen += int(all_digits.sum())
+        plain += int((~all_digits).sum())
+        assert not first[:, 0].any()
+    # About half the blocks mask every digit (a uniform draw also does now and then); the rest do not.
+    assert 180 < chosen < 300 and plain > 60
+    # Without digit ids the draw is the recipe's: the same masks as before the option existed.
+    a = build_layout([101, 102], reply, MASK, PAD, L, torch.Generator().manual_seed(9), copies=2)
+    b = build_layout([101, 102], reply, MASK, PAD, L, torch.Generator().manual_seed(9), copies=2,
+                     digit_ids=digits, digit_mask_prob=0.0)
+    assert torch.equal(a.input_ids, b.input_ids)
+
+
 def test_second_copy_gives_the_logits_it_would_give_alone(tiny_model: LoadedModel) -> None:
     tok, model = tiny_model.tokenizer, tiny_model.model
     prompt, reply = [5, 6, 7, 8], list(range(40, 60)) + [tok.ids.turn_end]
