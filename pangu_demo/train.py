@@ -52,8 +52,8 @@ class TrainConfig:
     weight_decay: float = 0.05
     first_token_mask_prob: float = 0.15  # lets the fused commit+denoise forward be trained for
     noisy_copies: int = 1  # 2: a second, complementary noisy copy of each reply
-    # Ours: this share of noisy blocks masks every digit (plus a lighter random share of the rest), the state a
-    # block reaches at inference once its confident words are in and its numbers are not.
+    # Ours: this share of the first copy's noisy blocks masks every digit (and a lighter random share of the rest):
+    # the state a block reaches at inference once its confident words are in and its numbers are not.
     digit_mask_prob: float = 0.0
     diffusion_weight: float = 1.0  # loss = diffusion_weight * masked-token CE + next-token CE
     max_reply_blocks: int = 8
