@@ -59,7 +59,7 @@ def audit_reply(model: torch.nn.Module, tok: PanguTokenizer, prompt: list[int], 
             i = s.block * width + p
             if i >= len(result.tokens):  # padding after the stop token
                 continue
-            out.append(Commit(digit=tok.token_text(t).strip().isdigit(), below=p in below,
+            out.append(Commit(digit=t in tok.digit_ids, below=p in below,
                               rejected=top_ar[i] != t and p_ar[i] < REJECT_BELOW))
     return out
 

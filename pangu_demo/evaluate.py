@@ -62,12 +62,13 @@ def score_reply(example: dict, text: str, stop_reason: str) -> Score:
     # Only the text after the trace counts as the answer: a trace that never closes answers nothing,
     # even if it mentions the number.
     answer = chat.split_reply(text).answer
-    well_formed = parts is not None and bool(parts[1].strip()) and stop_reason == "stop_token"
+    after = parts[1].strip() if parts else ""
+    well_formed = bool(after) and stop_reason == "stop_token"
     # A stop token committed in parallel can end the answer early ("There are 128 animals on", or only the
     # full stop missing): well formed as the bar defines it, but not a whole answer.
     return Score(correct=data.check_answer(example, answer), well_formed=well_formed,
                  empty_trace=parts is not None and not parts[0].strip(),
-                 whole_answer=well_formed and parts[1].strip().endswith((".", "!", "?")))
+                 whole_answer=well_formed and after.endswith((".", "!", "?")))
 
 
 @dataclass(frozen=True)

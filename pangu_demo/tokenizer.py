@@ -8,6 +8,7 @@ prefix), and BOS goes first. Special tokens never pass through SentencePiece.
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -150,6 +151,11 @@ class PanguTokenizer:
             return self.id_to_special[token_id]
         return self._piece_bytes[token_id].decode("utf-8", errors="replace") if token_id < len(
             self._piece_bytes) else ""
+
+    @functools.cached_property
+    def digit_ids(self) -> frozenset[int]:
+        """The pieces that are a digit (numbers are split into single digits), with or without a leading space."""
+        return frozenset(i for i in range(len(self._piece_bytes)) if self.token_text(i).strip().isdigit())
 
     def _build_piece_bytes(self) -> list[bytes]:
         table = []

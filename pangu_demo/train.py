@@ -14,7 +14,6 @@ the clean part.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import shutil
@@ -111,7 +110,7 @@ def build_layout(prompt: list[int], reply: list[int], mask_id: int, pad_id: int,
     clean = torch.tensor(prompt + reply_padded)
     C, R = len(clean), n_blocks * L
     clean_blocks = clean[P:].view(n_blocks, L)
-    digits = torch.tensor([[t in digit_ids for t in row] for row in clean_blocks.tolist()]) if digit_ids else None
+    digits = torch.isin(clean_blocks, torch.tensor(sorted(digit_ids))) if digit_ids else None
     masks = draw_masks(n_blocks, L, generator, first_token_mask_prob, copies, digits, digit_mask_prob)
 
     input_ids = torch.cat([clean] + [torch.where(m, mask_id, clean_blocks).flatten() for m in masks])
@@ -204,18 +203,12 @@ def encode_chat(tok: PanguTokenizer, messages: list[dict]) -> tuple[list[int], l
     return prompt, full[len(prompt):]
 
 
-@functools.cache
-def digit_tokens(tok: PanguTokenizer) -> frozenset[int]:
-    """The ids of the pieces that are one digit (the tokenizer splits numbers into digits)."""
-    return frozenset(i for i in range(tok.sp.get_piece_size()) if tok.token_text(i).strip() in set("0123456789"))
-
-
 def make_batch(tok: PanguTokenizer, cfg: TrainConfig, step: int) -> dict[str, torch.Tensor]:
     """Batch `step` of the run: the same examples and noise every time (resumable, seeded)."""
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     layouts = []
     mix = data.parse_mix(cfg.mix)
-    digit_ids = digit_tokens(tok) if cfg.digit_mask_prob > 0 else frozenset()
+    digit_ids = tok.digit_ids if cfg.digit_mask_prob > 0 else frozenset()
     for i in range(cfg.batch_size):
         ex = data.make_example("train", step * cfg.batch_size + i, seed=cfg.seed, mix=mix)
         prompt, reply = encode_chat(tok, ex["messages"])

@@ -128,7 +128,7 @@ def test_digit_masking_hides_every_digit_of_the_chosen_blocks() -> None:
         assert not first[:, 0].any()
     # About half the blocks mask every digit (a uniform draw also does now and then); the rest do not.
     assert 180 < chosen < 300 and plain > 60
-    # Without digit ids the draw is the recipe's: the same masks as before the option existed.
+    # With the option off the draw is the recipe's, draw for draw, as before the option existed.
     a = build_layout([101, 102], reply, MASK, PAD, L, torch.Generator().manual_seed(9), copies=2)
     b = build_layout([101, 102], reply, MASK, PAD, L, torch.Generator().manual_seed(9), copies=2,
                      digit_ids=digits, digit_mask_prob=0.0)
