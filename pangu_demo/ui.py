@@ -60,9 +60,9 @@ EXAMPLES = [
 ]
 TEACHING_NOTE = (
     "**About the default model.** It is a *small teaching model trained by this project* (6.5M parameters, about "
-    "10 hours of CPU) on synthetic word problems with a thinking trace and on Shakespeare. It decodes exactly like "
+    "11 hours of CPU) on synthetic word problems with a thinking trace and on Shakespeare. It decodes exactly like "
     "openPangu-R-7B-Diffusion, but it is tiny: by block diffusion (the Throughput preset) it gets about 4 in 5 "
-    "one-step and 2 in 3 two-step problems right, fewer than in AR mode, because it sometimes commits a wrong digit "
+    "one-step and 3 in 4 two-step problems right, fewer than in AR mode, because it sometimes commits a wrong digit "
     "in parallel (the grid marks in red the tokens committed below the threshold, which are wrong most often). The "
     "**Elastic (ours)** preset commits the leftmost masked token first and gets about 9 in 10 one-step problems "
     "right, with more tokens per forward. It knows single questions and two-turn chats, so press **Clear** before "
