@@ -100,7 +100,7 @@ def draw_masks(n_blocks: int, L: int, generator: torch.Generator, first_token_ma
 
 def build_layout(prompt: list[int], reply: list[int], mask_id: int, pad_id: int, block_length: int,
                  generator: torch.Generator, first_token_mask_prob: float = 0.0, copies: int = 1,
-                 digit_ids: frozenset[int] = frozenset(), digit_mask_prob: float = 0.0) -> Layout:
+                 digit_ids: torch.Tensor | None = None, digit_mask_prob: float = 0.0) -> Layout:
     """Lay out one chat for training: the clean chat, then `copies` noisy copies of the reply's blocks.
     `reply` ends with the end-of-turn token; `digit_ids` are the tokens `digit_mask_prob` masks together."""
     L, P = block_length, len(prompt)
@@ -110,7 +110,7 @@ def build_layout(prompt: list[int], reply: list[int], mask_id: int, pad_id: int,
     clean = torch.tensor(prompt + reply_padded)
     C, R = len(clean), n_blocks * L
     clean_blocks = clean[P:].view(n_blocks, L)
-    digits = torch.isin(clean_blocks, torch.tensor(sorted(digit_ids))) if digit_ids else None
+    digits = torch.isin(clean_blocks, digit_ids) if digit_ids is not None else None
     masks = draw_masks(n_blocks, L, generator, first_token_mask_prob, copies, digits, digit_mask_prob)
 
     input_ids = torch.cat([clean] + [torch.where(m, mask_id, clean_blocks).flatten() for m in masks])
@@ -208,7 +208,8 @@ def make_batch(tok: PanguTokenizer, cfg: TrainConfig, step: int) -> dict[str, to
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     layouts = []
     mix = data.parse_mix(cfg.mix)
-    digit_ids = tok.digit_ids if cfg.digit_mask_prob > 0 else frozenset()
+    # Built once per batch, not per chat.
+    digit_ids = torch.tensor(sorted(tok.digit_ids)) if cfg.digit_mask_prob > 0 else None
     for i in range(cfg.batch_size):
         ex = data.make_example("train", step * cfg.batch_size + i, seed=cfg.seed, mix=mix)
         prompt, reply = encode_chat(tok, ex["messages"])
