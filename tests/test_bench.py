@@ -46,6 +46,16 @@ def test_writes_json_html_and_markdown(quick_run: tuple[dict, str, Path]) -> Non
     assert "Block/one-token forward ratio" in stdout and bench.RATIO_NOTE in stdout
 
 
+def test_chart_marks_ar_speed_and_ar_accuracy(quick_run: tuple[dict, str, Path]) -> None:
+    report, _, _ = quick_run
+    fig = bench.figure(report)
+    ar = next(r for r in report["rows"] if r["name"] == "ar")
+    lines = {(s["y0"], s["yref"]) for s in fig.layout.shapes}
+    assert (1.0, "y") in lines  # AR's speed on the speed-up axis
+    assert (100 * ar["accuracy"], "y2") in lines  # AR's accuracy on the accuracy axis
+    assert any(a.text.startswith("AR accuracy") and a.yref == "y2" for a in fig.layout.annotations)
+
+
 def test_every_setting_once_with_quick_parameters(quick_run: tuple[dict, str, Path]) -> None:
     report, _, _ = quick_run
     names = [r["name"] for r in report["rows"]]
