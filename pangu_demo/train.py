@@ -54,6 +54,11 @@ class TrainConfig:
     # Ours: this share of the first copy's noisy blocks masks every digit (and a lighter random share of the rest):
     # the state a block reaches at inference once its confident words are in and its numbers are not.
     digit_mask_prob: float = 0.0
+    # Ours: this share of the first copy's noisy blocks starts fully masked and is unmasked in the model's own
+    # order (most confident first, clean tokens filled in, over `order_passes` forwards without gradient) down to
+    # a drawn number of masks: the states the reference rule reaches at inference, not uniform ones.
+    ordered_mask_prob: float = 0.0
+    order_passes: int = 2
     diffusion_weight: float = 1.0  # loss = diffusion_weight * masked-token CE + next-token CE
     max_reply_blocks: int = 8
     mix: str = ""  # task weights changed from data.TRAIN_MIX, e.g. "counting=8,text=4"
@@ -70,6 +75,8 @@ class Layout:
     allowed: torch.Tensor  # (T, T) bool: query i may attend key j
     labels: torch.Tensor  # (T,) target predicted by the output at each position, IGNORE elsewhere
     is_noisy_label: torch.Tensor  # (T,) bool: the label is a masked-token target
+    # (T,) long: at the first position of a block `order_masks` unmasks, the masks to leave; 0 elsewhere
+    ordered_left: torch.Tensor | None = None
 
 
 def draw_masks(n_blocks: int, L: int, generator: torch.Generator, first_token_mask_prob: float,
@@ -100,9 +107,11 @@ def draw_masks(n_blocks: int, L: int, generator: torch.Generator, first_token_ma
 
 def build_layout(prompt: list[int], reply: list[int], mask_id: int, pad_id: int, block_length: int,
                  generator: torch.Generator, first_token_mask_prob: float = 0.0, copies: int = 1,
-                 digit_ids: torch.Tensor | None = None, digit_mask_prob: float = 0.0) -> Layout:
+                 digit_ids: torch.Tensor | None = None, digit_mask_prob: float = 0.0,
+                 ordered_mask_prob: float = 0.0) -> Layout:
     """Lay out one chat for training: the clean chat, then `copies` noisy copies of the reply's blocks.
-    `reply` ends with the end-of-turn token; `digit_ids` are the tokens `digit_mask_prob` masks together."""
+    `reply` ends with the end-of-turn token; `digit_ids` are the tokens `digit_mask_prob` masks together;
+    `ordered_mask_prob` is the share of first-copy blocks left for `order_masks`."""
     L, P = block_length, len(prompt)
     n_blocks = max(1, math.ceil(len(reply) / L))
     # Pad the last block with the end-of-turn token, which is what follows a finished reply.
@@ -112,6 +121,12 @@ def build_layout(prompt: list[int], reply: list[int], mask_id: int, pad_id: int,
     clean_blocks = clean[P:].view(n_blocks, L)
     digits = torch.isin(clean_blocks, digit_ids) if digit_ids is not None else None
     masks = draw_masks(n_blocks, L, generator, first_token_mask_prob, copies, digits, digit_mask_prob)
+    ordered_left = torch.zeros(C + copies * R, dtype=torch.long)
+    if ordered_mask_prob > 0:  # no extra draws otherwise: old runs replay exactly
+        chosen = torch.rand(n_blocks, generator=generator) < ordered_mask_prob
+        left = torch.randint(1, L, (n_blocks,), generator=generator)
+        masks[0][chosen, 1:] = True  # copy 1 keeps the complement of the drawn mask: still a uniform one
+        ordered_left[C:C + R].view(n_blocks, L)[:, 0] = torch.where(chosen, left, 0)
 
     input_ids = torch.cat([clean] + [torch.where(m, mask_id, clean_blocks).flatten() for m in masks])
     T = len(input_ids)
@@ -136,7 +151,11 @@ def build_layout(prompt: list[int], reply: list[int], mask_id: int, pad_id: int,
         labels[C + c * R: C + (c + 1) * R] = shifted.flatten()
     is_noisy = torch.zeros(T, dtype=torch.bool)
     is_noisy[C:] = True
-    return Layout(input_ids, position_ids, allowed, labels, is_noisy & (labels != IGNORE))
+    return Layout(input_ids, position_ids, allowed, labels, is_noisy & (labels != IGNORE), ordered_left)
+
+
+def _ordered_left(lay: Layout) -> torch.Tensor:
+    return lay.ordered_left if lay.ordered_left is not None else torch.zeros_like(lay.input_ids)
 
 
 def pack(layouts: list[Layout], row_length: int) -> list[Layout]:
@@ -157,7 +176,8 @@ def pack(layouts: list[Layout], row_length: int) -> list[Layout]:
             sizes.append(n)
     return [Layout(torch.cat([lay.input_ids for lay in row]), torch.cat([lay.position_ids for lay in row]),
                    torch.block_diag(*[lay.allowed for lay in row]), torch.cat([lay.labels for lay in row]),
-                   torch.cat([lay.is_noisy_label for lay in row])) for row in rows]
+                   torch.cat([lay.is_noisy_label for lay in row]), torch.cat([_ordered_left(lay) for lay in row]))
+            for row in rows]
 
 
 def collate(layouts: list[Layout], pad_id: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
@@ -168,13 +188,53 @@ def collate(layouts: list[Layout], pad_id: int, dtype: torch.dtype = torch.float
     allowed = torch.eye(T, dtype=torch.bool).repeat(B, 1, 1)
     labels = torch.full((B, T), IGNORE)
     noisy = torch.zeros(B, T, dtype=torch.bool)
+    ordered_left = torch.zeros(B, T, dtype=torch.long)
     for b, lay in enumerate(layouts):
         n = len(lay.input_ids)
         ids[b, :n], pos[b, :n] = lay.input_ids, lay.position_ids
         labels[b, :n], noisy[b, :n] = lay.labels, lay.is_noisy_label
         allowed[b, :n, :n] = lay.allowed
+        ordered_left[b, :n] = _ordered_left(lay)
     mask = torch.zeros(B, 1, T, T, dtype=dtype).masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
-    return {"input_ids": ids, "position_ids": pos, "attention_mask": mask, "labels": labels, "noisy": noisy}
+    return {"input_ids": ids, "position_ids": pos, "attention_mask": mask, "labels": labels, "noisy": noisy,
+            "ordered_left": ordered_left}
+
+
+@torch.no_grad()
+def order_masks(model: torch.nn.Module, batch: dict[str, torch.Tensor], mask_id: int, block_length: int,
+                passes: int = 2) -> None:
+    """Unmask the blocks `batch["ordered_left"]` marks in the model's own order, in place (ours): each of
+    `passes` forwards fills an equal share of a block's masks, most confident first, with their clean
+    tokens (which stop being targets), until the drawn number of masks is left. The reference rule also
+    commits most confident first, so the model trains on the states it meets when decoding: the easy
+    tokens of a block in place, the hard ones (often digits) still masked."""
+    rows, starts = batch["ordered_left"].nonzero(as_tuple=True)
+    if len(rows) == 0:
+        return
+    left = batch["ordered_left"][rows, starts]
+    cols = starts[:, None] + torch.arange(1, block_length)  # positions 1 … L-1 of each such block
+    rows = rows[:, None].expand_as(cols)
+    ids, labels = batch["input_ids"], batch["labels"]
+    clean = labels[rows, cols - 1].clone()  # all masked at first, so the output before each holds its token
+    mask = batch["attention_mask"].to(model.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        for k in range(passes):
+            masked = ids[rows, cols] == mask_id
+            quota = (masked.sum(1) - left + passes - k - 1).div(passes - k, rounding_mode="floor").clamp(min=0)
+            if not quota.any():
+                break
+            hidden = model.model(input_ids=ids, position_ids=batch["position_ids"], attention_mask=mask,
+                                 use_cache=False).last_hidden_state
+            # The output at position j-1 predicts position j; the LM head runs on those outputs only.
+            conf = model.lm_head(hidden[rows, cols - 1]).float().softmax(-1).amax(-1)
+            rank = conf.masked_fill(~masked, -1.0).argsort(1, descending=True).argsort(1)
+            fill = masked & (rank < quota[:, None])
+            ids[rows[fill], cols[fill]] = clean[fill]
+            labels[rows[fill], cols[fill] - 1] = IGNORE
+    finally:
+        model.train(was_training)
 
 
 def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor],
@@ -216,7 +276,8 @@ def make_batch(tok: PanguTokenizer, cfg: TrainConfig, step: int) -> dict[str, to
         reply = reply[: cfg.max_reply_blocks * cfg.block_length]
         prompt = prompt[-(cfg.context_length - cfg.max_reply_blocks * cfg.block_length):]
         layouts.append(build_layout(prompt, reply, tok.ids.mask, tok.ids.pad, cfg.block_length, gen,
-                                    cfg.first_token_mask_prob, cfg.noisy_copies, digit_ids, cfg.digit_mask_prob))
+                                    cfg.first_token_mask_prob, cfg.noisy_copies, digit_ids, cfg.digit_mask_prob,
+                                    cfg.ordered_mask_prob))
     if cfg.pack_length:
         layouts = pack(layouts, cfg.pack_length)
     return collate(layouts, tok.ids.pad)
@@ -305,6 +366,8 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
     t_last, tokens = time.perf_counter(), 0
     for step in bar:
         batch = make_batch(tok, cfg, step)
+        if cfg.ordered_mask_prob > 0:
+            order_masks(model, batch, tok.ids.mask, cfg.block_length, cfg.order_passes)
         for group in optim.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss, parts = loss_fn(model, batch, cfg.diffusion_weight)

@@ -227,6 +227,65 @@ def test_batches_are_a_function_of_the_step(tiny_model: LoadedModel) -> None:
     assert not (a["input_ids"].shape == other["input_ids"].shape and torch.equal(a["input_ids"], other["input_ids"]))
 
 
+def test_ordered_blocks_start_masked_and_draw_nothing_when_off() -> None:
+    reply = list(range(200, 215)) + [END]  # 2 blocks of 8
+    gen = torch.Generator().manual_seed(4)
+    seen = set()
+    for _ in range(50):
+        lay = build_layout([101, 102], reply, MASK, PAD, 8, gen, copies=2, ordered_mask_prob=1.0)
+        C = 2 + 16
+        first = lay.input_ids[C:C + 16].view(2, 8) == MASK
+        assert first[:, 1:].all()  # every position but 0 masked, for order_masks to unmask
+        left = lay.ordered_left.view(-1)
+        assert left[C:C + 16].view(2, 8)[:, 1:].eq(0).all() and left[:C].eq(0).all() and left[C + 16:].eq(0).all()
+        starts = left[C:C + 16].view(2, 8)[:, 0]
+        assert ((starts >= 1) & (starts <= 7)).all()
+        seen.update(starts.tolist())
+    assert len(seen) >= 5  # the masks to leave are drawn, not fixed
+    a = build_layout([101, 102], reply, MASK, PAD, 8, torch.Generator().manual_seed(9), copies=2)
+    b = build_layout([101, 102], reply, MASK, PAD, 8, torch.Generator().manual_seed(9), copies=2, ordered_mask_prob=0.0)
+    assert torch.equal(a.input_ids, b.input_ids) and not b.ordered_left.any()
+
+
+@pytest.mark.parametrize("passes", [1, 2])
+def test_order_masks_unmasks_most_confident_first(tiny_model: LoadedModel, passes: int) -> None:
+    tok, model = tiny_model.tokenizer, tiny_model.model
+    cfg = small_config(ordered_mask_prob=0.7, noisy_copies=2, batch_size=3, pack_length=400)
+    batch = train.make_batch(tok, cfg, 0)
+    before = {k: v.clone() for k, v in batch.items()}
+    rows, starts = batch["ordered_left"].nonzero(as_tuple=True)
+    assert len(rows) >= 2
+    left = batch["ordered_left"][rows, starts]
+    cols = starts[:, None] + torch.arange(1, cfg.block_length)
+    rows = rows[:, None].expand_as(cols)
+    assert (batch["input_ids"][rows, cols] == tok.ids.mask).all()
+    clean = batch["labels"][rows, cols - 1]
+    assert (clean != IGNORE).all()
+    with torch.no_grad():  # the confidences of the first pass, from the full logits
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                       attention_mask=batch["attention_mask"].to(model.dtype), use_cache=False).logits
+    conf = logits[rows, cols - 1].softmax(-1).amax(-1)
+
+    train.order_masks(model, batch, tok.ids.mask, cfg.block_length, passes)
+
+    still = batch["input_ids"][rows, cols] == tok.ids.mask
+    assert torch.equal(still.sum(1), left)
+    filled = ~still
+    assert torch.equal(batch["input_ids"][rows, cols][filled], clean[filled])  # the clean tokens go in
+    assert (batch["labels"][rows, cols - 1][filled] == IGNORE).all()  # and are no longer targets
+    assert torch.equal(batch["labels"][rows, cols - 1][still], clean[still])
+    if passes == 1:  # one pass: exactly the most confident ones
+        for c, s in zip(conf, still, strict=True):
+            if s.any() and (~s).any():
+                assert c[~s].min() >= c[s].max() - 1e-6
+    outside = torch.ones_like(batch["input_ids"], dtype=torch.bool)
+    outside[rows, cols] = False
+    assert torch.equal(batch["input_ids"][outside], before["input_ids"][outside])
+    outside_labels = torch.ones_like(outside)
+    outside_labels[rows, cols - 1] = False
+    assert torch.equal(batch["labels"][outside_labels], before["labels"][outside_labels])
+
+
 def log_steps(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
 
