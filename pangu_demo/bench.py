@@ -476,12 +476,13 @@ def figure(report: dict):
         fig.add_scatter(x=[0.9], y=[100 * rows[FUSED]["accuracy"]], name="accuracy, 0.9, 1 small block, fused",
                         mode="markers", marker={"symbol": "star-open", "size": 12, "color": "#d62728"},
                         secondary_y=True)
-    fig.add_hline(y=1.0, line_dash="dash", line_color="grey", annotation_text="AR speed")
+    fig.add_hline(y=1.0, line_dash="dash", line_color="grey", annotation_text="AR speed",
+                  annotation_position="bottom right")
     if "ar" in rows:  # on the accuracy axis: how much the parallel commits cost against reading left to right
         accuracy = 100 * rows["ar"]["accuracy"]
         fig.add_hline(y=accuracy, line_dash="dashdot", line_color="#7f7f7f", secondary_y=True)
         # Written by hand: add_hline puts its own label on the primary axis even for a secondary-axis line.
-        fig.add_annotation(text=f"AR accuracy {accuracy:.0f}%", x=1, xref="paper", xanchor="right", y=accuracy,
+        fig.add_annotation(text=f"AR accuracy {accuracy:.0f}%", x=0, xref="paper", xanchor="left", y=accuracy,
                            yref="y2", yanchor="top", showarrow=False, font={"color": "#7f7f7f"})
     fig.add_hline(y=2.5, line_dash="dot", line_color="grey", annotation_text="model card: 2.5x")
     fig.update_layout(title=f"Block diffusion vs AR — {report['model']} ({report['machine']['processor']}, "
