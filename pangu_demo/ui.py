@@ -45,7 +45,7 @@ PRESETS = {  # the openPangu-R-7B-Diffusion model card's three, then one of ours
 # (button label, prompt). Labels stay under 60 characters, where Gradio cuts them; the word problems are ones
 # the embedded model answers right by block diffusion at the default settings.
 EXAMPLES = [
-    ("Add: 74 cows and 54 sheep", "A farm has 74 cows and 54 sheep. How many animals are on the farm?"),
+    ("Add: 72 cows and 45 sheep", "A farm has 72 cows and 45 sheep. How many animals are on the farm?"),
     ("Subtract: 57 coins, 48 spent",
      "Will had 57 coins. He spent 48 coins on a plant. How many coins does he have now?"),
     ("Multiply: 26 tables of 7 chairs",
