@@ -76,7 +76,7 @@ class Layout:
     labels: torch.Tensor  # (T,) target predicted by the output at each position, IGNORE elsewhere
     is_noisy_label: torch.Tensor  # (T,) bool: the label is a masked-token target
     # (T,) long: at the first position of a block `order_masks` unmasks, the masks to leave; 0 elsewhere
-    ordered_left: torch.Tensor | None = None
+    ordered_left: torch.Tensor
 
 
 def draw_masks(n_blocks: int, L: int, generator: torch.Generator, first_token_mask_prob: float,
@@ -154,10 +154,6 @@ def build_layout(prompt: list[int], reply: list[int], mask_id: int, pad_id: int,
     return Layout(input_ids, position_ids, allowed, labels, is_noisy & (labels != IGNORE), ordered_left)
 
 
-def _ordered_left(lay: Layout) -> torch.Tensor:
-    return lay.ordered_left if lay.ordered_left is not None else torch.zeros_like(lay.input_ids)
-
-
 def pack(layouts: list[Layout], row_length: int) -> list[Layout]:
     """First-fit packing (longest first) into rows of at most `row_length` tokens. Chats sharing a row
     cannot see each other (block-diagonal attention) and keep their own position ids, so the loss is
@@ -176,7 +172,7 @@ def pack(layouts: list[Layout], row_length: int) -> list[Layout]:
             sizes.append(n)
     return [Layout(torch.cat([lay.input_ids for lay in row]), torch.cat([lay.position_ids for lay in row]),
                    torch.block_diag(*[lay.allowed for lay in row]), torch.cat([lay.labels for lay in row]),
-                   torch.cat([lay.is_noisy_label for lay in row]), torch.cat([_ordered_left(lay) for lay in row]))
+                   torch.cat([lay.is_noisy_label for lay in row]), torch.cat([lay.ordered_left for lay in row]))
             for row in rows]
 
 
@@ -194,7 +190,7 @@ def collate(layouts: list[Layout], pad_id: int, dtype: torch.dtype = torch.float
         ids[b, :n], pos[b, :n] = lay.input_ids, lay.position_ids
         labels[b, :n], noisy[b, :n] = lay.labels, lay.is_noisy_label
         allowed[b, :n, :n] = lay.allowed
-        ordered_left[b, :n] = _ordered_left(lay)
+        ordered_left[b, :n] = lay.ordered_left
     mask = torch.zeros(B, 1, T, T, dtype=dtype).masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
     return {"input_ids": ids, "position_ids": pos, "attention_mask": mask, "labels": labels, "noisy": noisy,
             "ordered_left": ordered_left}
@@ -222,6 +218,7 @@ def order_masks(model: torch.nn.Module, batch: dict[str, torch.Tensor], mask_id:
     try:
         for k in range(passes):
             masked = ids[rows, cols] == mask_id
+            # An equal share of what is still to fill, rounded up: ceil(a / b) = floor((a + b - 1) / b).
             quota = (masked.sum(1) - left + passes - k - 1).div(passes - k, rounding_mode="floor").clamp(min=0)
             if not quota.any():
                 break
@@ -366,8 +363,7 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
     t_last, tokens = time.perf_counter(), 0
     for step in bar:
         batch = make_batch(tok, cfg, step)
-        if cfg.ordered_mask_prob > 0:
-            order_masks(model, batch, tok.ids.mask, cfg.block_length, cfg.order_passes)
+        order_masks(model, batch, tok.ids.mask, cfg.block_length, cfg.order_passes)  # no-op when the option is off
         for group in optim.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss, parts = loss_fn(model, batch, cfg.diffusion_weight)

@@ -143,7 +143,7 @@ def test_second_copy_gives_the_logits_it_would_give_alone(tiny_model: LoadedMode
     C, R = len(prompt) + 24, 24
     keep = torch.cat([torch.arange(C), torch.arange(C + R, C + 2 * R)])  # drop the first copy
     alone = train.Layout(two.input_ids[keep], two.position_ids[keep], two.allowed[keep][:, keep],
-                         two.labels[keep], two.is_noisy_label[keep])
+                         two.labels[keep], two.is_noisy_label[keep], two.ordered_left[keep])
 
     def logits(lay: train.Layout) -> torch.Tensor:
         mask = collate([lay], tok.ids.pad, torch.float64)["attention_mask"]
