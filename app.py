@@ -43,8 +43,8 @@ def main() -> None:
                         default=os.environ.get("PANGU_DEMO_THREADS") or str(default_threads()),
                         help="torch CPU threads (default: all cores but one, which is left to the web page)")
     parser.add_argument("--dtype", type=_dtype_name, default=os.environ.get("PANGU_DEMO_DTYPE", "auto"),
-                        help="weights dtype (auto: float32 on CPU, bfloat16 on accelerators; bfloat16 is faster "
-                             "on CPUs with AVX512-BF16 but the embedded model is less accurate in it)")
+                        help="weights dtype (auto: bfloat16 on accelerators and on CPUs with AVX512-BF16, "
+                             "float32 on other CPUs)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")

@@ -31,7 +31,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint folder or Hugging Face id (default: the embedded model in assets/model)")
     parser.add_argument("--device", default=None, help="cpu, cuda, npu, mps … (default: the best available)")
     parser.add_argument("--dtype", default=None, choices=[*DTYPES, "auto"],
-                        help="weights dtype (default: float32 on CPU, bfloat16 on accelerators)")
+                        help="weights dtype (default: bfloat16 on accelerators and on CPUs with AVX512-BF16, "
+                             "float32 on other CPUs)")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="use the checkpoint's own modeling code (written for transformers 4.53)")
 

@@ -196,7 +196,9 @@ def evaluate(model: torch.nn.Module, tok: PanguTokenizer, *, n: int = 200, max_n
                for think in (True, False) for ex in examples]
     # One short decode first so that one-time costs (allocations, lazy init) do not count.
     _decode(decoder, prompts[0][2], decode_config(settings[0], min(max_new_tokens, block_length), block_length))
-    report: dict = {"model": model_name, "n": n, "max_new_tokens": max_new_tokens, "block_length": block_length,
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    report: dict = {"model": model_name, "dtype": dtype, "n": n, "max_new_tokens": max_new_tokens,
+                    "block_length": block_length,
                     "batch_size": 1, "temperature": 0.0, "threads": torch.get_num_threads(),
                     "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "headline": HEADLINE,
                     "speed_note": SPEED_NOTE, "settings": {}, "samples": []}
@@ -293,7 +295,7 @@ def render_markdown(report: dict) -> str:
            "tuples never seen in training), each also asked with ` /no_think`. Batch 1, temperature 0, block "
            f"length {report['block_length']}, at most {report['max_new_tokens']} new tokens, "
            f"{report['threads']} CPU thread(s) ({report['machine']}). TPF = generated tokens (stop token "
-           "included) / forward passes. Model: " + (report["model"] or "?") + ".", "",
+           "included) / forward passes. Model: " + (report["model"] or "?") + f" ({report.get('dtype', '?')}).", "",
            f"> {SPEED_NOTE}", ""]
     if report.get("bars"):
         others = other_settings(report)

@@ -720,7 +720,7 @@ class DemoApp:
 def build_app(model: str | None = None, allow_custom: bool | None = None, preloaded: LoadedModel | None = None,
               concurrency: int = 2, max_queue: int = 16, dtype: str | None = None) -> gr.Blocks:
     """The demo. `model`: the host's model (folder or hub id); None = the embedded teaching model.
-    `dtype`: weights dtype for every model loaded (None: float32 on CPU, bfloat16 on accelerators)."""
+    `dtype`: weights dtype for every model loaded (None: the loader's choice, see `pick_dtype`)."""
     models = ModelRegistry(model, allow_custom_default() if allow_custom is None else allow_custom,
                            preloaded=preloaded, dtype=dtype)
     with contextlib.suppress(ModelLoadError):  # shown in the model panel; the app still starts

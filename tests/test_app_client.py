@@ -91,9 +91,10 @@ def test_the_registry_knows_which_model_is_the_embedded_one(tiny_checkpoint):
 def test_the_registry_loads_in_the_dtype_the_host_asked_for(tiny_checkpoint):
     import torch
 
+    from pangu_demo.loading import pick_dtype
     from pangu_demo.ui import ModelRegistry
 
-    assert ModelRegistry(str(tiny_checkpoint)).get(None)[0].dtype == torch.float32  # the CPU default
+    assert ModelRegistry(str(tiny_checkpoint)).get(None)[0].dtype == pick_dtype(torch.device("cpu"))  # the default
     assert ModelRegistry(str(tiny_checkpoint), dtype="bfloat16").get(None)[0].dtype == torch.bfloat16
 
 

@@ -4,6 +4,7 @@ reply is classified once, and the command runs."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from pangu_demo import audit, chat, cli, data, engine, evaluate
 from pangu_demo.loading import load_model
@@ -46,12 +47,45 @@ def test_every_denoising_commit_of_the_reply_is_classified_once(embedded):
     assert sum(c.below for c in commits) == below > 0
 
 
+def test_only_the_leftmost_masked_position_of_a_forward_has_its_left_context_complete(embedded):
+    ids = prompt(embedded, "one_op")
+    steps, result = engine.run(engine.Decoder(embedded.model, embedded.tokenizer), ids,
+                               engine.DecodeConfig(threshold=0.9, max_new_tokens=96))
+    commits = audit.audit_reply(embedded.model, embedded.tokenizer, ids, steps, result, 0.9)
+    forwards = sum(s.kind == "denoise" for s in steps)
+    complete = sum(not c.left_open for c in commits)
+    assert 0 < complete <= forwards
+    assert complete < len(commits)  # the embedded model commits ahead of its left context too
+
+
+def test_masked_view_matches_the_engines_denoising_forward(tiny_model):
+    # masked_view builds its own uncached layout; the engine's cached denoising forward must agree with it on the
+    # prediction after a clean prefix (a wrong mask, position or shift breaks this).
+    model, tok = tiny_model.model, tiny_model.tokenizer
+    prompt, reply = [tok.ids.bos, 40, 41, 42, 43], [50 + i % 30 for i in range(45)]
+    view = audit.masked_view(model, prompt, reply, tok.ids.mask, block_length=32)
+    assert len(view) == len(reply) - 2  # positions 0 and 32 are block starts
+    decoder = engine.Decoder(model, tok)
+    expected = []
+    for start in (0, 32):
+        context = prompt + reply[:start]
+        for j in range(1, min(32, len(reply) - start)):
+            run = engine._Run(decoder, [context], engine.DecodeConfig(), None)
+            n = len(context)
+            run._forward(run.prompt, torch.arange(n)[None], causal_len=n, keep=n, ids_valid=run.prompt_valid)
+            block = torch.tensor([(reply[start:start + j] + [tok.ids.mask] * 32)[:32]])
+            logits = run._forward(block, torch.arange(n, n + 32)[None], causal_len=0, keep=0)
+            expected.append(int(logits[0, j - 1].argmax()))
+    assert view == expected
+
+
 def test_audit_command_prints_the_table(tiny_checkpoint, capsys):
     code = cli.main(["audit", "--model", str(tiny_checkpoint), "--dtype", "float64", "--n", "2", "--tasks", "one_op",
                      "--max-new-tokens", "32", "--no-progress"])
     assert code == 0
     out = capsys.readouterr().out
     assert "digits  below threshold" in out and "other   above threshold" in out
+    assert "complete" in out and "open" in out and "masked right" in out
 
 
 def test_audit_command_refuses_a_threshold_outside_0_1(tiny_checkpoint, capsys):

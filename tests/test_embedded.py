@@ -78,11 +78,19 @@ def test_no_think_gives_an_empty_trace(embedded) -> None:
     assert reply.has_trace and reply.thinking == "" and reply.answer
 
 
+@pytest.fixture(scope="module")
+def embedded_bf16():
+    return load_model(None, dtype="bfloat16", progress=False)
+
+
+# Both dtypes the app may load on a CPU (bf16 where the CPU has bf16 instructions, see pick_dtype).
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize(("example", "answer"),
                          [(0, 72 + 45), (1, 57 - 48), (2, 26 * 7), (3, 96 // 8), (4, (43 - 8) // 7)])
-def test_the_apps_word_problem_examples_are_answered_by_block_diffusion(embedded, example, answer) -> None:
+def test_the_apps_word_problem_examples_are_answered_by_block_diffusion(request, dtype, example, answer) -> None:
     from pangu_demo.ui import EXAMPLES
 
+    embedded = request.getfixturevalue("embedded" if dtype == "float32" else "embedded_bf16")
     _, result = run(Decoder(embedded.model, embedded.tokenizer),
                     prompt_ids(embedded.tokenizer, [], EXAMPLES[example][1]), DecodeConfig(max_new_tokens=256))
     reply = split_reply(result.text)

@@ -97,7 +97,7 @@ def test_quick_run_on_the_tiny_checkpoint(tiny_checkpoint: Path, tiny_model: Loa
     assert code == 0
     report = json.loads(out.read_text())
     n, max_new = evaluate.QUICK["n"], evaluate.QUICK["max_new_tokens"]
-    assert report["n"] == n and report["max_new_tokens"] == max_new
+    assert report["n"] == n and report["max_new_tokens"] == max_new and report["dtype"] == "float64"
     assert list(report["settings"]) == evaluate.DEFAULT_SETTINGS  # fused@0.9 runs only on request
     for s in report["settings"].values():
         assert [s["think"][t]["n"] for t in data.EVAL_TASKS] == [1] * 5 and s["think"]["all"]["n"] == n
@@ -132,6 +132,7 @@ def test_quick_run_on_the_tiny_checkpoint(tiny_checkpoint: Path, tiny_model: Loa
     assert evaluate.SPEED_NOTE in printed
     text = md.read_text()
     assert text.startswith("## Evaluation") and "| bar | target | measured |" in text
+    assert "(float64)." in text  # the weights' dtype: speed and accuracy depend on it
     assert text.count("\n| block diffusion, threshold 0.9 |") == 8  # 5 tasks, all, no-think, both
 
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from tiny_checkpoint import write_tokenizer_config
 
-from pangu_demo.loading import LoadedModel, ModelLoadError, load_model, pick_device
+from pangu_demo.loading import LoadedModel, ModelLoadError, cpu_has_native_bf16, load_model, pick_device, pick_dtype
 
 
 @pytest.fixture
@@ -47,6 +47,29 @@ def test_loads_official_format(tiny_checkpoint: Path, tiny_model: LoadedModel) -
     assert model.model.layers[1].self_attn.o_proj.bias is not None
     assert tiny_model.dtype == torch.float64 and tiny_model.device.type == "cpu"
     assert tiny_model.context_length == 512
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+flags\t\t: fpu sse2 avx2 {extra} avx512f
+bogomips\t: 4800.00
+"""
+
+
+def test_native_bf16_is_read_from_the_cpu_flags() -> None:
+    assert cpu_has_native_bf16(CPUINFO.format(extra="avx512_bf16"))
+    assert not cpu_has_native_bf16(CPUINFO.format(extra="avx512_vnni"))
+    assert not cpu_has_native_bf16(CPUINFO.format(extra="xavx512_bf16"))  # whole flags only
+    assert not cpu_has_native_bf16("Processor\t: ARMv8\nFeatures\t: fp asimd\n")  # no x86 flags line
+
+
+def test_auto_dtype_is_bf16_where_the_cpu_computes_it_natively() -> None:
+    cpu = torch.device("cpu")
+    assert pick_dtype(cpu, native_bf16=True) == torch.bfloat16
+    assert pick_dtype(cpu, "auto", native_bf16=False) == torch.float32
+    assert pick_dtype(torch.device("meta"), native_bf16=False) == torch.bfloat16  # accelerators: always bf16
+    assert pick_dtype(cpu, "float32", native_bf16=True) == torch.float32  # an explicit choice wins
+    assert pick_dtype(cpu) == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
 
 
 def test_explicit_dtype_is_honoured(tiny_checkpoint: Path) -> None:
