@@ -73,11 +73,10 @@ def audit_reply(model: torch.nn.Module, tok: PanguTokenizer, prompt: list[int], 
     return out
 
 
-def masked_view(model: torch.nn.Module, prompt: list[int], reply: list[int], mask_id: int,
-                block_length: int = 32) -> list[int]:
+def masked_view(decoder: engine.Decoder, prompt: list[int], reply: list[int], block_length: int = 32) -> list[int]:
     """For each reply token that is not the first of its block: the masked-token arg-max there when every earlier
     reply token is in place and the rest of its block is masked (one batch of rows per block, no cache)."""
-    top: list[int] = []
+    model, mask_id, top = decoder.model, decoder.mask_id, []
     for start in range(0, len(reply), block_length):
         block = reply[start:start + block_length]
         block += [mask_id] * (block_length - len(block))
@@ -86,14 +85,11 @@ def masked_view(model: torch.nn.Module, prompt: list[int], reply: list[int], mas
             continue
         context = prompt + reply[:start]
         n = len(context) + block_length
-        ids = torch.tensor([context + r for r in rows], device=model.device)
-        allowed = torch.ones(n, n, dtype=torch.bool, device=model.device).tril()
-        allowed[len(context):, len(context):] = True  # the block sees itself in full, as in a denoising forward
-        mask = torch.zeros(n, n, dtype=model.dtype, device=model.device).masked_fill(~allowed,
-                                                                                     torch.finfo(model.dtype).min)
+        # The context causal, the block seeing itself in full: the engine's mask with every position a query.
+        mask = decoder._mask(torch.ones(len(rows), n, dtype=torch.bool, device=decoder.device), n, len(context))
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=mask.expand(len(rows), 1, n, n),
-                           position_ids=torch.arange(n, device=model.device)[None],
+            logits = model(input_ids=torch.tensor([context + r for r in rows], device=decoder.device),
+                           attention_mask=mask, position_ids=torch.arange(n, device=decoder.device)[None],
                            logits_to_keep=block_length).logits
         # Row j predicts block position j from the output at j - 1.
         top += logits[torch.arange(len(rows)), torch.arange(len(rows))].argmax(-1).tolist()
@@ -122,7 +118,7 @@ def audit(model: torch.nn.Module, tok: PanguTokenizer, tasks: list[str], n: int,
                 rejected[c.digit, c.below, c.left_open] += c.rejected
             prompt, reply = encode_chat(tok, ex["messages"])
             _, top_ar = ar_view(model, prompt, reply)
-            top_masked = iter(masked_view(model, prompt, reply, tok.ids.mask, cfg.block_length))
+            top_masked = iter(masked_view(decoder, prompt, reply, cfg.block_length))
             for i, t in enumerate(reply):
                 if i % cfg.block_length:  # position 0 of a block is always an AR prediction
                     digit = t in tok.digit_ids

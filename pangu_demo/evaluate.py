@@ -198,8 +198,8 @@ def evaluate(model: torch.nn.Module, tok: PanguTokenizer, *, n: int = 200, max_n
     _decode(decoder, prompts[0][2], decode_config(settings[0], min(max_new_tokens, block_length), block_length))
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     report: dict = {"model": model_name, "dtype": dtype, "n": n, "max_new_tokens": max_new_tokens,
-                    "block_length": block_length,
-                    "batch_size": 1, "temperature": 0.0, "threads": torch.get_num_threads(),
+                    "block_length": block_length, "batch_size": 1, "temperature": 0.0,
+                    "threads": torch.get_num_threads(),
                     "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "headline": HEADLINE,
                     "speed_note": SPEED_NOTE, "settings": {}, "samples": []}
     sample_texts: dict[tuple[str, bool], tuple[dict, engine.Result]] = {}
@@ -295,7 +295,7 @@ def render_markdown(report: dict) -> str:
            "tuples never seen in training), each also asked with ` /no_think`. Batch 1, temperature 0, block "
            f"length {report['block_length']}, at most {report['max_new_tokens']} new tokens, "
            f"{report['threads']} CPU thread(s) ({report['machine']}). TPF = generated tokens (stop token "
-           "included) / forward passes. Model: " + (report["model"] or "?") + f" ({report.get('dtype', '?')}).", "",
+           "included) / forward passes. Model: " + (report["model"] or "?") + f" ({report['dtype']}).", "",
            f"> {SPEED_NOTE}", ""]
     if report.get("bars"):
         others = other_settings(report)

@@ -105,14 +105,12 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     return False
 
 
-def pick_dtype(device: torch.device, requested: str | torch.dtype | None = None,
-               native_bf16: bool | None = None) -> torch.dtype:
-    """bf16 on accelerators and on CPUs with bf16 instructions, float32 on other CPUs; `native_bf16` overrides
-    the CPU check.
+def pick_dtype(device: torch.device, requested: str | torch.dtype | None = None) -> torch.dtype:
+    """bf16 on accelerators and on CPUs with bf16 instructions, float32 on other CPUs.
 
     The embedded model, 1 thread: on a 2-core AVX2 CPU float32 decoded 2.7x faster than bf16 (every bf16 operand
     is converted). On a 2-core CPU with AVX512-BF16, bf16 made a 32-token forward cheaper relative to a one-token
-    one (1.5x against 2.0x in float32): in the benchmark block diffusion ran 14% faster and AR 5-11% slower, and
+    one (1.5x against 2.0x in float32): in the benchmark block diffusion ran 14-17% faster and AR 5-12% slower, and
     on the held-out set (stage 9) one-operation accuracy was the same, two-operation one question better."""
     if isinstance(requested, torch.dtype):
         return requested
@@ -120,7 +118,7 @@ def pick_dtype(device: torch.device, requested: str | torch.dtype | None = None,
         if requested not in DTYPES:
             raise ValueError(f"Unknown dtype {requested!r}; choose one of {', '.join(DTYPES)} or auto.")
         return DTYPES[requested]
-    if device.type == "cpu" and not (cpu_has_native_bf16() if native_bf16 is None else native_bf16):
+    if device.type == "cpu" and not cpu_has_native_bf16():
         return torch.float32
     return torch.bfloat16
 

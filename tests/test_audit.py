@@ -59,13 +59,13 @@ def test_only_the_leftmost_masked_position_of_a_forward_has_its_left_context_com
 
 
 def test_masked_view_matches_the_engines_denoising_forward(tiny_model):
-    # masked_view builds its own uncached layout; the engine's cached denoising forward must agree with it on the
-    # prediction after a clean prefix (a wrong mask, position or shift breaks this).
-    model, tok = tiny_model.model, tiny_model.tokenizer
+    # masked_view runs prefix and block in one uncached forward; the engine's cached denoising forward must agree
+    # with it on the prediction after a clean prefix (a wrong mask, position or shift breaks this).
+    tok = tiny_model.tokenizer
+    decoder = engine.Decoder(tiny_model.model, tok)
     prompt, reply = [tok.ids.bos, 40, 41, 42, 43], [50 + i % 30 for i in range(45)]
-    view = audit.masked_view(model, prompt, reply, tok.ids.mask, block_length=32)
+    view = audit.masked_view(decoder, prompt, reply, block_length=32)
     assert len(view) == len(reply) - 2  # positions 0 and 32 are block starts
-    decoder = engine.Decoder(model, tok)
     expected = []
     for start in (0, 32):
         context = prompt + reply[:start]

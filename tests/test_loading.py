@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from tiny_checkpoint import write_tokenizer_config
 
+from pangu_demo import loading
 from pangu_demo.loading import LoadedModel, ModelLoadError, cpu_has_native_bf16, load_model, pick_device, pick_dtype
 
 
@@ -63,13 +64,13 @@ def test_native_bf16_is_read_from_the_cpu_flags() -> None:
     assert not cpu_has_native_bf16("Processor\t: ARMv8\nFeatures\t: fp asimd\n")  # no x86 flags line
 
 
-def test_auto_dtype_is_bf16_where_the_cpu_computes_it_natively() -> None:
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_bf16_where_the_cpu_computes_it_natively(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
-    assert pick_dtype(cpu, native_bf16=True) == torch.bfloat16
-    assert pick_dtype(cpu, "auto", native_bf16=False) == torch.float32
-    assert pick_dtype(torch.device("meta"), native_bf16=False) == torch.bfloat16  # accelerators: always bf16
-    assert pick_dtype(cpu, "float32", native_bf16=True) == torch.float32  # an explicit choice wins
-    assert pick_dtype(cpu) == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert pick_dtype(cpu) == pick_dtype(cpu, "auto") == (torch.bfloat16 if native else torch.float32)
+    assert pick_dtype(torch.device("meta")) == torch.bfloat16  # accelerators: always bf16
+    assert pick_dtype(cpu, "float32") == torch.float32 and pick_dtype(cpu, "bf16") == torch.bfloat16  # asked for
 
 
 def test_explicit_dtype_is_honoured(tiny_checkpoint: Path) -> None:
