@@ -325,11 +325,38 @@ def initial_weights(init: Path) -> dict[str, torch.Tensor]:
     return torch.load(init, weights_only=False)["model"]
 
 
+def grow_depth(weights: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
+    """Deepen a trained model to `n_layers` without changing its function (block expansion, as in LLaMA Pro):
+    new layers are spread evenly among the old ones, each a copy of the layer before it with its attention
+    output and MLP down projections zeroed, so it adds nothing to the residual stream until training moves it."""
+    old = 1 + max(int(k.split(".")[2]) for k in weights if k.startswith("model.layers."))
+    if n_layers == old:
+        return weights
+    if n_layers < old:
+        raise ValueError(f"cannot grow {old} layers to {n_layers}")
+    # source layer of each new layer: layer i of `old` is followed by copies so that the copies are spread evenly
+    sources = [min(old - 1, i * old // n_layers) for i in range(n_layers)]
+    grown = {k: v for k, v in weights.items() if not k.startswith("model.layers.")}
+    for new_index, src in enumerate(sources):
+        is_copy = new_index > 0 and sources[new_index - 1] == src
+        prefix = f"model.layers.{src}."
+        for key, value in weights.items():
+            if not key.startswith(prefix):
+                continue
+            name = key.removeprefix(prefix)
+            value = value.clone()
+            if is_copy and name.split(".")[1] in ("o_proj", "down_proj"):
+                value.zero_()
+            grown[f"model.layers.{new_index}.{name}"] = value
+    return grown
+
+
 def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progress: bool = True,
           init: Path | None = None) -> Path:
     """Train (or resume) into `out`; returns the folder. Writes train_log.jsonl and loss_curve.png.
     `init`: start from the weights of another run's checkpoint.pt or exported folder (same sizes and
-    tokenizer) instead of random ones; the optimiser and the schedule start afresh."""
+    tokenizer, or fewer layers: see `grow_depth`) instead of random ones; the optimiser and the schedule start
+    afresh."""
     out.mkdir(parents=True, exist_ok=True)
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.model").is_file():
@@ -352,7 +379,7 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
         optim.load_state_dict(state["optim"])
         start = state["step"]
     elif init is not None:
-        model.load_state_dict(initial_weights(init))
+        model.load_state_dict(grow_depth(initial_weights(init), cfg.num_hidden_layers))
     record = {**asdict(cfg), **({"init": str(init)} if init is not None and start == 0 else {})}
     (out / "train_config.json").write_text(json.dumps(record, indent=2))
     n_params = sum(p.numel() for p in model.parameters())
