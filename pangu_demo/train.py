@@ -334,7 +334,7 @@ def grow_depth(weights: dict[str, torch.Tensor], n_layers: int) -> dict[str, tor
         return weights
     if n_layers < old:
         raise ValueError(f"cannot grow {old} layers to {n_layers}")
-    # source layer of each new layer: layer i of `old` is followed by copies so that the copies are spread evenly
+    # new layer i takes old layer i * old // n_layers; where that repeats the one before, the layer is a copy
     sources = [min(old - 1, i * old // n_layers) for i in range(n_layers)]
     grown = {k: v for k, v in weights.items() if not k.startswith("model.layers.")}
     for new_index, src in enumerate(sources):

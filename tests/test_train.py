@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import replace
@@ -356,18 +357,17 @@ def test_packing_changes_no_loss(tiny_model: LoadedModel) -> None:
 def test_grow_depth_keeps_the_function(tiny_model: LoadedModel, extra: int) -> None:
     from transformers import LlamaForCausalLM
 
-    model = tiny_model.model.float()
-    config = model.config.__class__(**{**model.config.to_dict(), "num_hidden_layers":
-                                       model.config.num_hidden_layers + extra})
-    deeper = LlamaForCausalLM(config).float().eval()
+    model = tiny_model.model  # shared by the session: read only
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers += extra
+    deeper = LlamaForCausalLM(config).to(model.dtype).eval()
     weights = train.grow_depth(model.state_dict(), config.num_hidden_layers)
     deeper.load_state_dict(weights)
     ids = torch.tensor([[5, 17, 42, 8, 99, 23, 64, 11]])
     with torch.no_grad():
         torch.testing.assert_close(deeper(ids).logits, model(ids).logits)
     # the new layers are real layers that training can move: copies, not empty ones
-    assert len(deeper.model.layers) == len(model.model.layers) + extra
-    up = [weights[f"model.layers.{i}.mlp.up_proj.weight"] for i in range(len(deeper.model.layers))]
+    up = [weights[f"model.layers.{i}.mlp.up_proj.weight"] for i in range(config.num_hidden_layers)]
     assert any(torch.equal(a, b) for a, b in zip(up, up[1:], strict=False))
     with pytest.raises(ValueError):
-        train.grow_depth(model.state_dict(), 1 if len(model.model.layers) > 1 else 0)
+        train.grow_depth(model.state_dict(), len(model.model.layers) - 1)
