@@ -326,9 +326,9 @@ def fused_verdict(report: dict) -> str | None:
     if a["accuracy"] == 0:
         verdict = "no accuracy to compare (the model answers nothing right): no evidence either way"
     elif b["accuracy"] >= a["accuracy"]:
-        verdict = "accuracy holds: may become the default"
+        verdict = "accuracy holds on these prompts"
     else:
-        verdict = "accuracy drops: keep it off by default"
+        verdict = "accuracy drops on these prompts"
     return (f"fused commit ({a['prompts']} prompts): accuracy {100 * b['accuracy']:.1f}% vs "
             f"{100 * a['accuracy']:.1f}% unfused, TPF {b['tpf']:.2f} vs {a['tpf']:.2f}, "
             f"speed-up {b['speedup']:.2f}x vs {a['speedup']:.2f}x → {verdict}")
@@ -491,7 +491,7 @@ def figure(report: dict):
         # Written by hand: add_hline puts its own label on the primary axis even for a secondary-axis line.
         fig.add_annotation(text=f"AR accuracy {accuracy:.0f}%", x=0, xref="paper", xanchor="left", y=accuracy,
                            yref="y2", yanchor="top", showarrow=False, font={"color": "#7f7f7f"})
-    fig.add_hline(y=2.5, line_dash="dot", line_color="grey", annotation_text="model card: 2.5x")
+    fig.add_hline(y=2.5, line_dash="dot", line_color="grey", annotation_text="openPangu-R-7B-Diffusion card: 2.5x")
     fig.update_layout(title=f"Block diffusion vs AR — {report['model']} ({report['machine']['processor']}, "
                             f"{report['machine']['threads']} thread(s))", template="plotly_white",
                       xaxis_title="confidence threshold", legend={"orientation": "h", "y": -0.2})

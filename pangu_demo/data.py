@@ -904,9 +904,9 @@ def iter_examples(split: str, start: int = 0, seed: int = 0) -> Iterator[dict]:
         i += 1
 
 
-def eval_set(n: int, seed: int = 0, task: str | None = None) -> list[dict]:
-    """Held-out chats: think-mode, single turn, operand tuples never seen in training."""
-    return [make_example("eval", i, seed, task) for i in range(n)]
+def eval_set(n: int, seed: int = 0, task: str | None = None, start: int = 0) -> list[dict]:
+    """Held-out chats `start` to `start + n - 1`: think-mode, single turn, operand tuples never seen in training."""
+    return [make_example("eval", i, seed, task) for i in range(start, start + n)]
 
 
 _INT = re.compile(r"\d+")

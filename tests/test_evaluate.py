@@ -140,3 +140,33 @@ def test_the_fused_setting_is_the_headline_with_the_fused_commit() -> None:
     fused, plain = (evaluate.decode_config(name, 64, 32) for name in ("fused@0.9", evaluate.HEADLINE))
     assert fused.fused_commit and not plain.fused_commit
     assert fused == dataclasses.replace(plain, fused_commit=True)
+
+
+def test_a_subset_run_asks_exactly_the_chosen_questions(tiny_model: LoadedModel,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, bool]] = []
+    original = chat.prompt_ids
+
+    def recording_prompt_ids(tok, history, user, think=True, system=None):  # noqa: ANN001, ANN202
+        asked.append((user, think))
+        return original(tok, history, user, think, system)
+
+    monkeypatch.setattr(evaluate.chat, "prompt_ids", recording_prompt_ids)
+    report = evaluate.evaluate(tiny_model.model, tiny_model.tokenizer, n=10, max_new_tokens=8, first=300,
+                               tasks=["one_op", "two_op"], think_only=True, settings=[evaluate.HEADLINE, "ar"],
+                               open_prompts=[], progress=False)
+    wanted = [ex for ex in data.eval_set(10, start=300) if ex["task"] in ("one_op", "two_op")]
+    assert len(wanted) == 4 and all(ex not in data.eval_set(300) for ex in wanted)  # a disjoint set
+    assert asked == [(evaluate.question(ex), True) for ex in wanted]
+    for s in report["settings"].values():
+        assert [s["think"][t]["n"] for t in ("one_op", "two_op")] == [2, 2]
+        assert s["think"]["counting"] == {"n": 0} and s["no_think"]["all"] == {"n": 0}
+        assert s["overall"]["n"] == 4 and s["bars"] == []
+    # The standard set's bars do not apply to a subset: none are reported, and the text says why.
+    assert "bars" not in report and not report["standard"] and report["samples"] == []
+    assert evaluate.bar_lines(report)[0].startswith("Bars: not checked")
+    markdown = evaluate.render_markdown(report)
+    assert "held-out questions 300-309 (one_op, two_op;" in markdown
+    assert "| think | all | 4 |" in markdown and "| both |" not in markdown
+    with pytest.raises(ValueError, match="unknown task"):
+        evaluate.evaluate(tiny_model.model, tiny_model.tokenizer, n=5, tasks=["facts"], progress=False)
