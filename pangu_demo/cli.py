@@ -1,8 +1,9 @@
 """Command line: `python -m pangu_demo generate "PROMPT" [options]`.
 
 Each subcommand is a function `add_<name>(subparsers)` that registers its parser and sets `func`
-(parsed args -> exit code). Subcommands that live in their own module (bench, train, evaluate, audit)
-define `add_subcommand(subparsers)` there and are listed in SUBCOMMAND_MODULES.
+(parsed args -> exit code). Subcommands that live in their own module (bench, evaluate, audit)
+define `add_subcommand(subparsers)` there and are listed in SUBCOMMAND_MODULES. Training has its own entry point,
+`python -m pangu_demo.train`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from . import chat, engine
 from .loading import DTYPES, EMBEDDED_MODEL, LoadedModel, ModelLoadError, load_model
 
-SUBCOMMAND_MODULES = ("bench", "train", "evaluate", "audit")  # optional: registered when the module exists
+SUBCOMMAND_MODULES = ("bench", "evaluate", "audit")  # optional: registered when the module exists
 USAGE_ERROR = 2
 
 

@@ -8,7 +8,7 @@ denoising forward sees at inference. Loss = cross-entropy on the masked tokens o
 the clean part.
 
     python -m pangu_demo.train --out runs/embedded            # train (resumes if interrupted)
-    python -m pangu_demo.train --out runs/embedded --export assets/model
+    python -m pangu_demo.train --out runs/embedded --export assets/model --export-dtype float32
 """
 
 from __future__ import annotations
