@@ -14,6 +14,7 @@ Batches are left-padded; a `Step` describes row 0 of the batch.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -58,10 +59,10 @@ class DecodeConfig:
             divisors = [d for d in range(1, self.block_length + 1) if self.block_length % d == 0]
             raise ValueError(f"num_small_blocks must divide block_length {self.block_length}: one of "
                              f"{', '.join(map(str, divisors))} (got {n!r}).")
-        if not 0.0 <= self.threshold <= 1.0:
+        if not 0.0 <= self.threshold <= 1.0:  # also refuses nan
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}.")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be ≥ 0 (0 = greedy), got {self.temperature}.")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {self.temperature}.")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}.")
         if not isinstance(self.top_k, int) or self.top_k < 0:
@@ -265,10 +266,15 @@ class _Run:
         self.nfe += 1
         return logits
 
-    def _should_stop(self) -> bool:
+    def _cancel_requested(self) -> bool:
         if self.stop_event is not None and self.stop_event.is_set():
             self.cancelled = True
-        return self.cancelled or all(r.done for r in self.rows)
+        return self.cancelled
+
+    def _finished(self, end_of_block: bool) -> bool:
+        """The reference's test after each small block: every row has produced its stop token. Rows that
+        reached max_new_tokens end only with their block (whole blocks are decoded, then cut)."""
+        return all(r.stopped or (end_of_block and r.done) for r in self.rows)
 
     def _update_rows(self, block: torch.Tensor, prefix_before: list[int]) -> list[int]:
         """Feed each row's newly contiguous committed tokens; return the new prefix lengths."""
@@ -312,11 +318,12 @@ class _Run:
         if self.cfg.mode == "ar":
             yield from self._ar_steps(block, prefix)
             return
-        b = 0
-        while not self._should_stop():
-            for sb in range(self.cfg.num_small_blocks):
+        b, last = 0, self.cfg.num_small_blocks - 1
+        while not self._cancel_requested():
+            for sb in range(last + 1):
                 yield from self._denoise_small_block(b, sb, block, prefix)
-                if self._should_stop():
+                # No commit forward after the last block: it would only predict a token nobody reads.
+                if self.cancelled or self._finished(end_of_block=sb == last):
                     return
             b += 1
             if self.cfg.fused_commit:
@@ -346,8 +353,7 @@ class _Run:
         logits = self._forward(ids, positions, causal_len=L, keep=L, logits_to_keep=predicting)
         cand = self._sample(logits)
         was_masked = torch.ones_like(block, dtype=torch.bool)
-        active = torch.tensor([not r.done for r in self.rows], device=self.dec.device)
-        target = was_masked & self._small_block_mask(0, from_zero=True) & active[:, None]
+        target = was_masked & self._small_block_mask(0, from_zero=True)
         committed = self._choose(cand, target, first_forced=True)
         block.copy_(torch.where(committed, cand.tokens, block))
         prefix = self._update_rows(block, [0] * len(self.rows))
@@ -370,15 +376,15 @@ class _Run:
         return block, committed
 
     def _denoise_small_block(self, b: int, sb: int, block: torch.Tensor, prefix: list[int]) -> Iterator[Step]:
-        """Denoising forwards until small block `sb` of block `b` holds no MASK (or every row is done)."""
+        """Denoising forwards until small block `sb` of block `b` holds no MASK in any row, as in the reference:
+        a row that has produced its stop token is still denoised (what follows the stop token is dropped)."""
         L = self.cfg.block_length
         in_small = self._small_block_mask(sb)
         positions = self._positions(b * L, L)
         while True:
-            active = torch.tensor([not r.done for r in self.rows], device=self.dec.device)
             was_masked = block == self.dec.mask_id
-            target = was_masked & in_small & active[:, None]
-            if not target.any() or self._should_stop():
+            target = was_masked & in_small
+            if not target.any() or self._cancel_requested():
                 return
             # The output at position j-1 predicts block position j. Only positions still MASK in some row
             # need it, so the LM head runs on those alone (on a CPU it is a sixth of a block forward);
@@ -420,7 +426,7 @@ class _Run:
         """One token per forward through the same cache; blocks only group the steps for display."""
         L = self.cfg.block_length
         n = 1
-        while not self._should_stop():
+        while not (self._cancel_requested() or all(r.done for r in self.rows)):
             last = block[:, (n - 1) % L:(n - 1) % L + 1]
             logits = self._forward(last, self._positions(n - 1, 1), causal_len=1, keep=1, logits_to_keep=1)
             nxt = self._sample(logits[:, -1])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -30,6 +31,7 @@ GET_OFFICIAL = (
     "then pass that folder as the model."
 )
 PANGU_MODEL_TYPES = {"PanguEmbedded", "pangu_embedded"}
+REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 _IGNORED_WEIGHTS = ("rotary_emb.inv_freq",)
 
 
@@ -73,9 +75,20 @@ def npu_available() -> bool:
 def pick_device(requested: str | None = None) -> torch.device:
     """Ascend NPU, then CUDA, then Apple MPS, then CPU, unless the caller names one."""
     if requested and requested != "auto":
-        if requested.startswith("npu"):
-            npu_available()  # importing torch_npu is what makes "npu" a device
-        return torch.device(requested)
+        kind = requested.split(":")[0]
+        if kind == "npu" and not npu_available():  # importing torch_npu is what makes "npu" a device
+            raise ModelLoadError("--device npu needs an Ascend NPU and torch-npu "
+                                 "(pip install -r requirements-npu.txt).")
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise ModelLoadError(f"Unknown device {requested!r}; use auto, cpu, cuda, mps or npu "
+                                 "(with an index if needed, e.g. cuda:1).") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError("--device cuda: this torch build sees no CUDA GPU; use --device cpu or auto.")
+        if kind == "mps" and not torch.backends.mps.is_available():
+            raise ModelLoadError("--device mps: Apple's MPS is not available here; use --device cpu or auto.")
+        return device
     if npu_available():
         return torch.device("npu")
     if torch.cuda.is_available():
@@ -166,19 +179,28 @@ def read_config(folder: Path) -> dict:
         raise ModelLoadError(f"{folder} has no config.json; it is not a model checkpoint folder.")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelLoadError(f"{config_file} is not valid JSON: {e}") from e
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{config_file} should hold a JSON object of settings, not a {type(config).__name__}.")
     if config.get("model_type") not in PANGU_MODEL_TYPES:
         raise ModelLoadError(
             f"{folder} holds a {config.get('model_type', 'unknown')!r} model; this demo runs openPangu "
             f"diffusion checkpoints (model_type PanguEmbedded). {GET_OFFICIAL}")
+    missing = [k for k in REQUIRED_KEYS if k not in config]
+    if missing:
+        raise ModelLoadError(f"{config_file} lacks {', '.join(missing)}, which the network cannot be built without.")
     return config
 
 
 def weight_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ModelLoadError(f"{index} is damaged: it should be JSON with a weight_map of tensor names to "
+                                 f"files ({type(e).__name__}: {e}).") from e
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
             raise ModelLoadError(f"{folder} lacks weight shards {', '.join(missing)} named in {index.name}.")
@@ -254,7 +276,10 @@ def load_model(source: str | Path | None = None, *, device: str | None = None,
         files = weight_files(folder)
         state: dict[str, torch.Tensor] = {}
         for f in tqdm(files, desc=f"Loading {folder.name}", unit="shard", disable=not progress or len(files) < 2):
-            state.update(load_file(f, device="cpu"))
+            try:
+                state.update(load_file(f, device="cpu"))
+            except (SafetensorError, OSError) as e:
+                raise ModelLoadError(f"{f} is damaged or incomplete (an interrupted download?): {e}") from e
         model = build_model(llama_config(config), state, torch_device, torch_dtype)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ModelLoadError(f"The tokenizer has {tokenizer.vocab_size} tokens but the model only "

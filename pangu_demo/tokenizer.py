@@ -75,6 +75,11 @@ class PanguTokenizer:
             pad=self._token_id(config.get("pad_token", "<unk>"), sp.unk_id()),
         )
         self._piece_bytes = self._build_piece_bytes()
+        # How SentencePiece drops a segment's leading spaces depends on the model's normaliser: with
+        # remove_extra_whitespaces it strips on while the text is still empty (["▁", "▁an"] -> "an"), with
+        # the identity normaliser only the first piece's (-> " an"). Ask the model once.
+        space = sp.piece_to_id("\u2581")
+        self._strips_while_empty = not sp.is_unknown(space) and sp.decode([space, space]) == ""
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> PanguTokenizer:
@@ -207,7 +212,7 @@ class StreamDecoder:
             if self._segment_start and raw:
                 # Only a piece's "▁" is the dummy prefix; a byte-fallback <0x20> is a real space.
                 raw = raw[1:] if raw.startswith(b" ") and not self.tok.sp.is_byte(i) else raw
-                self._segment_start = not raw  # SentencePiece strips on while the segment is still empty
+                self._segment_start = self.tok._strips_while_empty and not raw
             pieces.append(self._utf8.decode(raw))
         self.n_tokens += len(token_ids)
         self.text += "".join(pieces)

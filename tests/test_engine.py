@@ -55,17 +55,19 @@ def full_forward(model: torch.nn.Module, seq: list[int], block_start: int | None
 
 
 def reference_block_diffusion(model: torch.nn.Module, prompt: list[int], mask_id: int, algorithm: str,
-                              num_small_blocks: int, max_new_tokens: int,
-                              threshold: float = 0.9) -> tuple[list[int], list[tuple[int, list[int]]]]:
+                              num_small_blocks: int, max_new_tokens: int, threshold: float = 0.9,
+                              stop_id: int | None = None) -> tuple[list[int], list[tuple[int, list[int]]], int]:
     """Greedy context-causal block diffusion recomputing the full sequence for every forward.
 
-    Returns the generated tokens and, per denoising forward, (block, committed positions)."""
+    Returns the generated tokens (up to and including `stop_id`), per denoising forward (block, committed
+    positions), and the number of forwards (prefill, denoising forwards, commit forwards between blocks)."""
     size = L // num_small_blocks
     seq = list(prompt)
     first = int(full_forward(model, seq, None)[-1].argmax())
     generated: list[int] = []
     commits: list[tuple[int, list[int]]] = []
-    for b in range(-(-max_new_tokens // L)):
+    n_blocks = -(-max_new_tokens // L)
+    for b in range(n_blocks):
         block = [first] + [mask_id] * (L - 1)
         for sb in range(num_small_blocks):
             lo, hi = max(sb * size, 1), (sb + 1) * size
@@ -94,10 +96,15 @@ def reference_block_diffusion(model: torch.nn.Module, prompt: list[int], mask_id
                 for j in chosen:
                     block[j] = tokens[j]
                 commits.append((b, chosen))
+            # After each small block: stop once the stop token has been produced.
+            if stop_id is not None and stop_id in generated + block[:hi]:
+                out = generated + block[:hi]
+                return out[: out.index(stop_id) + 1][:max_new_tokens], commits, 1 + len(commits) + b
         generated += block
         seq += block
-        first = int(full_forward(model, seq, None)[-1].argmax())  # the commit forward
-    return generated[:max_new_tokens], commits
+        if b < n_blocks - 1:
+            first = int(full_forward(model, seq, None)[-1].argmax())  # the commit forward
+    return generated[:max_new_tokens], commits, 1 + len(commits) + n_blocks - 1
 
 
 @pytest.mark.parametrize("num_small_blocks", [1, 4, 32])
@@ -107,13 +114,38 @@ def test_cached_diffusion_equals_uncached_reference(tiny_model: LoadedModel, tin
     max_new = 70  # not a multiple of 32: the last block is cut
     steps, result = run(tiny_decoder, prompt, cfg(algorithm=algorithm, num_small_blocks=num_small_blocks,
                                                   max_new_tokens=max_new))
-    ref_tokens, ref_commits = reference_block_diffusion(tiny_model.model, prompt, tiny_decoder.mask_id,
-                                                        algorithm, num_small_blocks, max_new)
+    ref_tokens, ref_commits, ref_nfe = reference_block_diffusion(tiny_model.model, prompt, tiny_decoder.mask_id,
+                                                                 algorithm, num_small_blocks, max_new)
     assert result.tokens == ref_tokens
-    ours = [(s.block, s.committed) for s in steps if s.kind == "denoise"]
-    # The engine stops as soon as 70 tokens are contiguous; until then it did exactly what the reference did.
-    assert ours == ref_commits[: len(ours)]
-    assert len(ours) >= len([c for c in ref_commits if c[0] < 2])  # at least the two full blocks
+    # Whole blocks are decoded, then cut: every forward the reference makes, and no other.
+    assert [(s.block, s.committed) for s in steps if s.kind == "denoise"] == ref_commits
+    assert result.nfe == ref_nfe == len(steps)
+
+
+# Prompts on which the tiny model opens a block with a token it has not produced before.
+@pytest.mark.parametrize(("num_small_blocks", "question"), [(1, "What is 2 + 2?"), (4, "Tell me a story.")])
+def test_a_stop_token_ends_decoding_after_its_small_block(tiny_model: LoadedModel, tiny_decoder: Decoder,
+                                                          num_small_blocks: int, question: str) -> None:
+    """As in the reference, the small block that holds the stop token is denoised to the end (what follows
+    the stop token is dropped), and a stop token that opens a block still costs that block's first small block."""
+    tok = tiny_model.tokenizer
+    prompt = tok.encode(tok.apply_chat_template([{"role": "user", "content": question}]))
+    config = dict(algorithm="confidence_threshold", num_small_blocks=num_small_blocks, max_new_tokens=96)
+    _, base = run(tiny_decoder, prompt, cfg(**config))
+    size = 32 // num_small_blocks
+    # A token first produced mid-way through a small block, and one first produced at a block's position 0.
+    mid = next(i for i in range(5, 90) if i % size not in (0, size - 1) and base.tokens[i] not in base.tokens[:i])
+    opening = [i for i in (32, 64) if base.tokens[i] not in base.tokens[:i]]
+    assert opening, "no block opens with a new token: the test would not cover that case"
+    for i in [mid, *opening]:
+        stop_id = base.tokens[i]
+        steps, result = run(tiny_decoder, prompt, cfg(**config, stop_ids=(stop_id,)))
+        ref_tokens, ref_commits, ref_nfe = reference_block_diffusion(
+            tiny_model.model, prompt, tiny_decoder.mask_id, "confidence_threshold", num_small_blocks, 96,
+            stop_id=stop_id)
+        assert result.tokens == ref_tokens == base.tokens[: i + 1] and result.stop_reason == "stop_token"
+        assert [(s.block, s.committed) for s in steps if s.kind == "denoise"] == ref_commits
+        assert result.nfe == ref_nfe
 
 
 # -- AR mode ------------------------------------------------------------------------------------
@@ -270,6 +302,9 @@ def test_seeded_sampling_is_reproducible(tiny_decoder: Decoder, prompt: list[int
     (dict(algorithm="origin"), ["confidence_threshold", "entropy", "low_confidence", "topk_margin", "elastic"]),
     (dict(num_small_blocks=3), ["num_small_blocks", "1, 2, 4, 8, 16, 32"]),
     (dict(threshold=1.5), ["threshold", "between 0 and 1"]),
+    (dict(threshold=float("nan")), ["threshold", "between 0 and 1"]),
+    (dict(temperature=float("nan")), ["temperature", "finite"]),
+    (dict(temperature=float("inf")), ["temperature", "finite"]),
     (dict(top_p=0.0), ["top_p", "(0, 1]"]),
     (dict(max_new_tokens=0), ["max_new_tokens", "positive"]),
     (dict(mode="fast"), ["diffusion", "ar"]),

@@ -124,6 +124,40 @@ def test_broken_config(copy_of: Path) -> None:
     assert "not valid JSON" in load_error(copy_of)
 
 
+def test_config_that_is_not_an_object(copy_of: Path) -> None:
+    (copy_of / "config.json").write_text("[1, 2]")
+    assert "JSON object" in load_error(copy_of)
+
+
+def test_config_without_a_size(copy_of: Path, tiny_checkpoint: Path) -> None:
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    del config["hidden_size"]
+    (copy_of / "config.json").write_text(json.dumps(config))
+    assert "lacks hidden_size" in load_error(copy_of)
+
+
+@pytest.mark.parametrize("content", ["not json", "{}"])
+def test_damaged_shard_index(copy_of: Path, content: str) -> None:
+    (copy_of / "model.safetensors.index.json").write_text(content)
+    msg = load_error(copy_of)
+    assert "model.safetensors.index.json is damaged" in msg
+
+
+@pytest.mark.parametrize("keep_bytes", [5, 2000])
+def test_truncated_weights(copy_of: Path, keep_bytes: int) -> None:
+    shard = copy_of / "model-00001-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:keep_bytes])  # an interrupted download
+    msg = load_error(copy_of)
+    assert "model-00001-of-00002.safetensors is damaged or incomplete" in msg
+
+
+@pytest.mark.parametrize(("device", "says"), [("foo", "Unknown device"), ("npu", "torch-npu"),
+                                              ("cuda", "no CUDA GPU"), ("cuda:1", "no CUDA GPU")])
+def test_unavailable_device(device: str, says: str) -> None:
+    with pytest.raises(ModelLoadError, match=says):
+        pick_device(device)
+
+
 def test_folder_without_config(copy_of: Path) -> None:
     (copy_of / "config.json").unlink()
     assert "no config.json" in load_error(copy_of)

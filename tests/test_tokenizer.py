@@ -11,7 +11,7 @@ import pytest
 import sentencepiece as spm
 
 from pangu_demo import chat
-from pangu_demo.loading import LoadedModel
+from pangu_demo.loading import EMBEDDED_MODEL, LoadedModel
 from pangu_demo.tokenizer import PanguTokenizer
 
 # No space right after a special token: like the official tokenizer, decode drops a segment's leading space.
@@ -107,6 +107,28 @@ def test_stream_decoder_equals_decode_on_random_tokens(tok: PanguTokenizer) -> N
         for i in ids:
             stream.feed([i])
         assert stream.finish() == tok.decode(ids), ids
+
+
+@pytest.fixture(scope="module")
+def embedded_tok() -> PanguTokenizer:
+    return PanguTokenizer.from_pretrained(EMBEDDED_MODEL)
+
+
+@pytest.mark.parametrize("which", ["tiny", "embedded"])
+def test_stream_decoder_drops_leading_spaces_as_sentencepiece_does(tok: PanguTokenizer, embedded_tok: PanguTokenizer,
+                                                                   which: str) -> None:
+    # A lone "▁" piece opening a segment: with the identity normaliser (the embedded model's) SentencePiece
+    # then keeps the next piece's space; with the default one (the tiny test tokenizer's) it drops it too.
+    tok = tok if which == "tiny" else embedded_tok
+    space = tok.sp.piece_to_id("\u2581")
+    word = next(i for i in range(tok.vocab_size) if tok.sp.id_to_piece(i).startswith("\u2581") and
+                len(tok.sp.id_to_piece(i)) > 2 and not tok.sp.is_byte(i))
+    for ids in ([space, word], [space, space, word], [tok.ids.think_start, space, word], [space], [word, space]):
+        stream = tok.stream_decoder()
+        for i in ids:
+            stream.feed([i])
+        assert stream.finish() == tok.decode(ids), [tok.sp.id_to_piece(i) for i in ids]
+    assert tok.decode([space, word]).startswith(" ") == (which == "embedded")  # the two cases differ
 
 
 def test_chat_template(tok: PanguTokenizer) -> None:
