@@ -185,7 +185,7 @@ def legend_html(top: int, threshold: float | None = None, padding: bool = False)
            f" committed below the threshold {threshold:g} (every forward commits at least one)</span>"
            if threshold is not None else "")
         + ('<span class="pg-legend-item"><span class="pg-swatch pg-pad-swatch">·</span>'
-           " after the stop token: denoised with the rest of its small block, as in the reference;"
+           " end-of-turn padding after the stop token: denoised with the rest of its small block, as in the reference;"
            " not part of the reply</span>"
            if padding else "")
         + "</div>"
