@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -251,7 +251,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     # The first end-of-turn token is the stop; any after it is padding. Shown as a dot, it does not read as text.
     end = ROLE_TOKENS["turn_end"]
     ended = any(token_text(t) == end for b in finished for t in b.tokens if t != mask_id)
-    padding = False
+    padding, below_pad = False, 0
     cells = []
     for i, tok in enumerate(current.tokens):
         sb = i // size
@@ -270,16 +270,18 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
         cls.append("pg-done")
         if i in current.latest:
             cls.append("pg-latest")
-        if i in current.below:
-            cls.append("pg-below")
         if text in SPECIAL_LABELS:
             cls.append("pg-special")
         label, title = visible_text(text), _cell_title(text, i, current, i)
+        pad = text == end and ended
         if text == end:
-            if ended:
-                cls.append("pg-pad")
-                label, title, padding = "·", title + "\npadding after the stop token", True
             ended = True
+        if pad:  # not part of the reply, so not one of its below-threshold commits either
+            cls.append("pg-pad")
+            label, title, padding = "·", title + "\npadding after the stop token", True
+            below_pad += i in current.below
+        elif i in current.below:
+            cls.append("pg-below")
         cells.append(f'<div class="{" ".join(cls)}" style="background:{bg};color:{fg}" data-pos="{i}" '
                      f'data-sb="{sb}" data-step="{current.step[i]}" title="{html.escape(title)}">'
                      f'<span class="pg-tok">{html.escape(label)}</span>'
@@ -296,8 +298,8 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     else:
         caption = (f"Block {current.index + 1} (latest) · {sb_note} · {plural(current.forwards, 'forward')} so far"
                    f" · {len(masked)} MASK left")
-    if current.below:
-        caption += f" · {len(current.below)} committed below the threshold"
+    if len(current.below) > below_pad:
+        caption += f" · {len(current.below) - below_pad} committed below the threshold"
     if not masked and all(token_text(t) == ROLE_TOKENS["turn_end"] for t in current.tokens):
         # The last small block must be full before decoding stops, so a reply that ends near a block boundary
         # leaves a block of nothing but padding: say so, or it looks like the model wrote nothing.
@@ -453,16 +455,32 @@ def _hover(token_text: TokenText | None, cand: tuple[int, float] | None) -> str:
 
 
 # -- stats --------------------------------------------------------------------------------------
+def reply_commits(steps: list[Step], upto: int | None, stop_ids: Collection[int] = (),
+                  threshold: float | None = None) -> tuple[int, int]:
+    """Tokens committed after `upto` forwards that belong to the reply, and how many of them were committed
+    below the threshold. A block's positions after its first committed stop token are end-of-turn padding,
+    not reply: counted, they would make the figures fall when the run ends."""
+    tokens = below = 0
+    for block in block_states(steps, upto, threshold):
+        done = [p for p, st in enumerate(block.step) if st is not None]
+        stop = min((p for p in done if block.tokens[p] in stop_ids), default=len(block.tokens))
+        tokens += sum(p <= stop for p in done)
+        below += sum(p <= stop for p in block.below)
+    return tokens, below
+
+
 def stats(steps: list[Step], upto: int | None, result: Result | None = None, max_new_tokens: int | None = None,
-          block_length: int = 32, threshold: float | None = None) -> dict:
-    """The numbers of the stats line, as JSON-able values (`below_threshold` is None without a threshold)."""
+          block_length: int = 32, threshold: float | None = None, stop_ids: Collection[int] = ()) -> dict:
+    """The numbers of the stats line, as JSON-able values (`below_threshold` is None without a threshold).
+    Tokens are those of the reply (see `reply_commits`); at the end, exactly the result's."""
     upto = clamp_upto(steps, upto)
     final = result is not None and upto == len(steps)
+    tokens, below = reply_commits(steps, upto, stop_ids, threshold)
     if final:
         tokens, nfe, elapsed = len(result.tokens), result.nfe, result.seconds
         max_new_tokens = max_new_tokens or result.config.get("max_new_tokens")
     else:
-        tokens = sum(len(s.committed) for s in steps[:upto])
+        tokens = min(tokens, max_new_tokens) if max_new_tokens else tokens
         nfe = steps[upto - 1].nfe if upto else 0
         elapsed = steps[upto - 1].elapsed if upto else 0.0
     planned = math.ceil(max_new_tokens / block_length) if max_new_tokens else None
@@ -472,7 +490,7 @@ def stats(steps: list[Step], upto: int | None, result: Result | None = None, max
         "tokens": tokens, "tokens_per_forward": tokens / nfe if nfe else 0.0,
         "tokens_per_second": tokens / elapsed if elapsed > 0 else 0.0, "elapsed": elapsed,
         "ar_forwards": tokens, "forwards_saved": max(0, tokens - nfe),
-        "below_threshold": None if threshold is None else sum(len(below_threshold(s, threshold)) for s in steps[:upto]),
+        "below_threshold": None if threshold is None else below,
         "stop_reason": result.stop_reason if final else None, "step": upto, "steps_recorded": len(steps),
     }
 

@@ -28,6 +28,7 @@ class Recording:
     steps: list[Step] = field(default_factory=list)
     result: Result | None = None
     config: DecodeConfig | None = None
+    stop_ids: tuple[int, ...] = ()  # what ends the reply: the figures count no padding after it
     think_start: float | None = None  # elapsed seconds when the trace opened / closed
     think_end: float | None = None
 
@@ -79,7 +80,7 @@ def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, opti
                             if cfg.mode == "diffusion" else 1, threshold=threshold, run_over=result is not None)
     figure = render.heatmap_figure(steps, upto, options.view, token_text, options.colour,
                                    threshold) if with_figure else None
-    stats = render.stats(steps, upto, result, cfg.max_new_tokens, cfg.block_length, threshold)
+    stats = render.stats(steps, upto, result, cfg.max_new_tokens, cfg.block_length, threshold, rec.stop_ids)
     reply = render.reply_at(steps, upto, result)
     return Frame(rec, upto, final, grid, figure, stats, reply)
 
@@ -95,7 +96,8 @@ def stream_frames(decoder: Decoder, prompt_ids: list[int], config: DecodeConfig,
     """
     options = options or FrameOptions()
     token_text = token_text or functools.cache(decoder.tok.token_text)  # few distinct tokens per run
-    rec = Recording(config=config)
+    stop_ids = config.stop_ids if config.stop_ids is not None else decoder.tok.stop_ids
+    rec = Recording(config=config, stop_ids=tuple(stop_ids))
     gen = decoder.generate(prompt_ids, config, stop_event)
     _record(rec, next(gen))  # in the caller's thread: impossible settings raise here, before any frame
     worker = _Worker(gen, rec)

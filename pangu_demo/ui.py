@@ -360,15 +360,19 @@ class DemoApp:
             self.chatbot = gr.Chatbot(label="Chat", height=460, buttons=["copy"], elem_id="pg-chat",
                                       render_markdown=False, feedback_options=None, autoscroll=True,
                                       placeholder="Ask a word problem or for some Shakespeare.")
-            self.prompt = gr.Textbox(label="Message", placeholder="Type a message and press Enter", lines=2,
-                                     info=f"Up to {MAX_PROMPT_CHARS:,} characters; longer pastes are cut there.",
+            # One line that grows: Gradio sends a one-line box on Enter (a taller one only on Shift+Enter).
+            self.prompt = gr.Textbox(label="Message", placeholder="Type a message and press Enter", lines=1,
+                                     info="Enter sends, Shift+Enter starts a new line. The prompt and the reply must "
+                                          "fit the model's context (see Model below); pastes are cut at "
+                                          f"{MAX_PROMPT_CHARS:,} characters.",
                                      max_lines=8, max_length=MAX_PROMPT_CHARS, elem_id="pg-prompt")
             with gr.Row():
                 self.generate_btn = gr.Button("Generate", variant="primary", elem_id="pg-generate")
                 self.stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="pg-stop")
                 self.clear_btn = gr.Button("Clear", elem_id="pg-clear")
             self.think = gr.Checkbox(value=True, label="Think first (show the thinking trace)",
-                                     info="Off adds /no_think: the model answers without a trace.")
+                                     info="Off adds /no_think: the model answers without a trace. The teaching "
+                                          "model then mostly guesses the numbers.")
             self.notice = gr.HTML(message_html(""), elem_id="pg-notice")
             # Example buttons fill the prompt in the browser (js, no server round trip): with gr.Examples a
             # Generate click sent before the example's round trip returned went out with the old, empty prompt.
@@ -428,8 +432,12 @@ class DemoApp:
             with gr.Row(equal_height=True, elem_id="pg-sampling"):
                 self.temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature",
                                              info="0 = greedy (deterministic).")
-                self.top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p", info="1 = off.")
-                self.top_k = gr.Slider(0, 200, value=0, step=1, label="top_k", info="0 = off.")
+                # As in the reference, confidence is read after the filter, also at temperature 0.
+                self.top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p",
+                                       info="1 = off. At temperature 0 it keeps the token but raises its "
+                                            "confidence, so more tokens clear the threshold.")
+                self.top_k = gr.Slider(0, 200, value=0, step=1, label="top_k",
+                                       info="0 = off. Like top_p: at temperature 0 it only raises confidences.")
                 self.max_new = gr.Slider(16, 1024, value=256, step=16, label="Max new tokens", elem_id="pg-max-new")
                 self.seed = gr.Number(0, precision=0, label="Seed", info="Same seed + settings = same answer.")
         self.settings = [self.mode, self.algorithm, self.threshold, self.small_blocks, self.temperature, self.top_p,

@@ -331,3 +331,24 @@ def test_fused_forward_position_zero_is_never_below_the_threshold():
     assert render.below_threshold(s, 0.9) == [1]
     s.kind = "commit"
     assert render.below_threshold(s, 0.9) == []
+
+
+def test_figures_count_the_reply_not_the_padding_after_its_stop_token():
+    from pangu_demo.tokenizer import ROLE_TOKENS
+
+    # The padding after the stop token at position 20 is committed first, all of it below the threshold.
+    end = {token_id(j): ROLE_TOKENS["turn_end"] for j in range(20, L)}
+    steps, table = fake_run([list(range(20, L)), [1, 2], list(range(3, 20))], texts=end, confidence=0.5)
+    steps = steps[:-1]  # the run ends in this block: no commit forward
+    stop_ids = set(end)
+    figures = [render.stats(steps, k, threshold=0.9, stop_ids=stop_ids) for k in range(1, len(steps) + 1)]
+    assert [f["tokens"] for f in figures] == [1, 2, 4, 21]  # never more than the reply, and it only grows
+    assert [f["below_threshold"] for f in figures] == [0, 1, 3, 20]
+    result = Result(tokens=[token_id(j) for j in range(21)], text="", nfe=len(steps), seconds=0.1,
+                    stop_reason="stop_token", prompt_ids=[1], config={"max_new_tokens": 64})
+    assert render.stats(steps, None, result, threshold=0.9, stop_ids=stop_ids)["tokens"] == figures[-1]["tokens"]
+    # The grid marks the same 20 commits below the threshold; the padding cells are padding only.
+    page = render.grid_html(steps, None, table.get, MASK, threshold=0.9)
+    tags = cells(page)
+    assert sum("pg-below" in t for t in tags) == 20 and not any("pg-below" in t for t in tags[21:])
+    assert "20 committed below the threshold" in page
