@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -313,10 +314,11 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
 
 # -- the confidence heatmap ---------------------------------------------------------------------
 def _empty_figure(message: str) -> dict:
-    return {"data": [], "layout": _layout(message) | {
+    """A figure that only says `message`, once, in the middle, in lines short enough for a phone."""
+    return {"data": [], "layout": _layout("") | {
         "xaxis": {"visible": False}, "yaxis": {"visible": False},
-        "annotations": [{"text": message, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper",
-                         "yref": "paper", "font": {"size": 14}}]}}
+        "annotations": [{"text": "<br>".join(textwrap.wrap(message, 48)), "showarrow": False, "x": 0.5, "y": 0.5,
+                         "xref": "paper", "yref": "paper", "font": {"size": 14}}]}}
 
 
 def _title(main: str, detail: str) -> str:
@@ -387,7 +389,8 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
         data.append(_marks(*marks[True], "committed below the threshold", "x-thin-open", "#f43f5e"))
     layout = _layout(_title(f"Block {block + 1}: candidate confidence", "at each denoising forward"))
     layout["xaxis"] = {"title": {"text": "position in block"}, "range": [-0.5, len(z[0]) - 0.5], "dtick": 4}
-    layout["yaxis"] = {"title": {"text": "denoising forward"}, "autorange": "reversed",
+    # First forward on top; an explicit range, as autorange pads with a forward 0 that does not exist.
+    layout["yaxis"] = {"title": {"text": "denoising forward"}, "range": [len(z) + 0.5, 0.5],
                        "dtick": 1 if len(z) <= 16 else None}
     return {"data": data, "layout": layout}
 

@@ -144,6 +144,11 @@ class ModelRegistry:
             self._loaded.move_to_end(label)
             return self._loaded[label], self._decoders[label]
 
+    def name_of(self, label: str | None) -> str | None:
+        """The loaded model's own name (config.json), else the label: what a trace file should record."""
+        lm = self._loaded.get(label if label in self.sources else self.default)
+        return lm.name if lm is not None else label
+
     def describe(self, label: str | None) -> str:
         label = label if label in self.sources else self.default
         lm = self._loaded.get(label)
@@ -438,8 +443,11 @@ class DemoApp:
                                             "confidence, so more tokens clear the threshold.")
                 self.top_k = gr.Slider(0, 200, value=0, step=1, label="top_k",
                                        info="0 = off. Like top_p: at temperature 0 it only raises confidences.")
-                self.max_new = gr.Slider(16, 1024, value=256, step=16, label="Max new tokens", elem_id="pg-max-new")
-                self.seed = gr.Number(0, precision=0, label="Seed", info="Same seed + settings = same answer.")
+                # Whole blocks: the reference decodes whole blocks of 32 and cuts the result.
+                self.max_new = gr.Slider(32, 1024, value=256, step=32, label="Max new tokens", elem_id="pg-max-new")
+                # A browser number is exact up to 2^53 - 1; beyond it a typed seed would be rounded.
+                self.seed = gr.Number(0, precision=0, minimum=0, maximum=2**53 - 1, label="Seed",
+                                      info="Same seed + settings = same answer.")
         self.settings = [self.mode, self.algorithm, self.threshold, self.small_blocks, self.temperature, self.top_p,
                          self.top_k, self.max_new, self.seed]
 
@@ -467,7 +475,8 @@ class DemoApp:
                                                self.session],
               outputs=outputs, api_name="ui_generate", api_visibility="private", concurrency_limit=self.concurrency,
               concurrency_id="decode").then(
-            lambda sess: write_trace(sess.recording, sess.model_label) if isinstance(sess, Session) else None,
+            lambda sess: write_trace(sess.recording, self.models.name_of(sess.model_label))
+            if isinstance(sess, Session) else None,
             [self.session], [self.trace_btn], api_visibility="private", show_progress="hidden")
         # A new run makes the last comparison stale.
         gr.on(triggers, lambda: "", None, [self.compare_out], queue=False, show_progress="hidden",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -143,3 +145,10 @@ def test_preset_descriptions_follow_the_presets() -> None:
     for preset in ui.PRESETS.values():
         text = ui.describe_preset(preset)
         assert text.startswith(preset["algorithm"]) and f"{preset['num_small_blocks']} small block" in text
+
+
+def test_a_trace_names_the_model_not_the_menu_label(app: ui.DemoApp, tiny_model: LoadedModel) -> None:
+    sess = ui.Session()
+    list(generate(app, sess))
+    path = ui.write_trace(sess.recording, app.models.name_of(sess.model_label))
+    assert json.loads(Path(path).read_text(encoding="utf-8"))["model"] == tiny_model.name != sess.model_label
