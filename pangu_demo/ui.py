@@ -548,10 +548,13 @@ class DemoApp:
             check_context(len(ids), cfg, lm.context_length)
             return Prepared(lm, decoder, cfg, ids, text)
         fitted = fit_context(len(ids), cfg, lm.context_length)  # a long conversation may need Clear to fit
-        note = "" if fitted is cfg else (
+        notes = [] if fitted is cfg else [
             f"Max new tokens lowered from {cfg.max_new_tokens} to {fitted.max_new_tokens}: the prompt is {len(ids)} "
-            f"tokens and the model's context is {lm.context_length}.")
-        return Prepared(lm, decoder, fitted, ids, text, note)
+            f"tokens and the model's context is {lm.context_length}."]
+        if len(history) >= 2 and self.models.is_embedded(model_label):
+            notes.append("The teaching model was trained on single questions and two-turn chats; from the third "
+                         "turn on its answers get worse. Clear starts a new chat.")
+        return Prepared(lm, decoder, fitted, ids, text, " ".join(notes))
 
     def _buttons(self, running: bool) -> dict:
         """Generate is off and Stop on while a decode runs, and the other way round after it."""

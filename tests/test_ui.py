@@ -152,3 +152,12 @@ def test_a_trace_names_the_model_not_the_menu_label(app: ui.DemoApp, tiny_model:
     list(generate(app, sess))
     path = ui.write_trace(sess.recording, app.models.name_of(sess.model_label))
     assert json.loads(Path(path).read_text(encoding="utf-8"))["model"] == tiny_model.name != sess.model_label
+
+
+def test_a_third_turn_with_the_teaching_model_says_it_gets_worse(tiny_model: LoadedModel) -> None:
+    app = ui.DemoApp(ui.ModelRegistry(preloaded=tiny_model))  # shown as the embedded teaching model
+    app.build()
+    for turns, warned in ((1, False), (2, True)):
+        sess = ui.Session(history=[("Tom has 3 apples.", "3")] * turns)
+        first = next(generate(app, sess))
+        assert ("third turn" in first[app.notice]) is warned
