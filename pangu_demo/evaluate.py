@@ -288,8 +288,8 @@ def describe_set(report: dict) -> str:
     first, n = report.get("first", 0), report["n"]
     tasks = report.get("tasks") or list(data.EVAL_TASKS)
     modes = "think mode only" if report.get("think_only") else "think mode, each also asked with ` /no_think`"
-    return (f"held-out questions {first}-{first + n - 1} ({', '.join(tasks)}; operand tuples never seen in training), "
-            f"single turn, {modes}")
+    return (f"questions {first}-{first + n - 1} of the held-out set ({', '.join(tasks)}; operand tuples never seen "
+            f"in training), single turn, {modes}")
 
 
 def bar_lines(report: dict) -> list[str]:

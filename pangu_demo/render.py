@@ -274,6 +274,8 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
         if text in SPECIAL_LABELS:
             cls.append("pg-special")
         label, title = visible_text(text), _cell_title(text, i, current, i)
+        if len(label) > 4:  # smaller and wrapped, rather than cut to "‹/t…"
+            cls.append("pg-long")
         pad = text == end and ended
         if text == end:
             ended = True

@@ -334,10 +334,10 @@ class DemoApp:
             self.session = gr.State(None)  # a Session, created by the first generation
             self.playing = gr.State(False)
             self._header()
+            self._settings_panel()  # above the run, closed: in reach without scrolling past the grid
             with gr.Row(equal_height=False):
                 self._chat_column()
                 self._run_column()
-            self._settings_panel()
             self._model_panel()
             self._wire_generation()
             self._wire_replay()

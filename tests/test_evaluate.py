@@ -166,7 +166,7 @@ def test_a_subset_run_asks_exactly_the_chosen_questions(tiny_model: LoadedModel,
     assert "bars" not in report and not report["standard"] and report["samples"] == []
     assert evaluate.bar_lines(report)[0].startswith("Bars: not checked")
     markdown = evaluate.render_markdown(report)
-    assert "held-out questions 300-309 (one_op, two_op;" in markdown
+    assert "questions 300-309 of the held-out set (one_op, two_op;" in markdown
     assert "| think | all | 4 |" in markdown and "| both |" not in markdown
     with pytest.raises(ValueError, match="unknown task"):
         evaluate.evaluate(tiny_model.model, tiny_model.tokenizer, n=5, tasks=["facts"], progress=False)
