@@ -601,8 +601,9 @@ def reply_at(steps: list[Step], upto: int | None, result: Result | None = None) 
 
 
 def escape_chat(text: str) -> str:
-    """Chat text shown literally: no markup of any kind is interpreted."""
-    return html.escape(text, quote=True)
+    """Chat text shown literally: the Chatbot renders HTML even with render_markdown=False, so <, > and & are
+    escaped. Quotes are left alone (harmless in text): the message's Copy button copies the escaped string."""
+    return html.escape(text, quote=False)
 
 
 def assistant_messages(reply: Reply, thinking_seconds: float | None, running: bool) -> list[dict]:

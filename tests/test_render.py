@@ -137,8 +137,10 @@ def test_prompts_and_replies_are_escaped_in_chat():
     reply = render.split_reply("[unused16]think <script>x</script>[unused17]<b id=x>broken</b> & \"q\"")
     messages = render.assistant_messages(reply, 1.5, running=False)
     text = " ".join(m["content"] for m in messages)
-    assert "<" not in text and "&lt;b id=x&gt;" in text and "&amp;" in text and "&quot;q&quot;" in text
+    assert "<" not in text and "&lt;b id=x&gt;" in text and "&amp;" in text
     assert render.escape_chat("<b id=x>") == "&lt;b id=x&gt;"
+    # Quotes are inert in text and stay as they are, so a copied message keeps them.
+    assert '"q"' in text and render.escape_chat("Don't \"go\"") == "Don't \"go\""
 
 
 def test_whitespace_and_specials_visible():
