@@ -42,7 +42,8 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     """The DecodeConfig fields, with its defaults."""
     d = engine.DecodeConfig()
     parser.add_argument("--mode", choices=engine.MODES, default=d.mode, help="block diffusion or plain AR")
-    parser.add_argument("--alg", choices=engine.ALGORITHMS, default=d.algorithm, help="unmasking rule")
+    parser.add_argument("--alg", choices=engine.ALGORITHMS, default=d.algorithm,
+                        help="unmasking rule (elastic is this demo's extension, not the reference's)")
     parser.add_argument("--threshold", type=float, default=d.threshold,
                         help="confidence above which tokens are committed together (confidence_threshold, elastic)")
     parser.add_argument("--small-blocks", type=int, default=d.num_small_blocks,
@@ -89,6 +90,8 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
 
 def generate(args: argparse.Namespace) -> int:
     config = decode_config(args)
+    if args.trace is not None and not args.trace.parent.is_dir():  # say so before the model loads and decodes
+        raise CliError(f"cannot write the trace to {args.trace}: folder {args.trace.parent} does not exist")
     lm = load(args)
     tok = lm.tokenizer
     ids = chat.prompt_ids(tok, [], args.prompt, think=not args.no_think, system=args.system)

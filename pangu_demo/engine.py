@@ -27,6 +27,7 @@ from .sampling import Candidates, confidence, sample
 from .tokenizer import PanguTokenizer
 
 TRACE_VERSION = 1
+# The reference's four, then elastic (ours: the leftmost mask plus the run after it that clears the threshold).
 ALGORITHMS = ("confidence_threshold", "entropy", "low_confidence", "topk_margin", "elastic")
 MODES = ("diffusion", "ar")
 
@@ -405,7 +406,7 @@ class _Run:
         cfg = self.cfg
         has_target = target.any(1, keepdim=True)
         committed = torch.zeros_like(target)
-        if cfg.algorithm == "elastic":
+        if cfg.algorithm == "elastic":  # ours, not the reference's
             # Leftmost masked position, then the contiguous run after it that clears the threshold.
             first = target.float().argmax(1, keepdim=True)
             committed.scatter_(1, first, has_target)

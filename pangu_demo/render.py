@@ -528,8 +528,8 @@ def format_stats(s: dict) -> str:
 
 
 def stats_html(s: dict, live: bool = False) -> str:
-    planned = f"/{s['blocks_planned']}" if s["blocks_planned"] else ""
-    items = [("block", f"{s['block']}{planned}", "the block being decoded / the blocks of 32 that max new tokens "
+    planned = f" of max {s['blocks_planned']}" if s["blocks_planned"] else ""
+    items = [("block", f"{s['block']}{planned}", "the block being decoded, of the blocks of 32 that max new tokens "
               "allows (decoding ends sooner at the stop token)"),
              ("forwards (NFE)", str(s["nfe"]), "model forward passes so far: prefill, denoising and commit forwards"),
              ("tokens", str(s["tokens"]), "generated tokens in the finished prefix, the stop token included"),

@@ -462,8 +462,8 @@ class DemoApp:
                                                 placeholder="~/models/openPangu-R-7B-Diffusion")
                 self.custom_btn = gr.Button("Load", scale=1)
             if not models.allow_custom:
-                gr.Markdown("Loading other models is turned off on this host (start the app with "
-                            "`--allow-custom-models` or `PANGU_DEMO_ALLOW_CUSTOM=1` to allow it).")
+                gr.Markdown("This page offers the models above. (Running the demo yourself? Start it with "
+                            "`--allow-custom-models` or `PANGU_DEMO_ALLOW_CUSTOM=1` to load any folder or hub id.)")
             gr.Markdown(HOW_TO_GET)
 
     # -- wiring ---------------------------------------------------------------------------------
