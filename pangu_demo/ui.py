@@ -325,9 +325,10 @@ class DemoApp:
     """The page. Layout methods create the components; `_wire_*` methods connect them to the handlers, which
     share the model registry and the Stop event of each browser session's running decode."""
 
-    def __init__(self, models: ModelRegistry, concurrency: int = 2):
+    def __init__(self, models: ModelRegistry, concurrency: int = 2, slow_replay: bool = True):
         self.models = models
         self.concurrency = concurrency
+        self.slow_replay_default = slow_replay
         self.stops: dict[str, threading.Event] = {}
 
     def build(self, max_queue: int = 16) -> gr.Blocks:
@@ -449,6 +450,11 @@ class DemoApp:
                 # A browser number is exact up to 2^53 - 1; beyond it a typed seed would be rounded.
                 self.seed = gr.Number(0, precision=0, minimum=0, maximum=2**53 - 1, label="Seed",
                                       info="Same seed + settings = same answer.")
+            self.slow_replay = gr.Checkbox(self.slow_replay_default, label="Slow-motion replay after each run",
+                                           elem_id="pg-slow-replay",
+                                           info="A run of the teaching model takes well under a second: after it, "
+                                                "the grid and heatmap play it again, forward by forward, at the "
+                                                "replay speed (the chat keeps the answer).")
         self.settings = [self.mode, self.algorithm, self.threshold, self.small_blocks, self.temperature, self.top_p,
                          self.top_k, self.max_new, self.seed]
 
@@ -478,7 +484,10 @@ class DemoApp:
               concurrency_id="decode").then(
             lambda sess: write_trace(sess.recording, self.models.name_of(sess.model_label))
             if isinstance(sess, Session) else None,
-            [self.session], [self.trace_btn], api_visibility="private", show_progress="hidden")
+            [self.session], [self.trace_btn], api_visibility="private", show_progress="hidden").then(
+            self.replay_after_run, [self.slow_replay, self.speed, self.view, self.session],
+            [self.playing, self.replay, self.grid, self.plot, self.stats_box, self.timer, self.play_btn],
+            api_visibility="private", show_progress="hidden")
         # A new run makes the last comparison stale.
         gr.on(triggers, lambda: "", None, [self.compare_out], queue=False, show_progress="hidden",
               api_visibility="private")
@@ -683,6 +692,16 @@ class DemoApp:
         start = 1 if int(k) >= len(rec.steps) else int(k)  # at the end: play from the start
         return True, start, gr.Timer(value=play_interval(speed), active=True), gr.Button("⏸ Pause")
 
+    def replay_after_run(self, on: bool, speed: float, view_label: str, sess: Session) -> tuple:
+        """With slow-motion replay on, play a finished run again from its first forward (not a stopped one)."""
+        rec = recording_of(sess)
+        if (not on or rec is None or rec.result is None or len(rec.steps) < 2 or sess.running
+                or rec.result.stop_reason == "cancelled"):
+            return (gr.skip(),) * 7
+        grid_v, plot_v, stats_v = self.show_step(1, view_label, sess)
+        return (True, 1, grid_v, plot_v, stats_v, gr.Timer(value=play_interval(speed), active=True),
+                gr.Button("⏸ Pause"))
+
     def tick(self, k: float, speed: float, view_label: str, sess: Session) -> tuple:
         rec = recording_of(sess)
         if rec is None or not rec.steps or sess.running:
@@ -739,14 +758,16 @@ class DemoApp:
 
 
 def build_app(model: str | None = None, allow_custom: bool | None = None, preloaded: LoadedModel | None = None,
-              concurrency: int = 2, max_queue: int = 16, dtype: str | None = None) -> gr.Blocks:
+              concurrency: int = 2, max_queue: int = 16, dtype: str | None = None,
+              slow_replay: bool = True) -> gr.Blocks:
     """The demo. `model`: the host's model (folder or hub id); None = the embedded teaching model.
-    `dtype`: weights dtype for every model loaded (None: the loader's choice, see `pick_dtype`)."""
+    `dtype`: weights dtype for every model loaded (None: the loader's choice, see `pick_dtype`).
+    `slow_replay`: the default of the "slow-motion replay after each run" box."""
     models = ModelRegistry(model, allow_custom_default() if allow_custom is None else allow_custom,
                            preloaded=preloaded, dtype=dtype)
     with contextlib.suppress(ModelLoadError):  # shown in the model panel; the app still starts
         models.get(models.default)
-    return DemoApp(models, concurrency).build(max_queue)
+    return DemoApp(models, concurrency, slow_replay).build(max_queue)
 
 
 def launch_options() -> dict:

@@ -183,6 +183,14 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     assert nfe(page) > 0
     page.get_by_text("And now a short one?").wait_for()
     assert page.locator("#pg-chat .message-row, #pg-chat [data-testid='user']").count() >= 3
+
+    # Slow-motion replay (the app's default; this server starts with it off): once the run is over, the grid
+    # plays it again from the first forward and stops on the finished block.
+    page.locator("#pg-slow-replay input").check()
+    send(page, "One more.")
+    wait_finished(page, pattern="replay: forward 1 of")
+    wait_finished(page, pattern="finished|reached")
+    page.wait_for_function("() => document.querySelector('#pg-play').textContent.includes('Play')", timeout=10_000)
     page.close()
 
 

@@ -161,3 +161,15 @@ def test_a_third_turn_with_the_teaching_model_says_it_gets_worse(tiny_model: Loa
         sess = ui.Session(history=[("Tom has 3 apples.", "3")] * turns)
         first = next(generate(app, sess))
         assert ("third turn" in first[app.notice]) is warned
+
+
+def test_a_finished_run_is_replayed_in_slow_motion_when_asked(app: ui.DemoApp) -> None:
+    sess = ui.Session()
+    list(generate(app, sess))
+    playing, k, grid, _, stats, timer, button = app.replay_after_run(True, 5, ui.VIEWS[0], sess)
+    assert playing is True and k == 1 and timer.active is True and "Pause" in button.value
+    assert "replay: forward 1 of" in stats and 'data-nfe="1"' in stats and grid
+    skipped = app.replay_after_run(False, 5, ui.VIEWS[0], sess)
+    assert all(isinstance(v, type(gr.skip())) for v in skipped)
+    sess.recording.result.stop_reason = "cancelled"  # a run the user stopped is not replayed
+    assert all(isinstance(v, type(gr.skip())) for v in app.replay_after_run(True, 5, ui.VIEWS[0], sess))
