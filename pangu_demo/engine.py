@@ -203,11 +203,12 @@ def fit_context(prompt_len: int, cfg: DecodeConfig, context: int | None) -> Deco
     ValueError when not even one block fits."""
     if not context:
         return cfg
-    room = (context - prompt_len) // cfg.block_length * cfg.block_length
+    unit = 1 if cfg.mode == "ar" else cfg.block_length  # AR decodes token by token, block diffusion whole blocks
+    room = (context - prompt_len) // unit * unit
     if room < 1:
+        wanted = "a new token" if unit == 1 else f"a block of {unit} new tokens"
         raise ValueError(f"The prompt is {prompt_len} tokens: the model's context of {context} tokens leaves no "
-                         f"room for a block of {cfg.block_length} new tokens. Shorten the prompt (or press Clear "
-                         "to drop earlier turns).")
+                         f"room for {wanted}. Shorten the prompt (or press Clear to drop earlier turns).")
     return cfg if cfg.max_new_tokens <= room else replace(cfg, max_new_tokens=room)
 
 
@@ -215,9 +216,10 @@ def check_context(prompt_len: int, cfg: DecodeConfig, context: int | None) -> No
     """ValueError unless the prompt plus max_new_tokens, rounded up to whole blocks, fits the context."""
     fitted = fit_context(prompt_len, cfg, context)
     if fitted is not cfg:
-        raise ValueError(f"The prompt is {prompt_len} tokens; with {cfg.max_new_tokens} new tokens (whole blocks of "
-                         f"{cfg.block_length}) that exceeds the model's context of {context} tokens. Lower max new "
-                         f"tokens to {fitted.max_new_tokens} or less, or shorten the prompt.")
+        blocks = "" if cfg.mode == "ar" else f" (whole blocks of {cfg.block_length})"
+        raise ValueError(f"The prompt is {prompt_len} tokens; with {cfg.max_new_tokens} new tokens{blocks} that "
+                         f"exceeds the model's context of {context} tokens. Lower max new tokens to "
+                         f"{fitted.max_new_tokens} or less, or shorten the prompt.")
 
 
 class _Run:

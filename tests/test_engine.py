@@ -326,6 +326,18 @@ def test_fit_context_lowers_max_new_tokens_to_whole_blocks_that_fit() -> None:
     assert fit_context(800, c, None) is c  # no known context: nothing to fit
     with pytest.raises(ValueError, match="no room"):
         fit_context(1000, c, 1024)  # 24 tokens left: not one block
+    # AR needs no whole blocks: the 24 tokens left are its to use.
+    ar = cfg(mode="ar", max_new_tokens=300)
+    assert fit_context(1000, ar, 1024).max_new_tokens == 24
+    with pytest.raises(ValueError, match="room for a new token"):
+        fit_context(1024, ar, 1024)
+
+
+def test_ar_mode_runs_up_to_the_last_position_of_the_context(tiny_model: LoadedModel, tiny_decoder: Decoder) -> None:
+    context = tiny_model.context_length
+    prompt = [tiny_model.tokenizer.ids.bos] + [5] * (context - 13)
+    _, result = run(tiny_decoder, prompt, cfg(mode="ar", max_new_tokens=12))
+    assert len(result.tokens) == 12 and len(prompt) + 12 == context
 
 
 def test_prompt_longer_than_context(tiny_model: LoadedModel, tiny_decoder: Decoder) -> None:
