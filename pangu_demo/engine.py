@@ -129,6 +129,7 @@ class _Row:
         self.tokens: list[int] = []  # the committed contiguous prefix, cut at the stop token
         self.stop_ids, self.max_new = stop_ids, max_new
         self.stopped = False
+        self.stop_seen = False  # a stop token anywhere in the decoded prefix, past max_new too
         self.stream = tok.stream_decoder()
 
     @property
@@ -199,8 +200,8 @@ class Decoder:
 
 
 def fit_context(prompt_len: int, cfg: DecodeConfig, context: int | None) -> DecodeConfig:
-    """`cfg`, with max_new_tokens lowered to the whole blocks that fit after the prompt when it asks for more;
-    ValueError when not even one block fits."""
+    """`cfg`, with max_new_tokens lowered to what fits after the prompt when it asks for more (whole blocks for
+    block diffusion, any number of tokens for AR); ValueError when nothing fits."""
     if not context:
         return cfg
     unit = 1 if cfg.mode == "ar" else cfg.block_length  # AR decodes token by token, block diffusion whole blocks
@@ -213,7 +214,7 @@ def fit_context(prompt_len: int, cfg: DecodeConfig, context: int | None) -> Deco
 
 
 def check_context(prompt_len: int, cfg: DecodeConfig, context: int | None) -> None:
-    """ValueError unless the prompt plus max_new_tokens, rounded up to whole blocks, fits the context."""
+    """ValueError unless the prompt plus max_new_tokens (rounded up to whole blocks for block diffusion) fits."""
     fitted = fit_context(prompt_len, cfg, context)
     if fitted is not cfg:
         blocks = "" if cfg.mode == "ar" else f" (whole blocks of {cfg.block_length})"
@@ -277,7 +278,7 @@ class _Run:
     def _finished(self, end_of_block: bool) -> bool:
         """The reference's test after each small block: every row has produced its stop token. Rows that
         reached max_new_tokens end only with their block (whole blocks are decoded, then cut)."""
-        return all(r.stopped or (end_of_block and r.done) for r in self.rows)
+        return all(r.stop_seen or (end_of_block and r.done) for r in self.rows)
 
     def _update_rows(self, block: torch.Tensor, prefix_before: list[int]) -> list[int]:
         """Feed each row's newly contiguous committed tokens; return the new prefix lengths."""
@@ -285,8 +286,12 @@ class _Run:
         prefix = []
         for r, (row, tokens) in enumerate(zip(self.rows, block.tolist(), strict=True)):
             n = tokens.index(mask_id) if mask_id in tokens else len(tokens)
-            if not row.done and n > prefix_before[r]:
-                row.extend(tokens[prefix_before[r]:n])
+            if n > prefix_before[r]:
+                new = tokens[prefix_before[r]:n]
+                # Whole blocks are decoded and then cut, so a stop token past max_new still ends the run.
+                row.stop_seen = row.stop_seen or any(t in row.stop_ids for t in new)
+                if not row.done:
+                    row.extend(new)
             prefix.append(n)
         return prefix
 
@@ -326,7 +331,7 @@ class _Run:
             for sb in range(last + 1):
                 yield from self._denoise_small_block(b, sb, block, prefix)
                 # No commit forward after the last block: it would only predict a token nobody reads.
-                if self.cancelled or self._finished(end_of_block=sb == last):
+                if self._cancel_requested() or self._finished(end_of_block=sb == last):
                     return
             b += 1
             if self.cfg.fused_commit:

@@ -186,7 +186,7 @@ def _decode(decoder: engine.Decoder, ids: list[int], config: engine.DecodeConfig
     return result, time.perf_counter() - start
 
 
-def evaluate(model: torch.nn.Module, tok: PanguTokenizer, *, n: int = 200, max_new_tokens: int = 256,
+def evaluate(model: torch.nn.Module, tok: PanguTokenizer, *, n: int = 300, max_new_tokens: int = 256,
              block_length: int = 32, settings: list[str] | None = None, open_prompts: list[str] | None = None,
              progress: bool = True, model_name: str = "", first: int = 0, tasks: list[str] | None = None,
              think_only: bool = False) -> dict:
@@ -352,7 +352,7 @@ def render_markdown(report: dict) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .cli import add_model_arguments
 
-    p.add_argument("--n", type=int, default=200, help="held-out questions (each also asked with /no_think)")
+    p.add_argument("--n", type=int, default=300, help="held-out questions (each also asked with /no_think)")
     p.add_argument("--first", type=int, default=0, metavar="I",
                    help="start at held-out question I (a second, disjoint set: e.g. --first 300); no bars then")
     p.add_argument("--tasks", nargs="+", choices=list(data.EVAL_TASKS), default=None,
@@ -385,6 +385,8 @@ def run_cli(args: argparse.Namespace) -> int:
     n, max_new, n_open = args.n, args.max_new_tokens, len(OPEN_PROMPTS)
     if args.quick:
         n, max_new, n_open = QUICK["n"], QUICK["max_new_tokens"], QUICK["open_prompts"]
+    if n < 1 or args.first < 0:  # said before the model loads
+        raise ValueError(f"--n must be at least 1 and --first at least 0 (got n={n}, first={args.first})")
     lm = load(args)
     print(SPEED_NOTE, file=sys.stderr)
     report = evaluate(lm.model, lm.tokenizer, n=n, max_new_tokens=max_new, block_length=args.block_length,

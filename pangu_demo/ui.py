@@ -65,8 +65,9 @@ TEACHING_NOTE = (
     "in parallel (the grid marks in red the tokens committed below the threshold, which are wrong most often). The "
     "**Elastic (ours)** preset commits the leftmost masked token first and gets about 9 in 10 one-step problems "
     "right, with more tokens per forward. Free text is beyond a model this size: its Shakespeare comes out garbled, "
-    "and by block diffusion at less than one token per forward (little clears the threshold, so most forwards "
-    "commit one forced token), slower than AR. It knows single questions and two-turn chats, so press **Clear** "
+    "and by block diffusion at less than one token per forward, slower than AR (little clears the threshold, so "
+    "a forward often commits a single forced token, and the end-of-turn padding after a short reply takes "
+    "forwards of its own). It knows single questions and two-turn chats, so press **Clear** "
     "before a new question."
 )
 HOW_TO_GET = (
@@ -177,6 +178,7 @@ class Session:
     running: bool = False  # a generation is streaming: replay and view changes must not draw over it
     epoch: int = 0  # bumped by Clear: a run started before it must not put its turn back
     model_label: str | None = None  # the model of the recorded run, for "Compare with AR"
+    fresh: bool = False  # the recording is the run that just finished (not one from before a refused send)
 
     def reset(self) -> None:
         """Forget the conversation and the recorded run (Clear)."""
@@ -366,7 +368,7 @@ class DemoApp:
         with gr.Column(scale=5, min_width=360):
             self.chatbot = gr.Chatbot(label="Chat", height=460, buttons=["copy"], elem_id="pg-chat",
                                       render_markdown=False, feedback_options=None, autoscroll=True,
-                                      placeholder="Ask a word problem or for some Shakespeare.")
+                                      placeholder="Ask a word problem: the examples below show the kind it knows.")
             # One line that grows: Gradio sends a one-line box on Enter (a taller one only on Shift+Enter).
             self.prompt = gr.Textbox(label="Message", placeholder="Type a message and press Enter", lines=1,
                                      info="Enter sends, Shift+Enter starts a new line. The prompt and the reply must "
@@ -483,7 +485,7 @@ class DemoApp:
               outputs=outputs, api_name="ui_generate", api_visibility="private", concurrency_limit=self.concurrency,
               concurrency_id="decode").then(
             lambda sess: write_trace(sess.recording, self.models.name_of(sess.model_label))
-            if isinstance(sess, Session) else None,
+            if isinstance(sess, Session) and sess.fresh else gr.skip(),
             [self.session], [self.trace_btn], api_visibility="private", show_progress="hidden").then(
             self.replay_after_run, [self.slow_replay, self.speed, self.view, self.session],
             [self.playing, self.replay, self.grid, self.plot, self.stats_box, self.timer, self.play_btn],
@@ -579,6 +581,7 @@ class DemoApp:
     def generate(self, text, think_on, mode_v, alg, thr, sb, temp, tp, tk, mx, sd, model_label, view_label,
                  sess: Session, request: gr.Request):
         sess = sess if isinstance(sess, Session) else Session()
+        sess.fresh = False  # what follows this request (trace file, slow replay) is for a run that finishes now
         try:
             req = self.prepare(text, think_on, (mode_v, alg, thr, sb, temp, tp, tk, mx, sd), model_label,
                                sess.history, fit=True)
@@ -623,6 +626,7 @@ class DemoApp:
         sess.history.append((text, frame.reply.answer))
         sess.chat, sess.recording, sess.running = update[self.chatbot], rec, False
         sess.model_label = model_label  # the recording's model, whatever is selected later
+        sess.fresh = True
         n = len(rec.steps)
         return update | {self.replay_row: gr.Column(visible=True),
                          self.replay: gr.Slider(minimum=1, maximum=max(n, 2), value=n), **self._buttons(running=False),
@@ -695,9 +699,10 @@ class DemoApp:
     def replay_after_run(self, on: bool, speed: float, view_label: str, sess: Session) -> tuple:
         """With slow-motion replay on, play a finished run again from its first forward (not a stopped one)."""
         rec = recording_of(sess)
-        if (not on or rec is None or rec.result is None or len(rec.steps) < 2 or sess.running
+        if (not on or rec is None or rec.result is None or len(rec.steps) < 2 or sess.running or not sess.fresh
                 or rec.result.stop_reason == "cancelled"):
             return (gr.skip(),) * 7
+        sess.fresh = False  # replayed once
         grid_v, plot_v, stats_v = self.show_step(1, view_label, sess)
         return (True, 1, grid_v, plot_v, stats_v, gr.Timer(value=play_interval(speed), active=True),
                 gr.Button("⏸ Pause"))

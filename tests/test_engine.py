@@ -349,6 +349,35 @@ def test_prompt_longer_than_context(tiny_model: LoadedModel, tiny_decoder: Decod
 
 
 # -- cancellation -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fused", [False, True])
+def test_stop_pressed_as_a_block_is_finished_costs_no_further_forward(tiny_decoder: Decoder, prompt: list[int],
+                                                                      fused: bool) -> None:
+    event = threading.Event()
+    gen = tiny_decoder.generate(prompt, cfg(max_new_tokens=96, fused_commit=fused), stop_event=event)
+    for step in gen:  # up to the forward that fills block 0
+        if step.kind in ("denoise", "fused") and step.block == 0 and tiny_decoder.mask_id not in step.block_tokens:
+            break
+    event.set()
+    rest = list(gen)
+    assert len(rest) == 1 and rest[0].stop_reason == "cancelled"  # no commit forward after the Stop
+
+
+@pytest.mark.parametrize("num_small_blocks", [4, 8])  # with 1 small block the whole block is decoded anyway
+def test_a_stop_token_past_a_partial_last_block_still_ends_the_run(tiny_model: LoadedModel, tiny_decoder: Decoder,
+                                                                   prompt: list[int], num_small_blocks: int) -> None:
+    """max_new_tokens 40: whole blocks are decoded and cut, so a stop token at position 41-63 ends the run after its
+    small block, as it would in the reference decoding 64 tokens; the result is the first 40 tokens."""
+    config = dict(num_small_blocks=num_small_blocks, max_new_tokens=40)
+    _, whole = run(tiny_decoder, prompt, cfg(num_small_blocks=num_small_blocks, max_new_tokens=64))
+    i = next(i for i in range(41, 63) if whole.tokens[i] not in whole.tokens[:i])
+    stop_id = whole.tokens[i]
+    _, result = run(tiny_decoder, prompt, cfg(**config, stop_ids=(stop_id,)))
+    ref_tokens, _, ref_nfe = reference_block_diffusion(tiny_model.model, prompt, tiny_decoder.mask_id,
+                                                       "confidence_threshold", num_small_blocks, 40, stop_id=stop_id)
+    assert result.tokens == ref_tokens == whole.tokens[:40] and result.stop_reason == "length"
+    assert result.nfe == ref_nfe
+
+
 @pytest.mark.parametrize("mode", ["diffusion", "ar"])
 def test_cancel_event_stops_within_one_forward(tiny_decoder: Decoder, prompt: list[int], mode: str) -> None:
     config = cfg(mode=mode, num_small_blocks=4, max_new_tokens=96)

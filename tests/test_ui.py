@@ -166,10 +166,17 @@ def test_a_third_turn_with_the_teaching_model_says_it_gets_worse(tiny_model: Loa
 def test_a_finished_run_is_replayed_in_slow_motion_when_asked(app: ui.DemoApp) -> None:
     sess = ui.Session()
     list(generate(app, sess))
+    def skipped(on: bool = True) -> bool:
+        return all(isinstance(v, type(gr.skip())) for v in app.replay_after_run(on, 5, ui.VIEWS[0], sess))
+
+    assert skipped(on=False) and sess.fresh  # the box is off: nothing happens
     playing, k, grid, _, stats, timer, button = app.replay_after_run(True, 5, ui.VIEWS[0], sess)
     assert playing is True and k == 1 and timer.active is True and "Pause" in button.value
     assert "replay: forward 1 of" in stats and 'data-nfe="1"' in stats and grid
-    skipped = app.replay_after_run(False, 5, ui.VIEWS[0], sess)
-    assert all(isinstance(v, type(gr.skip())) for v in skipped)
-    sess.recording.result.stop_reason = "cancelled"  # a run the user stopped is not replayed
-    assert all(isinstance(v, type(gr.skip())) for v in app.replay_after_run(True, 5, ui.VIEWS[0], sess))
+    assert skipped()  # once per run
+    # A send that is refused leaves the last run recorded, but it is not replayed over the refusal.
+    list(generate(app, sess))
+    assert list(generate(app, sess, text="   ")) and skipped()
+    list(generate(app, sess))
+    sess.recording.result.stop_reason = "cancelled"  # nor is a run the user stopped
+    assert skipped()
