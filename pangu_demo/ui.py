@@ -430,8 +430,11 @@ class DemoApp:
                 self.algorithm = gr.Dropdown(list(ALGORITHMS), value="confidence_threshold", label="Algorithm",
                                              elem_id="pg-algorithm",
                                              info="How confidence is measured and how many tokens a forward commits. "
-                                                  "elastic (this demo's extension, not the reference's) commits the "
-                                                  "leftmost mask, then the run after it above the threshold.")
+                                                  "entropy, low_confidence and topk_margin commit one token per "
+                                                  "forward, as in the reference: never faster than AR, chosen for "
+                                                  "accuracy. elastic (this demo's extension, not the reference's) "
+                                                  "commits the leftmost mask, then the run after it above the "
+                                                  "threshold.")
                 self.threshold = gr.Slider(0.0, 1.0, value=0.9, step=0.01, label="Threshold", elem_id="pg-threshold",
                                            info="Commit every masked position whose confidence is above this; "
                                                 "lower commits more per forward, and more wrongly.")

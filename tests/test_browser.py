@@ -189,7 +189,7 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     page.locator("#pg-slow-replay input").check()
     send(page, "One more.")
     wait_finished(page, pattern="replay: forward 1 of")
-    wait_finished(page, pattern="finished|reached")
+    wait_finished(page, pattern="^(finished|reached)")  # the replay's own status mentions "the finished reply"
     page.wait_for_function("() => document.querySelector('#pg-play').textContent.includes('Play')", timeout=10_000)
     page.close()
 
