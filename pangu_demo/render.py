@@ -233,7 +233,7 @@ def _row_html_cached(index: int, tokens: tuple, step: tuple, nfe: tuple, confide
 
 def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_id: int,
               num_small_blocks: int = 1, top: int | None = None,
-              threshold: float | None = None, run_over: bool = False) -> str:
+              threshold: float | None = None, run_over: bool = False, stop_ids: Collection[int] = ()) -> str:
     """The current block as a grid of cells, finished blocks above it as compact rows; with a `threshold`,
     commits that did not clear it are marked. `run_over`: the caption says "last", not "so far"."""
     upto = clamp_upto(steps, upto)
@@ -250,8 +250,13 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     masked = [i for i, t in enumerate(current.tokens) if t == mask_id]
     active_sb = masked[0] // size if masked else None
     # The first end-of-turn token is the stop; any after it is padding. Shown as a dot, it does not read as text.
+    # The stop ids of the run when given (as the stats count them), else the end-of-turn token by its text.
     end = ROLE_TOKENS["turn_end"]
-    ended = any(token_text(t) == end for b in finished for t in b.tokens if t != mask_id)
+
+    def stops(t: int) -> bool:
+        return t in stop_ids if stop_ids else token_text(t) == end
+
+    ended = any(stops(t) for b in finished for t in b.tokens if t != mask_id)
     padding, below_pad = False, 0
     cells = []
     for i, tok in enumerate(current.tokens):
@@ -276,12 +281,15 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
         label, title = visible_text(text), _cell_title(text, i, current, i)
         if len(label) > 4:  # smaller and wrapped, rather than cut to "‹/t…"
             cls.append("pg-long")
-        pad = text == end and ended
-        if text == end:
-            ended = True
-        if pad:  # not part of the reply, so not one of its below-threshold commits either
+        after_stop = ended  # not part of the reply, so not one of its below-threshold commits either
+        if after_stop and stops(tok):  # end-of-turn padding: a dot, which does not read as text
             cls.append("pg-pad")
             label, title, padding = "·", title + "\npadding after the stop token", True
+        elif after_stop:
+            title += "\nafter the stop token: not part of the reply"
+        if stops(tok):
+            ended = True
+        if after_stop:
             below_pad += i in current.below
         elif i in current.below:
             cls.append("pg-below")

@@ -77,7 +77,8 @@ def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, opti
     threshold = render.commit_threshold(cfg)
     result = rec.result if final and upto == len(steps) else None
     grid = render.grid_html(steps, upto, token_text, mask_id, num_small_blocks=cfg.num_small_blocks
-                            if cfg.mode == "diffusion" else 1, threshold=threshold, run_over=result is not None)
+                            if cfg.mode == "diffusion" else 1, threshold=threshold, run_over=result is not None,
+                            stop_ids=rec.stop_ids)
     figure = render.heatmap_figure(steps, upto, options.view, token_text, options.colour,
                                    threshold) if with_figure else None
     stats = render.stats(steps, upto, result, cfg.max_new_tokens, cfg.block_length, threshold, rec.stop_ids)

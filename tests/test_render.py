@@ -354,3 +354,17 @@ def test_figures_count_the_reply_not_the_padding_after_its_stop_token():
     tags = cells(page)
     assert sum("pg-below" in t for t in tags) == 20 and not any("pg-below" in t for t in tags[21:])
     assert "20 committed below the threshold" in page
+
+
+def test_any_stop_id_ends_the_reply_in_the_grid_as_in_the_figures():
+    # The reply stops at position 20 on a stop id that is not the end-of-turn token (</s>, say); the model then
+    # fills the rest of the block with ordinary tokens, all below the threshold.
+    steps, table = fake_run([list(range(21, L)), list(range(1, 21))], confidence=0.5)
+    steps = steps[:-1]
+    stop_ids = {token_id(20)}
+    page = render.grid_html(steps, None, table.get, MASK, threshold=0.9, stop_ids=stop_ids)
+    tags = cells(page)
+    labels = re.findall(r'<span class="pg-tok">([^<]*)</span>', page.split('class="pg-cells"', 1)[1])
+    assert not any("pg-below" in t for t in tags[21:]) and labels[21:] == [f"t{j}" for j in range(21, L)]
+    figures = render.stats(steps, None, threshold=0.9, stop_ids=stop_ids)
+    assert figures["tokens"] == 21 and sum("pg-below" in t for t in tags) == figures["below_threshold"] == 20
