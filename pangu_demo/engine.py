@@ -137,15 +137,20 @@ class _Row:
         return self.stopped or len(self.tokens) >= self.max_new
 
     def extend(self, new: list[int]) -> None:
-        for i, t in enumerate(new[: self.max_new - len(self.tokens)]):
-            if t in self.stop_ids:
-                self.tokens.extend(new[: i + 1])
-                self.stream.feed(new[:i])
-                self.stopped = True
-                return
-        new = new[: self.max_new - len(self.tokens)]
-        self.tokens.extend(new)
-        self.stream.feed(new)
+        """Take newly contiguous tokens. Those past max_new are dropped, but a stop token among them is noted:
+        whole blocks are decoded and then cut, so it still ends the run."""
+        stop = next((i for i, t in enumerate(new) if t in self.stop_ids), None)
+        self.stop_seen = self.stop_seen or stop is not None
+        if self.done:
+            return
+        room = self.max_new - len(self.tokens)
+        if stop is not None and stop < room:
+            self.tokens.extend(new[: stop + 1])
+            self.stream.feed(new[:stop])
+            self.stopped = True
+            return
+        self.tokens.extend(new[:room])
+        self.stream.feed(new[:room])
 
 
 class Decoder:
@@ -287,11 +292,7 @@ class _Run:
         for r, (row, tokens) in enumerate(zip(self.rows, block.tolist(), strict=True)):
             n = tokens.index(mask_id) if mask_id in tokens else len(tokens)
             if n > prefix_before[r]:
-                new = tokens[prefix_before[r]:n]
-                # Whole blocks are decoded and then cut, so a stop token past max_new still ends the run.
-                row.stop_seen = row.stop_seen or any(t in row.stop_ids for t in new)
-                if not row.done:
-                    row.extend(new)
+                row.extend(tokens[prefix_before[r]:n])
             prefix.append(n)
         return prefix
 

@@ -186,6 +186,15 @@ def _decode(decoder: engine.Decoder, ids: list[int], config: engine.DecodeConfig
     return result, time.perf_counter() - start
 
 
+def check_subset(n: int, first: int, tasks: list[str] | None) -> None:
+    """ValueError unless n, first and tasks name some held-out questions."""
+    unknown = sorted(set(tasks or ()) - set(data.EVAL_TASKS))
+    if unknown:
+        raise ValueError(f"unknown task(s) {', '.join(unknown)}; the held-out tasks are {', '.join(data.EVAL_TASKS)}")
+    if n < 1 or first < 0:
+        raise ValueError(f"--n must be at least 1 and --first at least 0 (got n={n}, first={first})")
+
+
 def evaluate(model: torch.nn.Module, tok: PanguTokenizer, *, n: int = 300, max_new_tokens: int = 256,
              block_length: int = 32, settings: list[str] | None = None, open_prompts: list[str] | None = None,
              progress: bool = True, model_name: str = "", first: int = 0, tasks: list[str] | None = None,
@@ -197,11 +206,7 @@ def evaluate(model: torch.nn.Module, tok: PanguTokenizer, *, n: int = 300, max_n
     task, both modes), so a subset's report has none."""
     settings = settings or DEFAULT_SETTINGS
     open_prompts = OPEN_PROMPTS if open_prompts is None else open_prompts
-    unknown = sorted(set(tasks or ()) - set(data.EVAL_TASKS))
-    if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(unknown)}; the held-out tasks are {', '.join(data.EVAL_TASKS)}")
-    if n < 1 or first < 0:
-        raise ValueError(f"--n must be at least 1 and --first at least 0 (got n={n}, first={first})")
+    check_subset(n, first, tasks)
     standard = first == 0 and not tasks and not think_only
     decoder = engine.Decoder(model, tok)
     examples = [ex for ex in data.eval_set(n, start=first) if not tasks or ex["task"] in tasks]
@@ -385,8 +390,7 @@ def run_cli(args: argparse.Namespace) -> int:
     n, max_new, n_open = args.n, args.max_new_tokens, len(OPEN_PROMPTS)
     if args.quick:
         n, max_new, n_open = QUICK["n"], QUICK["max_new_tokens"], QUICK["open_prompts"]
-    if n < 1 or args.first < 0:  # said before the model loads
-        raise ValueError(f"--n must be at least 1 and --first at least 0 (got n={n}, first={args.first})")
+    check_subset(n, args.first, args.tasks)  # before the model loads
     lm = load(args)
     print(SPEED_NOTE, file=sys.stderr)
     report = evaluate(lm.model, lm.tokenizer, n=n, max_new_tokens=max_new, block_length=args.block_length,

@@ -249,14 +249,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     size = max(1, length // max(1, num_small_blocks))
     masked = [i for i, t in enumerate(current.tokens) if t == mask_id]
     active_sb = masked[0] // size if masked else None
-    # The first end-of-turn token is the stop; any after it is padding. Shown as a dot, it does not read as text.
-    # The stop ids of the run when given (as the stats count them), else the end-of-turn token by its text.
-    end = ROLE_TOKENS["turn_end"]
-
-    def stops(t: int) -> bool:
-        return t in stop_ids if stop_ids else token_text(t) == end
-
-    ended = any(stops(t) for b in finished for t in b.tokens if t != mask_id)
+    end = reply_end(current.tokens, stop_ids)  # what follows the stop token is not reply
     padding, below_pad = False, 0
     cells = []
     for i, tok in enumerate(current.tokens):
@@ -281,14 +274,12 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
         label, title = visible_text(text), _cell_title(text, i, current, i)
         if len(label) > 4:  # smaller and wrapped, rather than cut to "‹/t…"
             cls.append("pg-long")
-        after_stop = ended  # not part of the reply, so not one of its below-threshold commits either
-        if after_stop and stops(tok):  # end-of-turn padding: a dot, which does not read as text
+        after_stop = i > end  # not part of the reply, so not one of its below-threshold commits either
+        if after_stop and tok in stop_ids:  # end-of-turn padding: a dot, which does not read as text
             cls.append("pg-pad")
             label, title, padding = "·", title + "\npadding after the stop token", True
         elif after_stop:
             title += "\nafter the stop token: not part of the reply"
-        if stops(tok):
-            ended = True
         if after_stop:
             below_pad += i in current.below
         elif i in current.below:
@@ -311,7 +302,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
                    f" · {len(masked)} MASK left")
     if len(current.below) > below_pad:
         caption += f" · {len(current.below) - below_pad} committed below the threshold"
-    if not masked and all(token_text(t) == ROLE_TOKENS["turn_end"] for t in current.tokens):
+    if not masked and stop_ids and all(t in stop_ids for t in current.tokens):
         # The last small block must be full before decoding stops, so a reply that ends near a block boundary
         # leaves a block of nothing but padding: say so, or it looks like the model wrote nothing.
         caption += " · only end-of-turn padding: the reply ended in the block before"
@@ -468,17 +459,28 @@ def _hover(token_text: TokenText | None, cand: tuple[int, float] | None) -> str:
 
 
 # -- stats --------------------------------------------------------------------------------------
+def reply_end(block_tokens: list[int], stop_ids: Collection[int]) -> int:
+    """Position of the block's first committed stop token (MASK is never a stop id), or the block's length.
+    What follows it is end-of-turn padding, not reply."""
+    return next((p for p, t in enumerate(block_tokens) if t in stop_ids), len(block_tokens))
+
+
 def reply_commits(steps: list[Step], upto: int | None, stop_ids: Collection[int] = (),
                   threshold: float | None = None) -> tuple[int, int]:
     """Tokens committed after `upto` forwards that belong to the reply, and how many of them were committed
-    below the threshold. A block's positions after its first committed stop token are end-of-turn padding,
-    not reply: counted, they would make the figures fall when the run ends."""
-    tokens = below = 0
-    for block in block_states(steps, upto, threshold):
-        done = [p for p, st in enumerate(block.step) if st is not None]
-        stop = min((p for p in done if block.tokens[p] in stop_ids), default=len(block.tokens))
-        tokens += sum(p <= stop for p in done)
-        below += sum(p <= stop for p in block.below)
+    below the threshold. Commits past the stop token would make the figures fall when the run ends. Only the
+    latest block can hold one (decoding ends with its small block), so only its commits are checked."""
+    shown = steps[:upto]
+    tokens = sum(len(s.committed) for s in shown)
+    below = sum(len(below_threshold(s, threshold)) for s in shown)
+    if not shown:
+        return tokens, below
+    latest = shown[-1]
+    end = reply_end(latest.block_tokens, stop_ids)
+    for s in shown:
+        if s.block == latest.block:
+            tokens -= sum(p > end for p in s.committed)
+            below -= sum(p > end for p in below_threshold(s, threshold))
     return tokens, below
 
 

@@ -110,9 +110,13 @@ class ModelRegistry:
     def labels(self) -> list[str]:
         return list(self.sources)
 
+    def resolve(self, label: str | None) -> str:
+        """`label` if the host offers it, else the default model's."""
+        return label if label in self.sources else self.default
+
     def is_embedded(self, label: str | None) -> bool:
         """Whether `label` names the embedded teaching model (also when the host gave its folder)."""
-        source = self.sources.get(label if label in self.sources else self.default)
+        source = self.sources.get(self.resolve(label))
         return source is None or Path(source).expanduser().resolve() == EMBEDDED_MODEL.resolve()
 
     def add_custom(self, source: str) -> str:
@@ -131,7 +135,7 @@ class ModelRegistry:
             self._decoders.pop(old, None)
 
     def get(self, label: str | None) -> tuple[LoadedModel, Decoder]:
-        label = label if label in self.sources else self.default
+        label = self.resolve(label)
         with self._lock:
             if label not in self._loaded:
                 try:
@@ -148,11 +152,11 @@ class ModelRegistry:
 
     def name_of(self, label: str | None) -> str | None:
         """The loaded model's own name (config.json), else the label: what a trace file should record."""
-        lm = self._loaded.get(label if label in self.sources else self.default)
+        lm = self._loaded.get(self.resolve(label))
         return lm.name if lm is not None else label
 
     def describe(self, label: str | None) -> str:
-        label = label if label in self.sources else self.default
+        label = self.resolve(label)
         lm = self._loaded.get(label)
         if lm is not None:
             return (f"**Loaded:** {_md_escape(lm.name)} · {lm.n_params / 1e6:.1f}M parameters · {lm.device.type} · "

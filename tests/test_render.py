@@ -254,8 +254,8 @@ def test_a_block_of_only_padding_is_explained():
     pad = {token_id(j): ROLE_TOKENS["turn_end"] for j in range(L)}
     steps, table = fake_run(SEVEN, texts=pad)
     full = len(steps) - 1  # block 0 complete, before the commit forward opens block 1
-    assert "only end-of-turn padding" in render.grid_html(steps, full, table.get, MASK)
-    steps, table = fake_run(SEVEN)
+    assert "only end-of-turn padding" in render.grid_html(steps, full, table.get, MASK, stop_ids=set(pad))
+    steps, table = fake_run(SEVEN)  # the same tokens, but none of them ends the reply
     assert "only end-of-turn padding" not in render.grid_html(steps, full, table.get, MASK)
 
 
@@ -264,7 +264,7 @@ def test_padding_after_the_stop_token_is_a_dot_and_the_stop_token_keeps_its_name
 
     end = {token_id(j): ROLE_TOKENS["turn_end"] for j in range(20, L)}  # the reply stops at position 20
     steps, table = fake_run(SEVEN, texts=end)
-    page = render.grid_html(steps, len(steps) - 1, table.get, MASK)
+    page = render.grid_html(steps, len(steps) - 1, table.get, MASK, stop_ids=set(end))
     tags = cells(page)
     labels = re.findall(r'<span class="pg-tok">([^<]*)</span>', page.split('class="pg-cells"', 1)[1])
     assert labels[20] == html_escape(render.visible_text(ROLE_TOKENS["turn_end"]))
@@ -350,7 +350,7 @@ def test_figures_count_the_reply_not_the_padding_after_its_stop_token():
                     stop_reason="stop_token", prompt_ids=[1], config={"max_new_tokens": 64})
     assert render.stats(steps, None, result, threshold=0.9, stop_ids=stop_ids)["tokens"] == figures[-1]["tokens"]
     # The grid marks the same 20 commits below the threshold; the padding cells are padding only.
-    page = render.grid_html(steps, None, table.get, MASK, threshold=0.9)
+    page = render.grid_html(steps, None, table.get, MASK, threshold=0.9, stop_ids=stop_ids)
     tags = cells(page)
     assert sum("pg-below" in t for t in tags) == 20 and not any("pg-below" in t for t in tags[21:])
     assert "20 committed below the threshold" in page
