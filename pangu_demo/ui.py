@@ -448,12 +448,12 @@ class DemoApp:
             with gr.Row(equal_height=True, elem_id="pg-sampling"):
                 self.temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature",
                                              info="0 = greedy (deterministic).")
-                # As in the reference, confidence is read after the filter, also at temperature 0.
+                # As in the reference, confidence is read after the filter, also at temperature 0: the token stays,
+                # its confidence rises, and more tokens clear the threshold.
                 self.top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p",
-                                       info="1 = off. At temperature 0 it keeps the token but raises its "
-                                            "confidence, so more tokens clear the threshold.")
+                                       info="1 = off. At temperature 0: higher confidences.")
                 self.top_k = gr.Slider(0, 200, value=0, step=1, label="top_k",
-                                       info="0 = off. Like top_p: at temperature 0 it only raises confidences.")
+                                       info="0 = off. At temperature 0: higher confidences.")
                 # Whole blocks: the reference decodes whole blocks of 32 and cuts the result.
                 self.max_new = gr.Slider(32, 1024, value=256, step=32, label="Max new tokens", elem_id="pg-max-new")
                 # A browser number is exact up to 2^53 - 1; beyond it a typed seed would be rounded.
