@@ -112,7 +112,7 @@ def audit(model: torch.nn.Module, tok: PanguTokenizer, tasks: list[str], n: int,
         for ex in tqdm(examples, desc=task, disable=not progress, leave=False):
             ids = chat.prompt_ids(tok, [], question(ex), think=True, system=system(ex))
             steps, result = engine.run(decoder, ids, cfg)
-            correct += score_reply(ex, result.text, result.stop_reason).correct
+            correct += score_reply(ex, result.text, result.stop_reason, think=True).correct
             for c in audit_reply(model, tok, ids, steps, result, threshold):
                 commits[c.digit, c.below, c.left_open] += 1
                 rejected[c.digit, c.below, c.left_open] += c.rejected

@@ -168,7 +168,8 @@ def measure_settings(decoder: engine.Decoder, prompts: list[Prompt], chosen: lis
                     t.tokens += len(result.tokens)
                     t.nfe += result.nfe
                     t.prompts += 1
-                    t.correct += evaluate.score_reply(prompt.example, result.text, result.stop_reason).correct
+                    score = evaluate.score_reply(prompt.example, result.text, result.stop_reason, think=True)
+                    t.correct += score.correct
                 progress()
         for name, (wall, fwd) in per_repeat.items():
             tallies[name].seconds.append(wall)

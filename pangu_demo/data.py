@@ -19,7 +19,7 @@ from .corpus import EVAL_WORKS, load_works
 
 THINK_START, THINK_END = "[unused16]", "[unused17]"
 NO_THINK = " /no_think"
-TASKS = ("one_op", "two_op", "facts", "counting", "comparing", "ordering", "text")
+TASKS = ("one_op", "two_op", "facts", "counting", "comparing", "ordering", "text", "echo")
 EVAL_TASKS = ("one_op", "two_op", "counting", "comparing", "ordering")
 TRAIN_MIX = {"one_op": 34, "two_op": 38, "facts": 14, "counting": 3, "comparing": 3, "ordering": 3, "text": 5}
 SYM = {"add": "+", "sub": "-", "mul": "×", "div": "÷"}
@@ -811,10 +811,32 @@ def _facts(rng: random.Random, split: str) -> dict:
             "answer_text": rng.choice(FACT_ANSWERS).format(r=", ".join(results)), "meta": {"op": op}}
 
 
+ECHO_ASKS = ["Repeat these words: {s}.", "Say these back to me: {s}.", "Copy this list: {s}.",
+             "{s}. Repeat that list.", "Read this list back: {s}.", "{s}. Say them back in the same order."]
+
+
+def _echo(rng: random.Random, split: str) -> dict:
+    """A copy drill: say back a list of names, words and numbers. The word problems copy names and numbers
+    from the question into the trace; names drawn at random can only be copied, not guessed, so this
+    teaches the copying itself (training only, like the fact drills)."""
+    if split == "eval":
+        raise ValueError("copy drills are a training task; the evaluation asks word problems")
+    pools = [[name for name, _ in NAMES], WORDS, THINGS + FOODS, [w for ws in CATEGORIES.values() for w in ws]]
+    items = []
+    for _ in range(rng.randint(2, 8)):
+        pool = rng.choice(pools + [None])
+        items.append(str(rng.randint(1, 999)) if pool is None else rng.choice(pool))
+    shown = ", ".join(items)
+    trace = rng.choice(["The list is {s}.", "In order: {s}.", "Word by word: {s}."]).format(s=shown)
+    answer = rng.choice(["{s}.", "Here it is: {s}.", "The list again: {s}."]).format(s=shown)
+    return {"question": rng.choice(ECHO_ASKS).format(s=shown), "trace": trace, "answer_text": answer,
+            "task": "echo", "answer": shown, "meta": {"items": items}}
+
+
 # -- chats -----------------------------------------------------------------------------------------------
 MAKERS: dict[str, Callable[[random.Random, str], dict]] = {
     "one_op": _one_op, "two_op": _two_op, "counting": _counting, "comparing": _comparing,
-    "ordering": _ordering, "text": _text, "facts": _facts}
+    "ordering": _ordering, "text": _text, "facts": _facts, "echo": _echo}
 SYSTEM_PROMPTS = ["You are a helpful assistant.", "You are a careful assistant who thinks step by step.",
                   "Answer the user's questions.", "You are a friendly tutor."]
 

@@ -53,19 +53,23 @@ QUICK = {"n": 5, "max_new_tokens": 64, "open_prompts": 1}
 @dataclass(frozen=True)
 class Score:
     correct: bool  # the answer part states the expected answer
-    well_formed: bool  # [unused16]trace[unused17]answer, a non-empty answer, stopped on the stop token
+    well_formed: bool  # [unused16]trace[unused17]answer, stopped on the stop token, a non-empty answer (and
+    # trace, in think mode)
     empty_trace: bool  # [unused16][unused17]answer: what a no-think prompt should give
     whole_answer: bool  # well formed, and the answer ends its sentence as every answer in the data does
 
 
-def score_reply(example: dict, text: str, stop_reason: str) -> Score:
-    """Score one decoded reply (`Result.text`, without the stop token) against its example."""
+def score_reply(example: dict, text: str, stop_reason: str, *, think: bool) -> Score:
+    """Score one decoded reply (`Result.text`, without the stop token) against its example; `think`: the
+    prompt asked for a trace (no ` /no_think`)."""
     parts = data.split_reply(text)  # None unless the reply opens one trace and closes it once
     # Only the text after the trace counts as the answer: a trace that never closes answers nothing,
     # even if it mentions the number.
     answer = chat.split_reply(text).answer
     after = parts[1].strip() if parts else ""
-    well_formed = bool(after) and stop_reason == "stop_token"
+    # A think-mode reply that skips its trace ("[unused16][unused17]The answer is Olivia.") opens and closes
+    # one, but holds no reasoning: not well formed.
+    well_formed = bool(after) and stop_reason == "stop_token" and (not think or bool(parts[0].strip()))
     # A stop token committed in parallel can end the answer early ("There are 128 animals on", or only the
     # full stop missing): well formed as the bar defines it, but not a whole answer.
     return Score(correct=data.check_answer(example, answer), well_formed=well_formed,
@@ -230,7 +234,7 @@ def evaluate(model: torch.nn.Module, tok: PanguTokenizer, *, n: int = 300, max_n
         start = time.perf_counter()
         for ex, think, ids in tqdm(prompts, desc=LABELS[name], disable=not progress, unit="prompt", leave=False):
             result, seconds = _decode(decoder, ids, config)
-            records.append(Record(ex["task"], think, score_reply(ex, result.text, result.stop_reason),
+            records.append(Record(ex["task"], think, score_reply(ex, result.text, result.stop_reason, think=think),
                                   len(result.tokens), result.nfe, seconds))
             if name == HEADLINE and (ex["task"], think) not in sample_texts:
                 sample_texts[(ex["task"], think)] = (ex, result)
@@ -257,7 +261,7 @@ def _sample(task: str, think: bool, question: str, result: engine.Result, exampl
            "tokens": len(result.tokens), "nfe": result.nfe, "tpf": round(result.tpf, 3)}
     if example is not None:
         out["expected"] = example["answer"]
-        out["correct"] = score_reply(example, result.text, result.stop_reason).correct
+        out["correct"] = score_reply(example, result.text, result.stop_reason, think=think).correct
     return out
 
 

@@ -314,3 +314,18 @@ def test_the_steps_are_fixed_by_the_numbers():
             assert trace.startswith(head), (trace, head)
             tails.add(trace[len(head):])
     assert len(tails) >= 5  # the words after the result still vary
+
+
+def test_copy_drills_say_the_list_back() -> None:
+    drills = [make_example("train", i, task="echo") for i in range(200)]
+    for ex in drills:
+        trace, answer = _last_reply(ex)
+        shown = ", ".join(ex["meta"]["items"])
+        assert shown in ex["messages"][-2]["content"]
+        no_think = ex["messages"][-2]["content"].endswith(NO_THINK)
+        assert (trace == "" if no_think else trace.endswith(shown + ".")) and answer.endswith(shown + ".")
+    firsts = {ex["meta"]["items"][0] for ex in drills}
+    assert len(firsts) > 50  # drawn at random: copied, not guessed
+    assert any(ex["messages"][-2]["content"].startswith(ex["meta"]["items"][0]) for ex in drills)
+    with pytest.raises(ValueError):
+        make_example("eval", 0, task="echo")

@@ -20,14 +20,17 @@ def examples() -> list[dict]:
     return data.eval_set(25)  # five of each task
 
 
+def scored(example: dict, text: str, stop_reason: str = "stop_token") -> Score:
+    return score_reply(example, text, stop_reason, think=True)
+
+
 def test_reference_replies_score_as_correct_and_well_formed(examples: list[dict]) -> None:
     for ex in examples:
         gold = ex["messages"][-1]["content"]  # what the model should say
-        assert score_reply(ex, gold, "stop_token") == Score(correct=True, well_formed=True, empty_trace=False,
-                                                            whole_answer=True)
+        assert scored(ex, gold) == Score(correct=True, well_formed=True, empty_trace=False, whole_answer=True)
         # Cut off by max_new_tokens: the answer may be right, the reply is not well formed.
-        assert score_reply(ex, gold, "length") == Score(correct=True, well_formed=False, empty_trace=False,
-                                                        whole_answer=False)
+        assert scored(ex, gold, "length") == Score(correct=True, well_formed=False, empty_trace=False,
+                                                   whole_answer=False)
 
 
 def test_broken_replies(examples: list[dict]) -> None:
@@ -36,30 +39,33 @@ def test_broken_replies(examples: list[dict]) -> None:
     trace = f"I work it out: the result is {right}."
     # The trace never closes: nothing after it counts as the answer, though the trace names it.
     unclosed = f"{THINK_START}{trace} The answer is {right}."
-    assert score_reply(ex, unclosed, "stop_token") == Score(False, False, False, False)
+    assert scored(ex, unclosed) == Score(False, False, False, False)
     wrong_answer = data.reply(trace, f"The answer is {wrong}.")
-    assert score_reply(ex, wrong_answer, "stop_token") == Score(False, True, False, True)
-    assert score_reply(ex, data.reply(trace, ""), "stop_token") == Score(False, False, False, False)  # no answer
-    assert score_reply(ex, f"The answer is {right}.", "stop_token") == Score(True, False, False, False)  # no trace
-    assert score_reply(ex, data.reply(trace, f"So {right}.") + THINK_END, "stop_token").well_formed is False
+    assert scored(ex, wrong_answer) == Score(False, True, False, True)
+    assert scored(ex, data.reply(trace, "")) == Score(False, False, False, False)  # no answer
+    assert scored(ex, f"The answer is {right}.") == Score(True, False, False, False)  # no trace
+    assert scored(ex, data.reply(trace, f"So {right}.") + THINK_END).well_formed is False
     # Cut short by an early stop token: the number is there, the sentence is not finished.
     cut_short = data.reply(trace, f"There are {right} of them on")
-    assert score_reply(ex, cut_short, "stop_token") == Score(True, True, False, whole_answer=False)
-    # What a no-think prompt should give, and a trace that does not start the reply.
-    assert score_reply(ex, data.reply("", f"It is {right}."), "stop_token") == Score(True, True, True, True)
-    assert score_reply(ex, "Hmm " + data.reply("", f"It is {right}."), "stop_token") == Score(True, False, False,
-                                                                                               False)
+    assert scored(ex, cut_short) == Score(True, True, False, whole_answer=False)
+    # What a no-think prompt should give; in think mode the same reply skipped its trace. And a trace that
+    # does not start the reply.
+    skipped = data.reply("", f"It is {right}.")
+    assert score_reply(ex, skipped, "stop_token", think=False) == Score(True, True, True, True)
+    assert scored(ex, skipped) == Score(True, False, True, False)
+    assert scored(ex, data.reply(" ", f"It is {right}.")).well_formed is False
+    assert scored(ex, "Hmm " + data.reply("", f"It is {right}.")) == Score(True, False, False, False)
 
 
 def test_comparing_and_ordering_answers(examples: list[dict]) -> None:
     cmp = next(e for e in examples if e["task"] == "comparing")
     other = cmp["meta"]["other"]
-    assert score_reply(cmp, data.reply("x", f"{cmp['answer']}."), "stop_token").correct
-    assert not score_reply(cmp, data.reply("x", f"{other}."), "stop_token").correct
+    assert scored(cmp, data.reply("x", f"{cmp['answer']}.")).correct
+    assert not scored(cmp, data.reply("x", f"{other}.")).correct
     order = next(e for e in examples if e["task"] == "ordering")
     numbers = order["answer"]
-    assert score_reply(order, data.reply("x", numbers), "stop_token").correct
-    assert not score_reply(order, data.reply("x", ", ".join(reversed(numbers.split(", ")))), "stop_token").correct
+    assert scored(order, data.reply("x", numbers)).correct
+    assert not scored(order, data.reply("x", ", ".join(reversed(numbers.split(", "))))).correct
 
 
 def record(task: str, correct: bool, tokens: int, nfe: int, seconds: float, think: bool = True) -> Record:
