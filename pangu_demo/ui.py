@@ -67,8 +67,8 @@ TEACHING_NOTE = (
     "right, with more tokens per forward. Free text is beyond a model this size: its Shakespeare comes out garbled, "
     "and by block diffusion at less than one token per forward, slower than AR (little clears the threshold, so "
     "a forward often commits a single forced token, and the end-of-turn padding after a short reply takes "
-    "forwards of its own). It knows single questions and two-turn chats, so press **Clear** "
-    "before a new question."
+    "forwards of its own). It cannot copy a name or word from the question, so it fails \"who has more?\" and "
+    "counting questions. It knows single questions and two-turn chats, so press **Clear** before a new question."
 )
 HOW_TO_GET = (
     "**To run the real openPangu-R-7B-Diffusion** (about 16 GB, from "
