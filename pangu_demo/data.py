@@ -816,9 +816,9 @@ ECHO_ASKS = ["Repeat these words: {s}.", "Say these back to me: {s}.", "Copy thi
 
 
 def _echo(rng: random.Random, split: str) -> dict:
-    """A copy drill: say back a list of names, words and numbers. The word problems copy names and numbers
-    from the question into the trace; names drawn at random can only be copied, not guessed, so this
-    teaches the copying itself (training only, like the fact drills)."""
+    """A copy drill: say back a list of names, words and numbers (training only, like the fact drills). The
+    comparing and counting traces copy names and words from the question; items drawn at random can only be
+    copied, not guessed. A trial with these drills did not teach the model to copy (see its card)."""
     if split == "eval":
         raise ValueError("copy drills are a training task; the evaluation asks word problems")
     pools = [[name for name, _ in NAMES], WORDS, THINGS + FOODS, [w for ws in CATEGORIES.values() for w in ws]]
