@@ -491,9 +491,8 @@ class DemoApp:
                                                self.session],
               outputs=outputs, api_name="ui_generate", api_visibility="private", concurrency_limit=self.concurrency,
               concurrency_id="decode").then(
-            lambda sess: write_trace(sess.recording, self.models.name_of(sess.model_label))
-            if isinstance(sess, Session) and sess.fresh else gr.skip(),
-            [self.session], [self.trace_btn], api_visibility="private", show_progress="hidden").then(
+            self.trace_file, [self.session], [self.trace_btn], api_visibility="private",
+            show_progress="hidden").then(
             self.replay_after_run, [self.slow_replay, self.speed, self.view, self.session],
             [self.playing, self.replay, self.grid, self.plot, self.stats_box, self.timer, self.play_btn],
             api_visibility="private", show_progress="hidden")
@@ -702,6 +701,12 @@ class DemoApp:
             return (False, gr.skip(), *self._pause())
         start = 1 if int(k) >= len(rec.steps) else int(k)  # at the end: play from the start
         return True, start, gr.Timer(value=play_interval(speed), active=True), gr.Button("⏸ Pause")
+
+    def trace_file(self, sess: Session | None):
+        """The download button's file after a run: the run's trace, naming the model (not the menu label)."""
+        if not isinstance(sess, Session) or not sess.fresh:
+            return gr.skip()
+        return write_trace(sess.recording, self.models.name_of(sess.model_label))
 
     def replay_after_run(self, on: bool, speed: float, view_label: str, sess: Session) -> tuple:
         """With slow-motion replay on, play a finished run again from its first forward (not a stopped one)."""

@@ -150,7 +150,7 @@ def test_preset_descriptions_follow_the_presets() -> None:
 def test_a_trace_names_the_model_not_the_menu_label(app: ui.DemoApp, tiny_model: LoadedModel) -> None:
     sess = ui.Session()
     list(generate(app, sess))
-    path = ui.write_trace(sess.recording, app.models.name_of(sess.model_label))
+    path = app.trace_file(sess)  # what the download button gets after the run
     assert json.loads(Path(path).read_text(encoding="utf-8"))["model"] == tiny_model.name != sess.model_label
 
 
