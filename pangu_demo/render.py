@@ -353,20 +353,22 @@ def block_heatmap_data(steps: list[Step], upto: int | None, block: int | None = 
 
 
 def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", token_text: TokenText | None = None,
-                   colour: str = "confidence", threshold: float | None = None) -> dict:
+                   colour: str = "confidence", threshold: float | None = None,
+                   stop_ids: Collection[int] = ()) -> dict:
     """A plotly figure (as a dict) of the decoding so far.
 
     view "block": x = position in the block, y = denoising forward, colour = confidence of that
     position's candidate at that forward; committed positions marked.
     view "answer": x = token index in the answer, y = forward (NFE) at which it was committed,
     colour = confidence when committed (colour="confidence") or step within its block ("step").
-    With a `threshold`, commits that did not clear it get their own markers.
+    With a `threshold`, commits that did not clear it get their own markers, in the reply only: as in the grid
+    and the stats, what follows a stop id (`stop_ids`) is padding.
     """
     upto = clamp_upto(steps, upto)
     if upto == 0:
         return _empty_figure("The heatmap appears when decoding starts.")
     if view == "answer":
-        return _answer_figure(steps, upto, token_text, colour, threshold)
+        return _answer_figure(steps, upto, token_text, colour, threshold, stop_ids)
     block, z = block_heatmap_data(steps, upto)
     if not z:
         return _empty_figure("No denoising forwards in this view (AR mode decodes one token per forward): "
@@ -374,8 +376,9 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
     rows = [s for s in steps[:upto] if s.block == block and s.kind == "denoise"]
     text = [[_hover(token_text, s.candidates.get(j)) for j in range(len(z[0]))] for s in rows]
     marks: dict[bool, tuple[list, list, list]] = {False: ([], [], []), True: ([], [], [])}
+    end = reply_end(rows[-1].block_tokens, stop_ids)
     for r, s in enumerate(rows, start=1):
-        below = set(below_threshold(s, threshold))
+        below = {p for p in below_threshold(s, threshold) if p <= end}
         for p, t, c in zip(s.committed, s.committed_tokens, s.committed_confidence, strict=True):
             mx, my, mtext = marks[p in below]
             mx.append(p)
@@ -404,12 +407,13 @@ def _marks(x: list, y: list, text: list, name: str, symbol: str, colour: str, wi
 
 
 def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, colour: str,
-                   threshold: float | None = None) -> dict:
+                   threshold: float | None = None, stop_ids: Collection[int] = ()) -> dict:
     blocks = block_states(steps, upto, threshold)
     top = scale_max(steps)
     xs, ys, cs, texts, bx, by, btext = [], [], [], [], [], [], []
     for b in blocks:
         width = len(b.tokens)
+        end = reply_end(b.tokens, stop_ids)
         for j, nfe in enumerate(b.nfe):
             if nfe is None:
                 continue
@@ -419,7 +423,7 @@ def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, c
             cs.append(conf if colour == "confidence" else b.step[j])
             texts.append(f"{_token_label(token_text, b.tokens[j])} · block {b.index + 1} step {b.step[j]}"
                          f" · confidence {conf:.3f}" if conf is not None else "")
-            if j in b.below:
+            if j in b.below and j <= end:
                 bx.append(xs[-1])
                 by.append(nfe)
                 btext.append(texts[-1])

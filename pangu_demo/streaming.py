@@ -80,7 +80,7 @@ def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, opti
                             if cfg.mode == "diffusion" else 1, threshold=threshold, run_over=result is not None,
                             stop_ids=rec.stop_ids)
     figure = render.heatmap_figure(steps, upto, options.view, token_text, options.colour,
-                                   threshold) if with_figure else None
+                                   threshold, rec.stop_ids) if with_figure else None
     stats = render.stats(steps, upto, result, cfg.max_new_tokens, cfg.block_length, threshold, rec.stop_ids)
     reply = render.reply_at(steps, upto, result)
     return Frame(rec, upto, final, grid, figure, stats, reply)

@@ -354,6 +354,11 @@ def test_figures_count_the_reply_not_the_padding_after_its_stop_token():
     tags = cells(page)
     assert sum("pg-below" in t for t in tags) == 20 and not any("pg-below" in t for t in tags[21:])
     assert "20 committed below the threshold" in page
+    # And both heatmap views mark the same 20.
+    for view in ("block", "answer"):
+        fig = render.heatmap_figure(steps, None, view, table.get, threshold=0.9, stop_ids=stop_ids)
+        below = [t for t in fig["data"] if t.get("name") == "committed below the threshold"]
+        assert sorted(below[0]["x"]) == list(range(1, 21)), view
 
 
 def test_any_stop_id_ends_the_reply_in_the_grid_as_in_the_figures():
