@@ -107,8 +107,10 @@ def clamp_upto(steps: list[Step], upto: int | None) -> int:
     return len(steps) if upto is None else max(0, min(int(upto), len(steps)))
 
 
-def block_states(steps: list[Step], upto: int | None = None, threshold: float | None = None) -> list[BlockState]:
-    """The blocks as they were after `upto` forwards, in order (`threshold`: see `below_threshold`).
+def block_states(steps: list[Step], upto: int | None = None, threshold: float | None = None,
+                 stop_ids: Collection[int] = ()) -> list[BlockState]:
+    """The blocks as they were after `upto` forwards, in order (`threshold`: see `below_threshold`). Commits
+    after a block's first stop id (`stop_ids`) are end-of-turn padding, not reply: never marked below.
 
     Step 0 of a block is the forward that opened it (prefill or the previous block's commit
     forward, which predicts position 0); steps 1, 2, … are the denoising forwards (or, in AR
@@ -129,6 +131,9 @@ def block_states(steps: list[Step], upto: int | None = None, threshold: float | 
         b.below.update(below_threshold(s, threshold))
         if i == upto - 1:
             b.latest = set(s.committed)
+    for b in blocks.values():
+        end = reply_end(b.tokens, stop_ids)
+        b.below = {p for p in b.below if p <= end}
     return [blocks[k] for k in sorted(blocks)]
 
 
@@ -243,14 +248,14 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
         return (f'<div class="pg-grid">{legend_html(top, threshold)}'
                 '<div class="pg-empty">The decoding grid appears here when you send a message.</div>'
                 f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
-    blocks = block_states(steps, upto, threshold)
+    blocks = block_states(steps, upto, threshold, stop_ids)
     current, finished = blocks[-1], blocks[:-1]
     length = len(current.tokens)
     size = max(1, length // max(1, num_small_blocks))
     masked = [i for i, t in enumerate(current.tokens) if t == mask_id]
     active_sb = masked[0] // size if masked else None
     end = reply_end(current.tokens, stop_ids)  # what follows the stop token is not reply
-    padding, below_pad = False, 0
+    padding = False
     cells = []
     for i, tok in enumerate(current.tokens):
         sb = i // size
@@ -274,15 +279,12 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
         label, title = visible_text(text), _cell_title(text, i, current, i)
         if len(label) > 4:  # smaller and wrapped, rather than cut to "‹/t…"
             cls.append("pg-long")
-        after_stop = i > end  # not part of the reply, so not one of its below-threshold commits either
-        if after_stop and tok in stop_ids:  # end-of-turn padding: a dot, which does not read as text
+        if i > end and tok in stop_ids:  # end-of-turn padding: a dot, which does not read as text
             cls.append("pg-pad")
             label, title, padding = "·", title + "\npadding after the stop token", True
-        elif after_stop:
+        elif i > end:
             title += "\nafter the stop token: not part of the reply"
-        if after_stop:
-            below_pad += i in current.below
-        elif i in current.below:
+        if i in current.below:
             cls.append("pg-below")
         cells.append(f'<div class="{" ".join(cls)}" style="background:{bg};color:{fg}" data-pos="{i}" '
                      f'data-sb="{sb}" data-step="{current.step[i]}" title="{html.escape(title)}">'
@@ -300,8 +302,8 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     else:
         caption = (f"Block {current.index + 1} (latest) · {sb_note} · {plural(current.forwards, 'forward')} so far"
                    f" · {len(masked)} MASK left")
-    if len(current.below) > below_pad:
-        caption += f" · {len(current.below) - below_pad} committed below the threshold"
+    if current.below:
+        caption += f" · {len(current.below)} committed below the threshold"
     if not masked and stop_ids and all(t in stop_ids for t in current.tokens):
         # The last small block must be full before decoding stops, so a reply that ends near a block boundary
         # leaves a block of nothing but padding: say so, or it looks like the model wrote nothing.
@@ -376,9 +378,9 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
     rows = [s for s in steps[:upto] if s.block == block and s.kind == "denoise"]
     text = [[_hover(token_text, s.candidates.get(j)) for j in range(len(z[0]))] for s in rows]
     marks: dict[bool, tuple[list, list, list]] = {False: ([], [], []), True: ([], [], [])}
-    end = reply_end(rows[-1].block_tokens, stop_ids)
+    # A position is committed once per block, so the block's below set says which of its commits were below.
+    below = next(b for b in block_states(steps, upto, threshold, stop_ids) if b.index == block).below
     for r, s in enumerate(rows, start=1):
-        below = {p for p in below_threshold(s, threshold) if p <= end}
         for p, t, c in zip(s.committed, s.committed_tokens, s.committed_confidence, strict=True):
             mx, my, mtext = marks[p in below]
             mx.append(p)
@@ -408,12 +410,11 @@ def _marks(x: list, y: list, text: list, name: str, symbol: str, colour: str, wi
 
 def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, colour: str,
                    threshold: float | None = None, stop_ids: Collection[int] = ()) -> dict:
-    blocks = block_states(steps, upto, threshold)
+    blocks = block_states(steps, upto, threshold, stop_ids)
     top = scale_max(steps)
     xs, ys, cs, texts, bx, by, btext = [], [], [], [], [], [], []
     for b in blocks:
         width = len(b.tokens)
-        end = reply_end(b.tokens, stop_ids)
         for j, nfe in enumerate(b.nfe):
             if nfe is None:
                 continue
@@ -423,7 +424,7 @@ def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, c
             cs.append(conf if colour == "confidence" else b.step[j])
             texts.append(f"{_token_label(token_text, b.tokens[j])} · block {b.index + 1} step {b.step[j]}"
                          f" · confidence {conf:.3f}" if conf is not None else "")
-            if j in b.below and j <= end:
+            if j in b.below:
                 bx.append(xs[-1])
                 by.append(nfe)
                 btext.append(texts[-1])
