@@ -58,17 +58,15 @@ EXAMPLES = [
      "Continue this passage:\nShall I compare thee to a summer's day?\nThou art more lovely and more temperate:"),
 ]
 TEACHING_NOTE = (
-    "**About the default model.** It is a *small teaching model trained by this project* (6.5M parameters, about "
-    "11 hours of CPU) on synthetic word problems with a thinking trace and on Shakespeare. It decodes exactly like "
-    "openPangu-R-7B-Diffusion, but it is tiny: by block diffusion (the Throughput preset) it gets about 4 in 5 "
-    "one-step and 3 in 4 two-step problems right, fewer than in AR mode, because it sometimes commits a wrong digit "
-    "in parallel (the grid marks in red the tokens committed below the threshold, which are wrong most often). The "
-    "**Elastic (ours)** preset commits the leftmost masked token first and gets about 9 in 10 one-step problems "
-    "right, with more tokens per forward. Free text is beyond a model this size: its Shakespeare comes out garbled, "
-    "and by block diffusion at less than one token per forward, slower than AR (little clears the threshold, so "
-    "a forward often commits a single forced token, and the end-of-turn padding after a short reply takes "
-    "forwards of its own). It cannot copy a name or word from the question, so it fails \"who has more?\" and "
-    "counting questions. It knows single questions and two-turn chats, so press **Clear** before a new question."
+    "**About the default model.** A *small teaching model trained by this project* (6.5M parameters, about 11 "
+    "hours of CPU) on synthetic word problems with a thinking trace and on Shakespeare; it decodes exactly like "
+    "openPangu-R-7B-Diffusion. By block diffusion (the Throughput preset) it solves about 4 in 5 one-step and 3 in "
+    "4 two-step problems, fewer than in AR mode: it sometimes commits a wrong digit in parallel (red marks in the "
+    "grid: commits below the threshold, wrong most often). The **Elastic (ours)** preset commits the leftmost mask "
+    "first and solves about 9 in 10 one-step problems, with more tokens per forward. It cannot copy a name or word "
+    "from the question, so it fails \"who has more?\" and counting questions; its Shakespeare comes out garbled, "
+    "and slower than AR (little clears the threshold, and the padding after a short reply takes forwards of its "
+    "own). It knows one- and two-turn chats: press **Clear** before a new question."
 )
 HOW_TO_GET = (
     "**To run the real openPangu-R-7B-Diffusion** (about 16 GB, from "
