@@ -236,6 +236,61 @@ def _row_html_cached(index: int, tokens: tuple, step: tuple, nfe: tuple, confide
     return f'<div class="pg-row"><span class="pg-row-label">{label}</span>{"".join(chips)}</div>'
 
 
+def _cell_html(i: int, tok: int, current: BlockState, token_text: TokenText, mask_id: int, top: int,
+               size: int, active_sb: int | None, end: int, stop_ids: Collection[int]) -> tuple[str, bool]:
+    """One cell of the current block, and whether it is end-of-turn padding."""
+    sb = i // size
+    cls = ["pg-cell", f"pg-sb{sb % 2}"]
+    if i % size == 0 and i > 0 and size > 1:  # with 1-token small blocks every cell is its own
+        cls.append("pg-sb-start")
+    if sb == active_sb:
+        cls.append("pg-sb-active")
+    if tok == mask_id or current.step[i] is None:
+        cls.append("pg-mask")
+        return (f'<div class="{" ".join(cls)}" data-pos="{i}" data-sb="{sb}" '
+                f'title="position {i}: MASK (small block {sb})"></div>'), False
+    text = token_text(tok)
+    bg, fg = step_colour(current.step[i], top)
+    cls.append("pg-done")
+    if i in current.latest:
+        cls.append("pg-latest")
+    if text in SPECIAL_LABELS:
+        cls.append("pg-special")
+    label, title = visible_text(text), _cell_title(text, i, current, i)
+    if len(label) > 4:  # smaller and wrapped, rather than cut to "‹/t…"
+        cls.append("pg-long")
+    padding = i > end and tok in stop_ids
+    if padding:  # end-of-turn padding: a dot, which does not read as text
+        cls.append("pg-pad")
+        label, title = "·", title + "\npadding after the stop token"
+    elif i > end:
+        title += "\nafter the stop token: not part of the reply"
+    if i in current.below:
+        cls.append("pg-below")
+    return (f'<div class="{" ".join(cls)}" style="background:{bg};color:{fg}" data-pos="{i}" '
+            f'data-sb="{sb}" data-step="{current.step[i]}" title="{html.escape(title)}">'
+            f'<span class="pg-tok">{html.escape(label)}</span>'
+            f'<span class="pg-step">{current.step[i]}</span></div>'), padding
+
+
+def _block_caption(current: BlockState, n_masked: int, num_small_blocks: int, size: int, run_over: bool,
+                   stop_ids: Collection[int]) -> str:
+    sb_note = f"{num_small_blocks} small blocks of {size}" if num_small_blocks > 1 else "one small block of 32"
+    if run_over:
+        caption = f"Block {current.index + 1} (last) · {sb_note} · {plural(current.forwards, 'forward')}"
+        caption += f" · {n_masked} MASK left unused" if n_masked else ""
+    else:
+        caption = (f"Block {current.index + 1} (latest) · {sb_note} · {plural(current.forwards, 'forward')} so far"
+                   f" · {n_masked} MASK left")
+    if current.below:
+        caption += f" · {len(current.below)} committed below the threshold"
+    if not n_masked and stop_ids and all(t in stop_ids for t in current.tokens):
+        # The last small block must be full before decoding stops, so a reply that ends near a block boundary
+        # leaves a block of nothing but padding: say so, or it looks like the model wrote nothing.
+        caption += " · only end-of-turn padding: the reply ended in the block before"
+    return caption
+
+
 def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_id: int,
               num_small_blocks: int = 1, top: int | None = None,
               threshold: float | None = None, run_over: bool = False, stop_ids: Collection[int] = ()) -> str:
@@ -250,68 +305,23 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
                 f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
     blocks = block_states(steps, upto, threshold, stop_ids)
     current, finished = blocks[-1], blocks[:-1]
-    length = len(current.tokens)
-    size = max(1, length // max(1, num_small_blocks))
+    size = max(1, len(current.tokens) // max(1, num_small_blocks))
     masked = [i for i, t in enumerate(current.tokens) if t == mask_id]
     active_sb = masked[0] // size if masked else None
     end = reply_end(current.tokens, stop_ids)  # what follows the stop token is not reply
-    padding = False
-    cells = []
-    for i, tok in enumerate(current.tokens):
-        sb = i // size
-        cls = ["pg-cell", f"pg-sb{sb % 2}"]
-        if i % size == 0 and i > 0 and size > 1:  # with 1-token small blocks every cell is its own
-            cls.append("pg-sb-start")
-        if sb == active_sb:
-            cls.append("pg-sb-active")
-        if tok == mask_id or current.step[i] is None:
-            cls.append("pg-mask")
-            cells.append(f'<div class="{" ".join(cls)}" data-pos="{i}" data-sb="{sb}" '
-                         f'title="position {i}: MASK (small block {sb})"></div>')
-            continue
-        text = token_text(tok)
-        bg, fg = step_colour(current.step[i], top)
-        cls.append("pg-done")
-        if i in current.latest:
-            cls.append("pg-latest")
-        if text in SPECIAL_LABELS:
-            cls.append("pg-special")
-        label, title = visible_text(text), _cell_title(text, i, current, i)
-        if len(label) > 4:  # smaller and wrapped, rather than cut to "‹/t…"
-            cls.append("pg-long")
-        if i > end and tok in stop_ids:  # end-of-turn padding: a dot, which does not read as text
-            cls.append("pg-pad")
-            label, title, padding = "·", title + "\npadding after the stop token", True
-        elif i > end:
-            title += "\nafter the stop token: not part of the reply"
-        if i in current.below:
-            cls.append("pg-below")
-        cells.append(f'<div class="{" ".join(cls)}" style="background:{bg};color:{fg}" data-pos="{i}" '
-                     f'data-sb="{sb}" data-step="{current.step[i]}" title="{html.escape(title)}">'
-                     f'<span class="pg-tok">{html.escape(label)}</span>'
-                     f'<span class="pg-step">{current.step[i]}</span></div>')
+    cells = [_cell_html(i, tok, current, token_text, mask_id, top, size, active_sb, end, stop_ids)
+             for i, tok in enumerate(current.tokens)]
+    padding = any(pad for _, pad in cells)
     # Newest first in the page source: the box is flex column-reverse, so it reads top to bottom in block order
     # and stays scrolled to the newest row.
     rows = "".join(_row_html(b, token_text, mask_id, top) for b in reversed(finished))
     done_part = ('<div class="pg-caption">Finished blocks (decoding order by colour)</div>'
                  f'<div class="pg-finished">{rows}</div>') if rows else ""
-    sb_note = f"{num_small_blocks} small blocks of {size}" if num_small_blocks > 1 else "one small block of 32"
-    if run_over:
-        caption = f"Block {current.index + 1} (last) · {sb_note} · {plural(current.forwards, 'forward')}"
-        caption += f" · {len(masked)} MASK left unused" if masked else ""
-    else:
-        caption = (f"Block {current.index + 1} (latest) · {sb_note} · {plural(current.forwards, 'forward')} so far"
-                   f" · {len(masked)} MASK left")
-    if current.below:
-        caption += f" · {len(current.below)} committed below the threshold"
-    if not masked and stop_ids and all(t in stop_ids for t in current.tokens):
-        # The last small block must be full before decoding stops, so a reply that ends near a block boundary
-        # leaves a block of nothing but padding: say so, or it looks like the model wrote nothing.
-        caption += " · only end-of-turn padding: the reply ended in the block before"
+    caption = _block_caption(current, len(masked), num_small_blocks, size, run_over, stop_ids)
     return (f'<div class="pg-grid">{legend_html(top, threshold, padding)}{done_part}'
             f'<div class="pg-caption">{caption}</div>'
             '<div class="pg-cells">'
-            f'{"".join(cells)}</div>'
+            f'{"".join(cell for cell, _ in cells)}</div>'
             f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
 
 
