@@ -698,7 +698,7 @@ class DemoApp:
         if playing or rec is None:
             return (False, gr.skip(), *self._pause())
         start = 1 if int(k) >= len(rec.steps) else int(k)  # at the end: play from the start
-        return True, start, gr.Timer(value=play_interval(speed), active=True), gr.Button("⏸ Pause")
+        return True, start, gr.Timer(value=play_interval(speed), active=True), gr.Button("‖ Pause")
 
     def trace_file(self, sess: Session | None):
         """The download button's file after a run: the run's trace, naming the model (not the menu label)."""
@@ -715,7 +715,7 @@ class DemoApp:
         sess.fresh = False  # replayed once
         grid_v, plot_v, stats_v = self.show_step(1, view_label, sess)
         return (True, 1, grid_v, plot_v, stats_v, gr.Timer(value=play_interval(speed), active=True),
-                gr.Button("⏸ Pause"))
+                gr.Button("‖ Pause"))
 
     def tick(self, k: float, speed: float, view_label: str, sess: Session) -> tuple:
         rec = recording_of(sess)
