@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import chat, engine
+from . import animation, chat, engine, render
 from .loading import DTYPES, EMBEDDED_MODEL, LoadedModel, ModelLoadError, load_model
 
 SUBCOMMAND_MODULES = ("bench", "evaluate", "audit")  # optional: registered when the module exists
@@ -83,6 +83,8 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--system", default=None, help="a system message")
     p.add_argument("--trace", type=Path, default=None, metavar="FILE.json",
                    help="write every forward pass and the result as JSON")
+    p.add_argument("--gif", type=Path, default=None, metavar="FILE.gif",
+                   help="write the decoding as an animated GIF, one frame per forward (for slides)")
     add_decoding_arguments(p)
     add_model_arguments(p)
     p.set_defaults(func=generate)
@@ -90,8 +92,9 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
 
 def generate(args: argparse.Namespace) -> int:
     config = decode_config(args)
-    if args.trace is not None and not args.trace.parent.is_dir():  # say so before the model loads and decodes
-        raise CliError(f"cannot write the trace to {args.trace}: folder {args.trace.parent} does not exist")
+    for what, path in (("trace", args.trace), ("GIF", args.gif)):  # say so before the model loads and decodes
+        if path is not None and not path.parent.is_dir():
+            raise CliError(f"cannot write the {what} to {path}: folder {path.parent} does not exist")
     lm = load(args)
     tok = lm.tokenizer
     ids = chat.prompt_ids(tok, [], args.prompt, think=not args.no_think, system=args.system)
@@ -120,13 +123,20 @@ def generate(args: argparse.Namespace) -> int:
     print(f"NFE {result.nfe} | TPF {result.tpf:.2f} | {result.tokens_per_second:.1f} tokens/s | "
           f"{len(result.tokens)} tokens | stop: {result.stop_reason}")
     if args.trace:
-        try:
-            args.trace.write_text(engine.trace_json(steps, result, model=lm.name, prompt=args.prompt),
-                                  encoding="utf-8")
-        except OSError as e:
-            raise CliError(f"could not write the trace to {args.trace}: {e}") from e
-        print(f"Trace written to {args.trace}", file=sys.stderr)
+        _write(args.trace, "trace", engine.trace_json(steps, result, model=lm.name, prompt=args.prompt).encode())
+    if args.gif:
+        threshold = render.commit_threshold(config)
+        _write(args.gif, "GIF", animation.run_gif(steps, tok.token_text, decoder.mask_id, result=result,
+                                                  threshold=threshold, stop_ids=tok.stop_ids))
     return 0
+
+
+def _write(path: Path, what: str, content: bytes) -> None:
+    try:
+        path.write_bytes(content)
+    except OSError as e:
+        raise CliError(f"could not write the {what} to {path}: {e}") from e
+    print(f"{what[0].upper()}{what[1:]} written to {path}", file=sys.stderr)
 
 
 # -- entry point ------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import gradio as gr
 from gradio.components.plot import PlotData
 
-from . import render
+from . import animation, render
 from .chat import prompt_ids
 from .engine import ALGORITHMS, DecodeConfig, Decoder, check_context, fit_context, run, trace_json
 from .loading import EMBEDDED_MODEL, LoadedModel, ModelLoadError, load_model
@@ -230,21 +230,35 @@ TRACE_DIR = Path(tempfile.gettempdir()) / "pangu-demo-traces"
 TRACE_KEEP_SECONDS = 3600
 
 
-def write_trace(rec: Recording | None, model: str | None) -> str | None:
-    """The recorded run as a JSON file (the CLI's --trace format) for the download button; None without a run.
-    Trace files older than an hour are removed, so a long-running host does not fill its disk."""
-    if rec is None or rec.result is None:
-        return None
+def _download_file(prefix: str, suffix: str, content: bytes) -> str:
+    """A new file for a download, in TRACE_DIR. Files there older than an hour are removed, so a long-running
+    host does not fill its disk."""
     TRACE_DIR.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    for old in TRACE_DIR.glob("trace-*.json"):
+    for old in TRACE_DIR.glob("*-*.*"):
         with contextlib.suppress(OSError):  # another session may remove it first
             if now - old.stat().st_mtime > TRACE_KEEP_SECONDS:
                 old.unlink()
-    with tempfile.NamedTemporaryFile("w", dir=TRACE_DIR, prefix="trace-", suffix=".json", delete=False,
-                                     encoding="utf-8") as f:
-        f.write(trace_json(rec.steps, rec.result, model=model))
+    with tempfile.NamedTemporaryFile("wb", dir=TRACE_DIR, prefix=prefix, suffix=suffix, delete=False) as f:
+        f.write(content)
     return f.name
+
+
+def write_trace(rec: Recording | None, model: str | None) -> str | None:
+    """The recorded run as a JSON file (the CLI's --trace format) for the download button; None without a run."""
+    if rec is None or rec.result is None:
+        return None
+    return _download_file("trace-", ".json", trace_json(rec.steps, rec.result, model=model).encode("utf-8"))
+
+
+def write_gif(rec: Recording | None, token_text: render.TokenText, mask_id: int, speed: float | None) -> str | None:
+    """The recorded run as an animated GIF, one frame per forward at the replay speed; None without a run."""
+    if rec is None or rec.result is None or not rec.steps:
+        return None
+    gif = animation.run_gif(rec.steps, token_text, mask_id, result=rec.result,
+                            threshold=render.commit_threshold(rec.config), stop_ids=rec.stop_ids,
+                            forwards_per_second=float(speed or 5))
+    return _download_file("run-", ".gif", gif)
 
 
 def empty_grid() -> str:
@@ -417,6 +431,11 @@ class DemoApp:
                     self.compare_btn = gr.Button("Compare with AR", size="sm", elem_id="pg-compare")
                     self.trace_btn = gr.DownloadButton("Download trace (JSON)", size="sm", elem_id="pg-trace",
                                                        variant="secondary")
+                    self.gif_btn = gr.Button("Make a GIF", size="sm", elem_id="pg-gif-btn")
+                # For slides and posts: the grid, one frame per forward, at the replay speed.
+                self.gif = gr.Image(visible=False, type="filepath", interactive=False, buttons=["download"],
+                                    label="GIF: one frame per forward",
+                                    elem_id="pg-gif")
             self.compare_out = gr.HTML("", elem_id="pg-compare-out")
             self.timer = gr.Timer(0.2, active=False)
 
@@ -494,9 +513,11 @@ class DemoApp:
             self.replay_after_run, [self.slow_replay, self.speed, self.view, self.session],
             [self.playing, self.replay, self.grid, self.plot, self.stats_box, self.timer, self.play_btn],
             api_visibility="private", show_progress="hidden")
-        # A new run makes the last comparison stale.
-        gr.on(triggers, lambda: "", None, [self.compare_out], queue=False, show_progress="hidden",
-              api_visibility="private")
+        # A new run makes the last comparison and GIF stale.
+        gr.on(triggers, lambda: ("", gr.Image(value=None, visible=False)), None, [self.compare_out, self.gif],
+              queue=False, show_progress="hidden", api_visibility="private")
+        self.gif_btn.click(self.gif_file, [self.speed, self.session], [self.gif], api_visibility="private",
+                           concurrency_limit=self.concurrency, concurrency_id="decode")
         self.compare_btn.click(self.compare_with_ar, [self.session], [self.compare_out, self.compare_btn,
                                                                       self.stop_btn],
                                api_visibility="private", concurrency_limit=self.concurrency, concurrency_id="decode")
@@ -504,7 +525,7 @@ class DemoApp:
         for trigger in (self.clear_btn.click, self.chatbot.clear):
             trigger(self.clear, [self.session], [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row,
                                                  self.notice, self.session, self.timer, self.play_btn, self.playing,
-                                                 self.compare_out],
+                                                 self.compare_out, self.gif],
                     api_visibility="private")
 
     def _wire_replay(self) -> None:
@@ -672,7 +693,8 @@ class DemoApp:
         timer, play = self._pause()
         return {self.chatbot: [], self.grid: empty_grid(), self.plot: empty_plot(), self.stats_box: empty_stats(),
                 self.replay_row: gr.Column(visible=False), self.notice: message_html(""), self.session: sess,
-                self.timer: timer, self.play_btn: play, self.playing: False, self.compare_out: ""}
+                self.timer: timer, self.play_btn: play, self.playing: False, self.compare_out: "",
+                self.gif: gr.Image(value=None, visible=False)}
 
     # -- replay ---------------------------------------------------------------------------------
     def show_step(self, k: float, view_label: str, sess: Session) -> tuple:
@@ -705,6 +727,14 @@ class DemoApp:
         if not isinstance(sess, Session) or not sess.fresh:
             return gr.skip()
         return write_trace(sess.recording, self.models.name_of(sess.model_label))
+
+    def gif_file(self, speed: float | None, sess: Session | None):
+        """The recorded run as a GIF, shown under the buttons (with its own download button)."""
+        rec = recording_of(sess)
+        if rec is None or sess.running:
+            warn("Generate a reply first, and wait for it to finish.")
+            return gr.skip()
+        return gr.Image(value=write_gif(rec, sess.token_text, sess.mask_id, speed), visible=True)
 
     def replay_after_run(self, on: bool, speed: float, view_label: str, sess: Session) -> tuple:
         """With slow-motion replay on, play a finished run again from its first forward (not a stopped one)."""

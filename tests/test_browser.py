@@ -3,6 +3,7 @@ Stop on a long run, and the escaping of a prompt with markup. Saves screenshots 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from app_server import launched
+from PIL import Image
 from tiny_checkpoint import write_tiny_checkpoint
 
 pytestmark = pytest.mark.browser
@@ -229,9 +231,9 @@ def test_teaching_note_follows_the_model(browser, app_url):
     page.close()
 
 
-def test_compare_with_ar(browser, app_url):
+def test_compare_with_ar_trace_and_gif(browser, app_url):
     """After a block-diffusion run, "Compare with AR" decodes the same prompt by AR and shows both speeds;
-    the recorded run stays on screen."""
+    the recorded run stays on screen and downloads as a trace and a GIF."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url)
     page.wait_for_selector("#pg-prompt textarea")
@@ -253,9 +255,17 @@ def test_compare_with_ar(browser, app_url):
     trace = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
     assert trace["version"] == 1 and trace["result"]["nfe"] == before == len(trace["steps"])
 
-    send(page, "Again.")  # a new run clears the stale comparison
+    # ... and as a GIF shown on the page: one frame per forward.
+    page.click("#pg-gif-btn")
+    image = page.locator("#pg-gif img")
+    image.wait_for(timeout=30_000)
+    gif = Image.open(io.BytesIO(page.request.get(image.get_attribute("src")).body()))
+    assert gif.format == "GIF" and gif.n_frames == before
+
+    send(page, "Again.")  # a new run clears the stale comparison and GIF
     page.wait_for_function("() => document.querySelector('#pg-compare-out').textContent.trim() === ''",
                            timeout=30_000)
+    page.locator("#pg-gif").wait_for(state="hidden", timeout=30_000)
     page.close()
 
 

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from pangu_demo import chat, cli, engine, loading
 from pangu_demo.loading import LoadedModel
@@ -23,7 +24,7 @@ def test_generate_prints_trace_answer_and_figures(tiny_checkpoint: Path, tiny_mo
     trace = tmp_path / "trace.json"
     code, out, err = generate(capsys, "How many eggs?", "--model", str(tiny_checkpoint), "--dtype", "float64",
                               "--alg", "entropy", "--small-blocks", "4", "--max-new-tokens", "40",
-                              "--system", "Be brief.", "--trace", str(trace))
+                              "--system", "Be brief.", "--trace", str(trace), "--gif", str(tmp_path / "run.gif"))
     assert code == 0, err
     assert f"Loading {tiny_checkpoint}" in err
     # The same decoding done directly must give what the CLI printed.
@@ -43,6 +44,7 @@ def test_generate_prints_trace_answer_and_figures(tiny_checkpoint: Path, tiny_mo
     assert data["prompt_ids"] == ids
     assert len(data["steps"]) == data["result"]["nfe"] == result.nfe
     assert data["result"]["tokens"] == result.tokens
+    assert Image.open(tmp_path / "run.gif").n_frames == result.nfe and "GIF written to" in err
 
 
 def test_generate_ar_no_think(tiny_checkpoint: Path, tiny_model: LoadedModel, tmp_path: Path,
@@ -81,10 +83,11 @@ def test_missing_default_model_is_one_clean_line(tmp_path: Path, monkeypatch: py
     assert len(error_lines) == 1 and "does not exist" in error_lines[0] and "hf download" in error_lines[0]
 
 
-def test_unwritable_trace_is_a_clean_error(tiny_checkpoint: Path, tmp_path: Path,
+@pytest.mark.parametrize("option", ["--trace", "--gif"])
+def test_unwritable_trace_is_a_clean_error(option: str, tiny_checkpoint: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture) -> None:
     code, _, err = generate(capsys, "Hi", "--model", str(tiny_checkpoint), "--max-new-tokens", "4",
-                            "--trace", str(tmp_path / "no-such-dir" / "t.json"))
+                            option, str(tmp_path / "no-such-dir" / "t.out"))
     # Said before the model loads: no time is spent decoding a run that cannot be saved.
     assert code == 2 and "folder" in err and "does not exist" in err and "Traceback" not in err
     assert "Loading" not in err

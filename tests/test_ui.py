@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
+from PIL import Image
 
 from pangu_demo import ui
 from pangu_demo.loading import LoadedModel
@@ -152,6 +153,18 @@ def test_a_trace_names_the_model_not_the_menu_label(app: ui.DemoApp, tiny_model:
     list(generate(app, sess))
     path = app.trace_file(sess)  # what the download button gets after the run
     assert json.loads(Path(path).read_text(encoding="utf-8"))["model"] == tiny_model.name != sess.model_label
+
+
+def test_make_a_gif_shows_the_recorded_run_one_frame_per_forward(app: ui.DemoApp, monkeypatch) -> None:
+    warned = []
+    monkeypatch.setattr(ui, "warn", warned.append)
+    sess = ui.Session()
+    assert isinstance(app.gif_file(5, sess), type(gr.skip())) and "Generate a reply first" in warned[0]
+    list(generate(app, sess))
+    update = app.gif_file(10, sess)
+    assert update.visible is True and update.value["path"].endswith(".gif")
+    gif = Image.open(update.value["path"])
+    assert gif.n_frames == len(sess.recording.steps) and gif.info["duration"] == 100
 
 
 def test_a_third_turn_with_the_teaching_model_says_it_gets_worse(tiny_model: LoadedModel) -> None:

@@ -1,0 +1,134 @@
+"""A recorded run as an animated GIF, one frame per forward: the grid of the page, for slides and posts.
+
+Pure: it reads the same step records as the page (`render.block_states`) and recomputes nothing. A GIF
+plays everywhere (slides, chat, issue trackers) without the app. Glyphs the font lacks (e.g. CJK with the
+fallback font) show as boxes; the JSON trace keeps the exact tokens.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Collection
+from functools import lru_cache
+
+from PIL import Image, ImageDraw, ImageFont
+
+from . import render
+from .engine import Result, Step
+
+COLS = 16  # as on the page: a block of 32 in two rows
+CELL_W, CELL_H, GAP, MARGIN = 46, 30, 3, 12
+HEADER_H, CAPTION_H, BLOCK_GAP, FOOTER_H = 46, 20, 8, 22
+MAX_BLOCKS = 4  # the newest blocks shown; older ones scroll out, as on the page
+MAX_FRAMES = 600  # a longer run keeps every k-th forward (and the last), so the file stays small
+HOLD_LAST_MS = 2500  # the finished state stays up before the loop starts again
+MASK_FILL, MASK_LINE, LATEST, BELOW = "#e5e7eb", "#cbd5e1", "#ff7a1a", "#f43f5e"
+INK, PAPER = "#111827", "#ffffff"
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    for name in ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "Arial.ttf"):
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    return ImageFont.load_default(size=size)  # Pillow's own font: Latin only
+
+
+def _fit(text: str, width: int) -> tuple[str, ImageFont.FreeTypeFont | ImageFont.ImageFont]:
+    """The token's label in the largest of two sizes that fits the cell, cut with … if neither does."""
+    for size in (13, 10):
+        font = _font(size)
+        if font.getlength(text) <= width:
+            return text, font
+    while len(text) > 1 and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…", font
+
+
+def frame_indices(n_steps: int, max_frames: int = MAX_FRAMES) -> list[int]:
+    """Which `upto` values get a frame: every forward, or every k-th one and the last for a long run."""
+    if n_steps <= max_frames:
+        return list(range(1, n_steps + 1))
+    every = -(-n_steps // max_frames)
+    return sorted(set(range(every, n_steps + 1, every)) | {n_steps})
+
+
+def _block_height() -> int:
+    return CAPTION_H + 2 * CELL_H + GAP + BLOCK_GAP
+
+
+def frame_size(n_blocks: int) -> tuple[int, int]:
+    width = 2 * MARGIN + COLS * CELL_W + (COLS - 1) * GAP
+    return width, HEADER_H + min(max(n_blocks, 1), MAX_BLOCKS) * _block_height() + FOOTER_H + MARGIN
+
+
+def legend(threshold: float | None) -> str:
+    text = ("colour: the forward of its block that committed the token (dark = first) · grey: MASK · "
+            "orange: this forward")
+    return text + (f" · red corner: below the threshold {threshold:g}" if threshold is not None else "")
+
+
+def _draw_block(draw: ImageDraw.ImageDraw, block: render.BlockState, top_y: int, token_text: render.TokenText,
+                mask_id: int, scale: int, stop_ids: Collection[int]) -> None:
+    end = render.reply_end(block.tokens, stop_ids)
+    draw.text((MARGIN, top_y + 2), f"block {block.index + 1} · {render.plural(block.forwards, 'forward')}",
+              fill=INK, font=_font(12))
+    for i, tok in enumerate(block.tokens):
+        x = MARGIN + (i % COLS) * (CELL_W + GAP)
+        y = top_y + CAPTION_H + (i // COLS) * (CELL_H + GAP)
+        box = (x, y, x + CELL_W - 1, y + CELL_H - 1)
+        if tok == mask_id or block.step[i] is None:
+            draw.rectangle(box, fill=MASK_FILL, outline=MASK_LINE)
+            continue
+        bg, fg = render.step_colour(block.step[i], scale)
+        draw.rectangle(box, fill=bg)
+        label = "·" if i > end and tok in stop_ids else render.visible_text(token_text(tok))
+        label, font = _fit(label, CELL_W - 6)
+        draw.text((x + CELL_W / 2, y + CELL_H / 2), label, fill=fg, font=font, anchor="mm")
+        if i in block.below:  # the page's red corner: committed without clearing the threshold
+            draw.polygon([(x, y), (x + 11, y), (x, y + 11)], fill=BELOW)
+        if i in block.latest:
+            draw.rectangle(box, outline=LATEST, width=3)
+
+
+def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_id: int, *,
+               result: Result | None = None, threshold: float | None = None, stop_ids: Collection[int] = (),
+               n_blocks: int | None = None, scale: int | None = None) -> Image.Image:
+    """The state after `upto` forwards: a header with the counts, then the newest blocks as grids."""
+    blocks = render.block_states(steps, upto, threshold, stop_ids)
+    n_blocks = len({s.block for s in steps}) if n_blocks is None else n_blocks
+    scale = render.scale_max(steps) if scale is None else scale
+    image = Image.new("RGB", frame_size(n_blocks), PAPER)
+    draw = ImageDraw.Draw(image)
+    s = render.stats(steps, upto, result if upto == len(steps) else None, threshold=threshold, stop_ids=stop_ids)
+    draw.text((MARGIN, 10), f"forward {upto} of {len(steps)}", fill=INK, font=_font(16))
+    draw.text((frame_size(n_blocks)[0] - MARGIN, 12),
+              f"{s['tokens']} tokens · {s['tokens_per_forward']:.2f} per forward", fill=INK, font=_font(14),
+              anchor="ra")
+    for k, block in enumerate(blocks[-MAX_BLOCKS:]):
+        _draw_block(draw, block, HEADER_H + k * _block_height(), token_text, mask_id, scale, stop_ids)
+    draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold), fill="#4b5563", font=_font(11))
+    return image
+
+
+def run_gif(steps: list[Step], token_text: render.TokenText, mask_id: int, *, result: Result | None = None,
+            threshold: float | None = None, stop_ids: Collection[int] = (), forwards_per_second: float = 5.0,
+            max_frames: int = MAX_FRAMES) -> bytes:
+    """The whole run as a looping GIF: one frame per forward (see `frame_indices`), the last one held."""
+    if not steps:
+        raise ValueError("no forwards recorded: generate a reply first")
+    n_blocks, scale = len({s.block for s in steps}), render.scale_max(steps)
+    uptos = frame_indices(len(steps), max_frames)
+    frames = [draw_frame(steps, k, token_text, mask_id, result=result, threshold=threshold, stop_ids=stop_ids,
+                         n_blocks=n_blocks, scale=scale) for k in uptos]
+    step_ms = max(20, round(1000 / max(forwards_per_second, 0.1)))  # browsers slow shorter frames to 100 ms
+    durations = [step_ms] * (len(frames) - 1) + [HOLD_LAST_MS]
+    # One palette for every frame (the last one holds the most colours): Pillow then stores only the part of
+    # each frame that changed, which makes the file several times smaller than per-frame palettes.
+    palette = frames[-1].quantize(colors=255, dither=Image.Dither.NONE)
+    frames = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    out = io.BytesIO()
+    frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return out.getvalue()

@@ -1,0 +1,93 @@
+"""The run as a GIF: one frame per forward, the page's colours and marks, any token text drawn safely."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+from test_render import MASK, SEVEN, fake_run, with_confidences
+
+from pangu_demo import animation, render
+
+A = animation
+
+
+def cell_box(block_slot: int, pos: int) -> tuple[int, int]:
+    """Top-left corner of a cell: `block_slot` counts the blocks shown, from the top."""
+    x = A.MARGIN + (pos % A.COLS) * (A.CELL_W + A.GAP)
+    y = A.HEADER_H + block_slot * (A.CAPTION_H + 2 * A.CELL_H + A.GAP + A.BLOCK_GAP) + A.CAPTION_H
+    return x, y + (pos // A.COLS) * (A.CELL_H + A.GAP)
+
+
+def rgb(hex_colour: str) -> tuple[int, int, int]:
+    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def test_one_frame_per_forward_at_the_replay_speed_and_the_last_held() -> None:
+    steps, table = fake_run(SEVEN)
+    gif = Image.open(io.BytesIO(A.run_gif(steps, table.get, MASK, forwards_per_second=4)))
+    assert gif.n_frames == len(steps) and gif.info["loop"] == 0
+    durations = []
+    for k in range(gif.n_frames):
+        gif.seek(k)
+        durations.append(gif.info["duration"])
+    assert durations == [250] * (len(steps) - 1) + [A.HOLD_LAST_MS]
+
+
+def test_a_long_run_keeps_every_kth_forward_and_the_last() -> None:
+    assert A.frame_indices(5, max_frames=10) == [1, 2, 3, 4, 5]
+    kept = A.frame_indices(1001, max_frames=100)
+    assert len(kept) <= 101 and kept[-1] == 1001 and kept[:3] == [11, 22, 33]
+
+
+def test_cells_have_the_grid_colours_and_marks() -> None:
+    steps, table = fake_run(SEVEN)
+    with_confidences(steps, {3: 0.41})  # committed by forward 2 of block 0, below 0.9
+    scale = render.scale_max(steps)
+    frame = A.draw_frame(steps, 4, table.get, MASK, threshold=0.9).convert("RGB")
+
+    def corner(pos: int, dx: int = 2, dy: int = 2) -> tuple[int, int, int]:
+        x, y = cell_box(0, pos)
+        return frame.getpixel((x + A.CELL_W - 1 - dx, y + A.CELL_H - 1 - dy))  # bottom right: clear of the text
+
+    assert corner(0) == rgb(render.step_colour(0, scale)[0])  # position 0: the opening forward
+    assert corner(1) == rgb(render.step_colour(1, scale)[0])
+    assert corner(3) == rgb(render.step_colour(2, scale)[0])
+    assert corner(7) == rgb(A.MASK_FILL)  # not committed yet after 4 forwards
+    assert corner(5, dx=1, dy=1) == rgb(A.LATEST)  # forward 4 committed 4, 5 and 6: outlined
+    assert corner(1, dx=1, dy=1) != rgb(A.LATEST)
+    x, y = cell_box(0, 3)
+    assert frame.getpixel((x + 2, y + 2)) == rgb(A.BELOW)  # the red corner
+    x, y = cell_box(0, 2)
+    assert frame.getpixel((x + 2, y + 2)) != rgb(A.BELOW)
+    plain = A.draw_frame(steps, 4, table.get, MASK).convert("RGB")  # no threshold: no marks
+    x, y = cell_box(0, 3)
+    assert plain.getpixel((x + 2, y + 2)) != rgb(A.BELOW)
+
+
+def test_the_newest_blocks_are_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    steps, table = fake_run(SEVEN)
+    assert A.frame_size(1) == A.draw_frame(steps, 3, table.get, MASK, n_blocks=1).size
+    last = A.draw_frame(steps, len(steps), table.get, MASK).convert("RGB")
+    # After the commit forward, block 1 is open below block 0: its position 0 is coloured, the rest MASK.
+    x, y = cell_box(1, 0)
+    assert last.getpixel((x + A.CELL_W - 3, y + A.CELL_H - 3)) != rgb(A.MASK_FILL)
+    x, y = cell_box(1, 1)
+    assert last.getpixel((x + A.CELL_W - 3, y + A.CELL_H - 3)) == rgb(A.MASK_FILL)
+    monkeypatch.setattr(A, "MAX_BLOCKS", 1)  # room for one block: the open one, not the finished one
+    only = A.draw_frame(steps, len(steps), table.get, MASK).convert("RGB")
+    x, y = cell_box(0, 1)
+    assert only.size == A.frame_size(1) and only.getpixel((x + A.CELL_W - 3, y + A.CELL_H - 3)) == rgb(A.MASK_FILL)
+
+
+@pytest.mark.parametrize("text", ["<b>x</b>", "中文", "🙂", "\n", "", "a" * 40, "\x00"])
+def test_any_token_text_is_drawn(text: str) -> None:
+    steps, table = fake_run(SEVEN, texts={100 + 1: text})
+    frame = A.draw_frame(steps, 2, table.get, MASK)
+    assert frame.size == A.frame_size(2)
+
+
+def test_no_forwards_no_gif() -> None:
+    with pytest.raises(ValueError, match="generate a reply first"):
+        A.run_gif([], str, MASK)
