@@ -1,8 +1,8 @@
 """A recorded run as an animated GIF, one frame per forward: the grid of the page, for slides and posts.
 
 Pure: it reads the same step records as the page (`render.block_states`) and recomputes nothing. A GIF
-plays everywhere (slides, chat, issue trackers) without the app. Glyphs the font lacks (e.g. CJK with the
-fallback font) show as boxes; the JSON trace keeps the exact tokens.
+plays everywhere (slides, chat, issue trackers) without the app. Characters that no installed font has
+show as boxes (see FONT_FILES); the JSON trace keeps the exact tokens.
 """
 
 from __future__ import annotations
@@ -26,25 +26,78 @@ MASK_FILL, MASK_LINE, LATEST, BELOW = "#e5e7eb", "#cbd5e1", "#ff7a1a", "#f43f5e"
 INK, PAPER = "#111827", "#ffffff"
 
 
+# Tried in order for each label: the first font that has all its characters draws it. Latin and the grid's
+# symbols first, then CJK fonts (openPangu answers in Chinese as readily as in English); Pillow looks the
+# names up in the system's font folders. Without any of them, Pillow's own font (Latin only).
+FONT_FILES = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "Arial.ttf", "NotoSansCJK-Regular.ttc",
+              "NotoSansSC-Regular.otf", "DroidSansFallbackFull.ttf", "wqy-microhei.ttc", "msyh.ttc",
+              "PingFang.ttc", "Arial Unicode.ttf")
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
 @lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    for name in ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "Arial.ttf"):
+def _fonts(size: int, files: tuple[str, ...] = FONT_FILES) -> tuple[Font, ...]:
+    found = []
+    for name in files:
         try:
-            return ImageFont.truetype(name, size)
+            found.append(ImageFont.truetype(name, size))
         except OSError:
             continue
-    return ImageFont.load_default(size=size)  # Pillow's own font: Latin only
+    return tuple(found) or (ImageFont.load_default(size=size),)
 
 
-def _fit(text: str, width: int) -> tuple[str, ImageFont.FreeTypeFont | ImageFont.ImageFont]:
-    """The token's label in the largest of two sizes that fits the cell, cut with … if neither does."""
+def _font(size: int) -> Font:
+    return _fonts(size)[0]
+
+
+@lru_cache(maxsize=64)
+def _missing_glyph(font: Font) -> bytes:
+    return bytes(font.getmask("\U0010fffd"))  # a private-use code point: drawn as the font's "missing" box
+
+
+@lru_cache(maxsize=65536)
+def has_glyph(font: Font, char: str) -> bool:
+    """Whether `font` draws `char` itself rather than its missing-glyph box."""
+    return char.isspace() or bytes(font.getmask(char)) != _missing_glyph(font)
+
+
+Runs = list[tuple[str, Font]]
+
+
+def font_runs(text: str, size: int, files: tuple[str, ...] = FONT_FILES) -> Runs:
+    """`text` cut into runs, each drawn in the first font of `files` (as found here) that has its characters:
+    a SentencePiece token such as "▁思考" needs one font for the space sign and another for the Chinese."""
+    fonts = _fonts(size, files)
+    runs: Runs = []
+    for char in text:
+        font = next((f for f in fonts if has_glyph(f, char)), fonts[0])
+        if runs and runs[-1][1] is font:
+            runs[-1] = (runs[-1][0] + char, font)
+        else:
+            runs.append((char, font))
+    return runs
+
+
+def _width(runs: Runs) -> float:
+    return sum(font.getlength(text) for text, font in runs)
+
+
+def _fit(text: str, width: int) -> Runs:
+    """The token's label in the larger of two sizes that fits the cell, cut with … if neither does."""
     for size in (13, 10):
-        font = _font(size)
-        if font.getlength(text) <= width:
-            return text, font
-    while len(text) > 1 and font.getlength(text + "…") > width:
+        runs = font_runs(text, size)
+        if _width(runs) <= width:
+            return runs
+    while len(text) > 1 and _width(font_runs(text + "…", size)) > width:
         text = text[:-1]
-    return text + "…", font
+    return font_runs(text + "…", size)
+
+
+def _draw_centred(draw: ImageDraw.ImageDraw, centre: tuple[float, float], runs: Runs, fill: str) -> None:
+    x, y = centre[0] - _width(runs) / 2, centre[1]
+    for text, font in runs:
+        draw.text((x, y), text, fill=fill, font=font, anchor="lm")
+        x += font.getlength(text)
 
 
 def frame_indices(n_steps: int, max_frames: int = MAX_FRAMES) -> list[int]:
@@ -85,8 +138,7 @@ def _draw_block(draw: ImageDraw.ImageDraw, block: render.BlockState, top_y: int,
         bg, fg = render.step_colour(block.step[i], scale)
         draw.rectangle(box, fill=bg)
         label = "·" if i > end and tok in stop_ids else render.visible_text(token_text(tok))
-        label, font = _fit(label, CELL_W - 6)
-        draw.text((x + CELL_W / 2, y + CELL_H / 2), label, fill=fg, font=font, anchor="mm")
+        _draw_centred(draw, (x + CELL_W / 2, y + CELL_H / 2), _fit(label, CELL_W - 6), fg)
         if i in block.below:  # the page's red corner: committed without clearing the threshold
             draw.polygon([(x, y), (x + 11, y), (x, y + 11)], fill=BELOW)
         if i in block.latest:

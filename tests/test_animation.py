@@ -91,3 +91,20 @@ def test_any_token_text_is_drawn(text: str) -> None:
 def test_no_forwards_no_gif() -> None:
     with pytest.raises(ValueError, match="generate a reply first"):
         A.run_gif([], str, MASK)
+
+
+def test_each_character_is_drawn_in_a_font_that_has_it() -> None:
+    files = ("LiberationSans-Regular.ttf", "DejaVuSans.ttf")
+    fonts = A._fonts(13, files)
+    if len(fonts) < 2:
+        pytest.skip("needs Liberation Sans and DejaVu Sans (Debian: fonts-liberation, fonts-dejavu-core)")
+    assert not A.has_glyph(fonts[0], "␣") and A.has_glyph(fonts[1], "␣")  # the grid's visible space
+    assert A.font_runs("ab␣␣c", 13, files) == [("ab", fonts[0]), ("␣␣", fonts[1]), ("c", fonts[0])]
+
+
+def test_chinese_characters_get_a_font_with_chinese_glyphs() -> None:
+    runs = A.font_runs("␣中文", 13)
+    if not A.has_glyph(runs[-1][1], "中"):
+        pytest.skip("no CJK font installed (Debian: fonts-droid-fallback or fonts-noto-cjk)")
+    assert [text for text, _ in runs] == ["␣", "中文"] and A.has_glyph(runs[0][1], "␣")
+    assert not A.has_glyph(runs[-1][1], "\U0010fffd")
