@@ -23,12 +23,12 @@ MAX_BLOCKS = 4  # the newest blocks shown; older ones scroll out, as on the page
 MAX_FRAMES = 600  # a longer run keeps every k-th forward (and the last), so the file stays small
 HOLD_LAST_MS = 2500  # the finished state stays up before the loop starts again
 MASK_FILL, MASK_LINE, LATEST, BELOW = "#e5e7eb", "#cbd5e1", "#ff7a1a", "#f43f5e"
-INK, PAPER = "#111827", "#ffffff"
+INK, PAPER, LEGEND_INK = "#111827", "#ffffff", "#4b5563"
 
 
-# Tried in order for each label: the first font that has all its characters draws it. Latin and the grid's
-# symbols first, then CJK fonts (openPangu answers in Chinese as readily as in English); Pillow looks the
-# names up in the system's font folders. Without any of them, Pillow's own font (Latin only).
+# Tried in order for each character: the first font that has it draws it. Latin and the grid's symbols first,
+# then CJK fonts (openPangu answers in Chinese as readily as in English); Pillow looks the names up in the
+# system's font folders. Without any of them, Pillow's own font (Latin only).
 FONT_FILES = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "Arial.ttf", "NotoSansCJK-Regular.ttc",
               "NotoSansSC-Regular.otf", "DroidSansFallbackFull.ttf", "wqy-microhei.ttc", "msyh.ttc",
               "PingFang.ttc", "Arial Unicode.ttf")
@@ -161,7 +161,7 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
               anchor="ra")
     for k, block in enumerate(blocks[-MAX_BLOCKS:]):
         _draw_block(draw, block, HEADER_H + k * _block_height(), token_text, mask_id, scale, stop_ids)
-    draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold), fill="#4b5563", font=_font(11))
+    draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold), fill=LEGEND_INK, font=_font(11))
     return image
 
 
@@ -178,8 +178,8 @@ def run_gif(steps: list[Step], token_text: render.TokenText, mask_id: int, *, re
     step_ms = max(20, round(1000 / max(forwards_per_second, 0.1)))  # browsers slow shorter frames to 100 ms
     durations = [step_ms] * (len(frames) - 1) + [HOLD_LAST_MS]
     # One palette for every frame (the last one holds the most colours): Pillow then stores only the part of
-    # each frame that changed, which makes the file several times smaller than per-frame palettes.
-    palette = frames[-1].quantize(colors=255, dither=Image.Dither.NONE)
+    # each frame that changed, several times smaller than a palette per frame. Colours stay within a few levels.
+    palette = frames[-1].quantize(colors=256, dither=Image.Dither.NONE)
     frames = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
     out = io.BytesIO()
     frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)

@@ -26,6 +26,7 @@ def rgb(hex_colour: str) -> tuple[int, int, int]:
 
 def test_one_frame_per_forward_at_the_replay_speed_and_the_last_held() -> None:
     steps, table = fake_run(SEVEN)
+    steps = steps[:-1]  # the run ends with its block full: the last frame has no MASK cell
     gif = Image.open(io.BytesIO(A.run_gif(steps, table.get, MASK, forwards_per_second=4)))
     assert gif.n_frames == len(steps) and gif.info["loop"] == 0
     durations = []
@@ -33,6 +34,17 @@ def test_one_frame_per_forward_at_the_replay_speed_and_the_last_held() -> None:
         gif.seek(k)
         durations.append(gif.info["duration"])
     assert durations == [250] * (len(steps) - 1) + [A.HOLD_LAST_MS]
+    # The shared palette keeps the grid's colours: MASK grey in the first frame, step colours in the last.
+    def near(pixel: tuple[int, int, int], colour: str) -> bool:
+        return max(abs(a - b) for a, b in zip(pixel, rgb(colour), strict=True)) <= 6
+
+    gif.seek(0)
+    x, y = cell_box(0, 5)
+    assert near(gif.convert("RGB").getpixel((x + 3, y + 3)), A.MASK_FILL)
+    gif.seek(gif.n_frames - 1)
+    x, y = cell_box(0, 31)  # committed by the block's 29th forward
+    last_colour = render.step_colour(29, render.scale_max(steps))[0]
+    assert near(gif.convert("RGB").getpixel((x + 3, y + A.CELL_H - 4)), last_colour)
 
 
 def test_a_long_run_keeps_every_kth_forward_and_the_last() -> None:
