@@ -153,6 +153,19 @@ class _Row:
         self.stream.feed(new[:room])
 
 
+def attention_allowed(key_valid: torch.Tensor, q_len: int, causal_len: int) -> torch.Tensor:
+    """Which keys each query of a forward may see, (batch, 1, q_len, keys). The queries are the last q_len keys
+    (the cache holds the rest): the first `causal_len` of them attend causally and not to the others (a prefill
+    or commit forward), the others attend to all of them (a block being denoised); earlier keys where valid."""
+    batch, kv_len = key_valid.shape
+    allowed = key_valid[:, None, None, :].expand(batch, 1, q_len, kv_len).clone()
+    inner = torch.ones(q_len, q_len, dtype=torch.bool, device=key_valid.device)
+    inner[:causal_len, :causal_len].tril_()
+    inner[:causal_len, causal_len:] = False
+    allowed[..., kv_len - q_len:] &= inner
+    return allowed
+
+
 class Decoder:
     """Runs block diffusion (or AR) decoding of a Llama-style model through one KV cache."""
 
@@ -174,14 +187,8 @@ class Decoder:
         return out.logits
 
     def _mask(self, key_valid: torch.Tensor, q_len: int, causal_len: int) -> torch.Tensor:
-        """Additive 4-D mask. Queries are the last q_len keys: the first `causal_len` of them attend
-        causally (and not to the rest), the others attend to all of them; earlier keys where valid."""
-        batch, kv_len = key_valid.shape
-        allowed = key_valid[:, None, None, :].expand(batch, 1, q_len, kv_len).clone()
-        inner = torch.ones(q_len, q_len, dtype=torch.bool, device=self.device)
-        inner[:causal_len, :causal_len].tril_()
-        inner[:causal_len, causal_len:] = False
-        allowed[..., kv_len - q_len:] &= inner
+        """Additive 4-D form of `attention_allowed`."""
+        allowed = attention_allowed(key_valid, q_len, causal_len)
         mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
         return mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
 

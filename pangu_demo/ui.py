@@ -27,6 +27,7 @@ from gradio.components.plot import PlotData
 from . import animation, render
 from .chat import prompt_ids
 from .engine import ALGORITHMS, DecodeConfig, Decoder, check_context, fit_context, run, trace_json
+from .explainer import explainer_html
 from .loading import EMBEDDED_MODEL, LoadedModel, ModelLoadError, load_model
 from .streaming import FrameOptions, Recording, build_frame, stream_frames
 
@@ -358,6 +359,8 @@ class DemoApp:
             with gr.Row(equal_height=False):
                 self._chat_column()
                 self._run_column()
+            with gr.Accordion("How block diffusion works", open=False, elem_id="pg-how"):
+                gr.HTML(explainer_html())
             self._model_panel()
             self._wire_generation()
             self._wire_replay()
