@@ -173,14 +173,18 @@ def run_gif(steps: list[Step], token_text: render.TokenText, mask_id: int, *, re
         raise ValueError("no forwards recorded: generate a reply first")
     n_blocks, scale = len({s.block for s in steps}), render.scale_max(steps)
     uptos = frame_indices(len(steps), max_frames)
-    frames = [draw_frame(steps, k, token_text, mask_id, result=result, threshold=threshold, stop_ids=stop_ids,
-                         n_blocks=n_blocks, scale=scale) for k in uptos]
+
+    def frame(k: int) -> Image.Image:
+        return draw_frame(steps, k, token_text, mask_id, result=result, threshold=threshold, stop_ids=stop_ids,
+                          n_blocks=n_blocks, scale=scale)
+
+    # One palette for every frame, from the last one (it holds the most colours): Pillow then stores only the
+    # part of each frame that changed, several times smaller than a palette per frame; colours stay within a
+    # few levels. Frames are drawn as the file is written, so a long run never holds them all in memory.
+    palette = frame(uptos[-1]).quantize(colors=256, dither=Image.Dither.NONE)
+    frames = (frame(k).quantize(palette=palette, dither=Image.Dither.NONE) for k in uptos)
     step_ms = max(20, round(1000 / max(forwards_per_second, 0.1)))  # browsers slow shorter frames to 100 ms
-    durations = [step_ms] * (len(frames) - 1) + [HOLD_LAST_MS]
-    # One palette for every frame (the last one holds the most colours): Pillow then stores only the part of
-    # each frame that changed, several times smaller than a palette per frame. Colours stay within a few levels.
-    palette = frames[-1].quantize(colors=256, dither=Image.Dither.NONE)
-    frames = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    durations = [step_ms] * (len(uptos) - 1) + [HOLD_LAST_MS]
     out = io.BytesIO()
-    frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    next(frames).save(out, format="GIF", save_all=True, append_images=frames, duration=durations, loop=0)
     return out.getvalue()
