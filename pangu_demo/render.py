@@ -232,8 +232,15 @@ def _row_html_cached(index: int, tokens: tuple, step: tuple, nfe: tuple, confide
         chips.append(f'<span class="{cls}" style="background:{bg};color:{fg}" '
                      f'title="{html.escape(_cell_title(text, i, block, i))}">'
                      f"{html.escape(visible_text(text))}</span>")
-    label = f"block {block.index + 1} · {block.forwards} fwd"
-    return f'<div class="pg-row"><span class="pg-row-label">{label}</span>{"".join(chips)}</div>'
+    # The forward that opened the block (prefill or the previous commit) is its own too: summed over the
+    # blocks, these are the run's NFE. A block's tokens per forward shows where the speed-up came from.
+    tokens = sum(1 for t, st in zip(block.tokens, block.step, strict=True) if t != mask_id and st is not None)
+    tpf = tokens / (block.forwards + 1)
+    title = (f"block {block.index + 1}: {plural(tokens, 'token')} in {plural(block.forwards + 1, 'forward')} (the one "
+             f"that opened it and {block.forwards} denoising): {tpf:.1f} tokens per forward")
+    label = f"block {block.index + 1} · {block.forwards} fwd<br>{tpf:.1f} tok/fwd"
+    return (f'<div class="pg-row"><span class="pg-row-label" title="{html.escape(title)}">{label}</span>'
+            f'{"".join(chips)}</div>')
 
 
 def _cell_html(i: int, tok: int, current: BlockState, token_text: TokenText, mask_id: int, top: int,

@@ -118,6 +118,17 @@ def test_finished_blocks_stay_as_rows():
     assert html_text.count('class="pg-row"') == 1  # block 1 finished, block 2 is current
     assert "Block 2 (latest)" in html_text
     assert len(cells(html_text)) == 32
+    # Its tokens per forward count the forward that opened it: 32 tokens in 28 denoising forwards + 1.
+    assert "28 fwd<br>1.1 tok/fwd" in html_text and "32 tokens in 29 forwards" in html_text
+
+
+def test_block_tokens_per_forward_sum_to_the_runs_figures(tiny_run):
+    """The rows' forwards (each block's denoising ones and the one that opened it) add up to the run's NFE."""
+    lm, steps, result = tiny_run
+    html_text = render.grid_html(steps, len(steps), lm.tokenizer.token_text, lm.tokenizer.ids.mask, 4)
+    first = render.block_states(steps)[0]
+    assert f"32 tokens in {first.forwards + 1} forwards" in html_text
+    assert sum(b.forwards + 1 for b in render.block_states(steps)) == result.nfe and len(result.tokens) == 64
 
 
 @pytest.mark.parametrize("evil", ["<script>alert(1)</script>", "a & b", "\"quoted\" 'single'", "<b id=x>broken</b>"])
