@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import textwrap
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ SPECIAL_LABELS = {
     "</s>": "‹/s›",
     "<s>": "‹s›",
 }
+BYTE_PIECE = re.compile(r"<0x[89A-F][0-9A-F]>")  # see PanguTokenizer.token_text
+BYTE_MEANING = "one byte of a character that the vocabulary splits into bytes; the chat shows the character"
 SPECIAL_MEANING = {
     ROLE_TOKENS["think_start"]: "start of the thinking trace",
     ROLE_TOKENS["think_end"]: "end of the thinking trace",
@@ -161,7 +164,7 @@ def visible_text(text: str) -> str:
 
 
 def _cell_title(text: str, pos: int, block: BlockState, i: int) -> str:
-    meaning = SPECIAL_MEANING.get(text)
+    meaning = SPECIAL_MEANING.get(text) or (BYTE_MEANING if BYTE_PIECE.fullmatch(text) else None)
     parts = [f"token {text!r}" + (f" ({meaning})" if meaning else ""), f"position {pos} of block {block.index + 1}"]
     step, nfe, conf = block.step[i], block.nfe[i], block.confidence[i]
     if step == 0:

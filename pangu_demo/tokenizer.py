@@ -151,11 +151,16 @@ class PanguTokenizer:
         return "".join(out)
 
     def token_text(self, token_id: int) -> str:
-        """A single token as display text (pieces keep their leading space)."""
+        """A single token as display text (pieces keep their leading space). A byte piece that is not text on its
+        own (part of a character the vocabulary splits into bytes) shows as its piece name, e.g. "<0xE6>"."""
         if token_id in self.id_to_special:
             return self.id_to_special[token_id]
-        return self._piece_bytes[token_id].decode("utf-8", errors="replace") if token_id < len(
-            self._piece_bytes) else ""
+        if token_id >= len(self._piece_bytes):
+            return ""
+        piece = self._piece_bytes[token_id]
+        if len(piece) == 1 and piece[0] >= 0x80:
+            return f"<0x{piece[0]:02X}>"
+        return piece.decode("utf-8", errors="replace")
 
     @functools.cached_property
     def digit_ids(self) -> frozenset[int]:

@@ -154,6 +154,12 @@ def test_prompts_and_replies_are_escaped_in_chat():
     assert '"q"' in text and render.escape_chat("Don't \"go\"") == "Don't \"go\""
 
 
+def test_a_byte_piece_says_what_it_is():
+    steps, table = fake_run(SEVEN, texts={token_id(1): "<0xE6>", token_id(2): "<0x41>"})
+    tags = cells(render.grid_html(steps, 2, table.get, MASK))
+    assert "one byte of a character" in tags[1] and "one byte of a character" not in tags[2]
+
+
 def test_whitespace_and_specials_visible():
     assert render.visible_text(" the") == "␣the"
     assert render.visible_text("\n") == "↵"

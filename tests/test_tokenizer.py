@@ -131,6 +131,13 @@ def test_stream_decoder_drops_leading_spaces_as_sentencepiece_does(tok: PanguTok
     assert tok.decode([space, word]).startswith(" ") == (which == "embedded")  # the two cases differ
 
 
+def test_a_character_split_into_bytes_shows_its_byte_pieces(embedded_tok: PanguTokenizer) -> None:
+    ids = embedded_tok.encode("思 é")  # neither is in the small vocabulary: byte fallback
+    shown = [embedded_tok.token_text(i) for i in ids]
+    assert "<0xE6>" in shown and "<0xC3>" in shown and "<0xA9>" in shown and "\ufffd" not in "".join(shown)
+    assert embedded_tok.decode(ids).endswith("思 é")  # whole sequences still decode to the characters
+
+
 def test_chat_template(tok: PanguTokenizer) -> None:
     text = tok.apply_chat_template([{"role": "user", "content": "How many eggs?"}])
     assert text == "[unused9]系统：[unused10][unused9]用户：How many eggs?[unused10][unused9]助手："
