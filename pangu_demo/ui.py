@@ -734,10 +734,11 @@ class DemoApp:
     def gif_file(self, speed: float | None, sess: Session | None):
         """The recorded run as a GIF, shown under the buttons (with its own download button)."""
         rec = recording_of(sess)
-        if rec is None or sess.running:
+        path = None if rec is None or sess.running else write_gif(rec, sess.token_text, sess.mask_id, speed)
+        if path is None:  # no run yet, one still streaming, or one that failed before its result
             warn("Generate a reply first, and wait for it to finish.")
             return gr.skip()
-        return gr.Image(value=write_gif(rec, sess.token_text, sess.mask_id, speed), visible=True)
+        return gr.Image(value=path, visible=True)
 
     def replay_after_run(self, on: bool, speed: float, view_label: str, sess: Session) -> tuple:
         """With slow-motion replay on, play a finished run again from its first forward (not a stopped one)."""

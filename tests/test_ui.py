@@ -160,6 +160,8 @@ def test_make_a_gif_shows_the_recorded_run_one_frame_per_forward(app: ui.DemoApp
     monkeypatch.setattr(ui, "warn", warned.append)
     sess = ui.Session()
     assert isinstance(app.gif_file(5, sess), type(gr.skip())) and "Generate a reply first" in warned[0]
+    sess.recording = ui.Recording()  # a run that failed before its result: nothing to draw
+    assert isinstance(app.gif_file(5, sess), type(gr.skip())) and len(warned) == 2
     list(generate(app, sess))
     update = app.gif_file(10, sess)
     assert update.visible is True and update.value["path"].endswith(".gif")
