@@ -31,3 +31,22 @@ def test_bad_settings_are_refused_before_anything_loads(args, env, message) -> N
     run = subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**os.environ, **env})
     assert run.returncode == 2 and message in run.stderr, run.stderr
+
+
+def test_the_readme_front_matter_makes_a_space_of_this_repository() -> None:
+    """Hugging Face Spaces build the app from the README's front matter: it must name this entry point and a
+    Gradio version and Python that the requirements accept."""
+    yaml = pytest.importorskip("yaml")  # comes with gradio
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    meta = yaml.safe_load(text.split("---\n", 2)[1])
+    assert meta["sdk"] == "gradio" and (ROOT / meta["app_file"]).is_file()
+    pins = [Requirement(line.split("#")[0]) for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if line.split("#")[0].strip()]
+    gradio = next(r for r in pins if r.name == "gradio")
+    assert Version(meta["sdk_version"]) in gradio.specifier
+    assert Version(str(meta["python_version"])) >= Version("3.11")  # the README's Quick start asks for 3.11+
+    assert "openpangu/openPangu-R-7B-Diffusion" in meta["models"]
