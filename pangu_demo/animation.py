@@ -148,7 +148,8 @@ def _draw_block(draw: ImageDraw.ImageDraw, block: render.BlockState, top_y: int,
 def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_id: int, *,
                result: Result | None = None, threshold: float | None = None, stop_ids: Collection[int] = (),
                n_blocks: int | None = None, scale: int | None = None) -> Image.Image:
-    """The state after `upto` forwards: a header with the counts, then the newest blocks as grids."""
+    """The state after `upto` forwards: a header with the counts (and the tokens AR would have after as many
+    forwards: one each), then the newest blocks as grids."""
     blocks = render.block_states(steps, upto, threshold, stop_ids)
     n_blocks = len({s.block for s in steps}) if n_blocks is None else n_blocks
     scale = render.scale_max(steps) if scale is None else scale
@@ -157,7 +158,8 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
     s = render.stats(steps, upto, result if upto == len(steps) else None, threshold=threshold, stop_ids=stop_ids)
     draw.text((MARGIN, 10), f"forward {upto} of {len(steps)}", fill=INK, font=_font(16))
     draw.text((frame_size(n_blocks)[0] - MARGIN, 12),
-              f"{s['tokens']} tokens · {s['tokens_per_forward']:.2f} per forward", fill=INK, font=_font(14),
+              f"{s['tokens']} tokens · {s['tokens_per_forward']:.2f} per forward · AR would have {upto}", fill=INK,
+              font=_font(14),
               anchor="ra")
     for k, block in enumerate(blocks[-MAX_BLOCKS:]):
         _draw_block(draw, block, HEADER_H + k * _block_height(), token_text, mask_id, scale, stop_ids)
