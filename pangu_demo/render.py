@@ -615,6 +615,33 @@ def comparison_html(run: Result, ar: Result) -> str:
     return '<div class="pg-compare">' + "<br>".join(lines) + "</div>"
 
 
+def reply_curve(steps: list[Step], stop_ids: Collection[int] = ()) -> list[int]:
+    """Reply tokens after each forward (see `reply_commits`): the height of the race figure's lines."""
+    return [reply_commits(steps, k, stop_ids)[0] for k in range(1, len(steps) + 1)]
+
+
+def race_figure(run: list[Step], ar: list[Step], stop_ids: Collection[int] = ()) -> dict:
+    """The run and the same prompt by AR as two lines: reply tokens against forwards (left) and against
+    wall-clock seconds (right). AR climbs one token per forward; block diffusion in steps of many."""
+    data = []
+    for name, steps, colour in (("block diffusion", run, "#4f46e5"), ("AR", ar, "#f59e0b")):
+        tokens = reply_curve(steps, stop_ids)
+        line = {"type": "scatter", "mode": "lines", "line": {"color": colour, "shape": "hv", "width": 2.5},
+                "y": tokens, "name": name, "legendgroup": name}
+        data.append(line | {"x": [s.nfe for s in steps],
+                            "hovertemplate": f"{name}: %{{y}} tokens after %{{x}} forwards<extra></extra>"})
+        data.append(line | {"x": [round(s.elapsed, 4) for s in steps], "xaxis": "x2", "yaxis": "y2",
+                            "showlegend": False,
+                            "hovertemplate": f"{name}: %{{y}} tokens after %{{x:.2f}} s<extra></extra>"})
+    layout = _layout(_title("The same prompt, both ways", "reply tokens written so far"))
+    layout |= {"xaxis": {"domain": [0, 0.46], "title": {"text": "forwards (NFE)"}, "rangemode": "tozero"},
+               "yaxis": {"title": {"text": "tokens"}, "rangemode": "tozero"},
+               "xaxis2": {"domain": [0.56, 1], "title": {"text": "seconds, this machine"}, "anchor": "y2",
+                          "rangemode": "tozero"},
+               "yaxis2": {"anchor": "x2", "rangemode": "tozero", "matches": "y"}}
+    return {"data": data, "layout": layout}
+
+
 # -- chat ---------------------------------------------------------------------------------------
 def thinking_span(steps: list[Step], upto: int | None) -> tuple[float | None, float | None]:
     """Elapsed seconds at which the trace opened and closed in the committed prefix (None: not yet)."""

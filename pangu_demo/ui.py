@@ -440,6 +440,7 @@ class DemoApp:
                                     label="GIF: one frame per forward",
                                     elem_id="pg-gif")
             self.compare_out = gr.HTML("", elem_id="pg-compare-out")
+            self.race = gr.Plot(visible=False, show_label=False, elem_id="pg-race")  # after "Compare with AR"
             self.timer = gr.Timer(0.2, active=False)
 
     def _settings_panel(self) -> None:
@@ -517,18 +518,19 @@ class DemoApp:
             [self.playing, self.replay, self.grid, self.plot, self.stats_box, self.timer, self.play_btn],
             api_visibility="private", show_progress="hidden")
         # A new run makes the last comparison and GIF stale.
-        gr.on(triggers, lambda: ("", gr.Image(value=None, visible=False)), None, [self.compare_out, self.gif],
+        gr.on(triggers, lambda: ("", gr.Plot(visible=False), gr.Image(value=None, visible=False)), None,
+              [self.compare_out, self.race, self.gif],
               queue=False, show_progress="hidden", api_visibility="private")
         self.gif_btn.click(self.gif_file, [self.speed, self.session], [self.gif], api_visibility="private",
                            concurrency_limit=self.concurrency, concurrency_id="decode")
-        self.compare_btn.click(self.compare_with_ar, [self.session], [self.compare_out, self.compare_btn,
+        self.compare_btn.click(self.compare_with_ar, [self.session], [self.compare_out, self.race, self.compare_btn,
                                                                       self.stop_btn],
                                api_visibility="private", concurrency_limit=self.concurrency, concurrency_id="decode")
         self.stop_btn.click(self.request_stop, None, None, queue=False, api_visibility="private")
         for trigger in (self.clear_btn.click, self.chatbot.clear):
             trigger(self.clear, [self.session], [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row,
                                                  self.notice, self.session, self.timer, self.play_btn, self.playing,
-                                                 self.compare_out, self.gif],
+                                                 self.compare_out, self.race, self.gif],
                     api_visibility="private")
 
     def _wire_replay(self) -> None:
@@ -661,26 +663,32 @@ class DemoApp:
                          self.session: sess}
 
     def compare_with_ar(self, sess: Session, request: gr.Request):
-        """Decode the recorded run's prompt again by AR and show both speeds (the recording is kept)."""
+        """Decode the recorded run's prompt again by AR and show both speeds, and both runs as lines of tokens
+        against forwards and seconds (the recording is kept)."""
         rec = recording_of(sess)
         idle = (gr.Button(interactive=True), gr.Button(interactive=False))
+
+        def say(text: str) -> tuple:
+            return message_html(text, "pg-compare"), gr.Plot(visible=False), *idle
+
         if rec is None or rec.result is None or rec.config is None or sess.running:
-            yield message_html("Generate a reply first, and wait for it to finish.", "pg-compare"), *idle
+            yield say("Generate a reply first, and wait for it to finish.")
             return
         if rec.config.mode == "ar":
-            yield message_html("This reply was decoded by AR already: generate one by block diffusion "
-                               "(Decoding settings → Mode), then compare.", "pg-compare"), *idle
+            yield say("This reply was decoded by AR already: generate one by block diffusion (Decoding settings → "
+                      "Mode), then compare.")
             return
         try:
             _, decoder = self.models.get(sess.model_label)
         except ModelLoadError as e:
-            yield message_html(str(e), "pg-compare"), *idle
+            yield say(str(e))
             return
         with self.stop_event(request) as stop:
-            yield (message_html("Decoding the same prompt by AR…", "pg-compare"), gr.Button(interactive=False),
-                   gr.Button(interactive=True))
-            _, ar = run(decoder, rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
-            yield render.comparison_html(rec.result, ar), *idle
+            yield (message_html("Decoding the same prompt by AR…", "pg-compare"), gr.skip(),
+                   gr.Button(interactive=False), gr.Button(interactive=True))
+            ar_steps, ar = run(decoder, rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
+            race = plot_value(render.race_figure(rec.steps, ar_steps, rec.stop_ids))
+            yield render.comparison_html(rec.result, ar), gr.Plot(value=race, visible=True), *idle
 
     def request_stop(self, request: gr.Request) -> None:
         event = self.stops.get(request.session_hash or "direct")
@@ -697,6 +705,7 @@ class DemoApp:
         return {self.chatbot: [], self.grid: empty_grid(), self.plot: empty_plot(), self.stats_box: empty_stats(),
                 self.replay_row: gr.Column(visible=False), self.notice: message_html(""), self.session: sess,
                 self.timer: timer, self.play_btn: play, self.playing: False, self.compare_out: "",
+                self.race: gr.Plot(visible=False),
                 self.gif: gr.Image(value=None, visible=False)}
 
     # -- replay ---------------------------------------------------------------------------------

@@ -248,6 +248,9 @@ def test_compare_with_ar_trace_and_gif(browser, app_url):
     assert "This run (block diffusion)" in text and "The same prompt by AR" in text
     assert re.search(r"by AR: (\d+) tokens in \1 forwards", text), text  # AR: one token per forward
     assert nfe(page) == before
+    # Both runs as lines: block diffusion and AR, against forwards and against seconds.
+    page.wait_for_selector("#pg-race .js-plotly-plot .main-svg", timeout=30_000)
+    assert page.locator("#pg-race .js-plotly-plot .scatterlayer .trace").count() == 4
 
     # The run downloads as a trace: one record per forward, the same NFE as the stats.
     with page.expect_download(timeout=30_000) as download:
@@ -266,6 +269,7 @@ def test_compare_with_ar_trace_and_gif(browser, app_url):
     page.wait_for_function("() => document.querySelector('#pg-compare-out').textContent.trim() === ''",
                            timeout=30_000)
     page.locator("#pg-gif").wait_for(state="hidden", timeout=30_000)
+    page.locator("#pg-race").wait_for(state="hidden", timeout=30_000)
     page.close()
 
 

@@ -256,6 +256,17 @@ def test_comparison_reports_the_measured_speed_up_and_forwards():
     assert "1 token in 1 forward," in text
 
 
+def test_the_race_figure_climbs_by_the_commits_of_each_forward():
+    steps, _ = fake_run(SEVEN)  # forwards commit 1, 2, 1, 3, then 1 token each
+    ar, _ = fake_run([[j] for j in range(1, 32)])  # one token per forward, as AR
+    fig = render.race_figure(steps, ar)
+    run_by_nfe, run_by_time, ar_by_nfe, ar_by_time = fig["data"]
+    assert run_by_nfe["y"][:5] == [1, 3, 4, 7, 8] and run_by_nfe["x"][:5] == [1, 2, 3, 4, 5]
+    assert ar_by_nfe["y"][:5] == [1, 2, 3, 4, 5]
+    assert run_by_time["y"] == run_by_nfe["y"] and run_by_time["x"] == pytest.approx([s.elapsed for s in steps])
+    assert run_by_time["xaxis"] == ar_by_time["xaxis"] == "x2" and "xaxis" not in ar_by_nfe
+
+
 def test_the_caption_of_a_finished_run_is_not_live():
     steps, table = fake_run(SEVEN)
     live = render.grid_html(steps, len(steps), table.get, MASK)

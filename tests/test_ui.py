@@ -169,6 +169,19 @@ def test_make_a_gif_shows_the_recorded_run_one_frame_per_forward(app: ui.DemoApp
     assert gif.n_frames == len(sess.recording.steps) and gif.info["duration"] == 100
 
 
+def test_compare_with_ar_draws_both_runs_as_lines(app: ui.DemoApp) -> None:
+    sess = ui.Session()
+    first = list(app.compare_with_ar(sess, request()))[-1]
+    assert "Generate a reply first" in first[0] and first[1].visible is False
+    list(generate(app, sess))
+    text, race, *_ = list(app.compare_with_ar(sess, request()))[-1]
+    assert "The same prompt by AR" in text and race.visible is True
+    figure = json.loads(race.value["plot"])
+    run_line, _, ar_line, _ = figure["data"]
+    assert run_line["x"][-1] == sess.recording.result.nfe and run_line["y"][-1] == len(sess.recording.result.tokens)
+    assert ar_line["y"] == list(range(1, len(ar_line["y"]) + 1))  # AR: one token per forward
+
+
 def test_a_third_turn_with_the_teaching_model_says_it_gets_worse(tiny_model: LoadedModel) -> None:
     app = ui.DemoApp(ui.ModelRegistry(preloaded=tiny_model))  # shown as the embedded teaching model
     app.build()
