@@ -79,8 +79,9 @@ def explainer_html() -> str:
              "hold 32). A row is a token the forward runs, a column a token it can attend to. The pictures come "
              "from the decoder's own attention mask.")
     outro = ("With small blocks (Decoding settings) the MASKs of a block are filled one small block at a time, left "
-             "to right; the attention stays as drawn. Every block costs at least two forwards, a denoising one and "
-             "its commit, where autoregressive decoding spends one per token: the fewer denoising forwards a block "
-             "needs, the larger the saving the stats above show.")
+             "to right; the attention stays as drawn. Every block costs at least two forwards, the one that opens "
+             "it (the prefill or the commit of the block before) and one denoising forward, where autoregressive "
+             "decoding spends one per token: the fewer denoising forwards a block needs, the larger the saving the "
+             "stats above show.")
     return (f'<div class="pg-explainer"><p>{html.escape(intro)}</p>{legend}'
             f'<div class="pg-att-panels">{panels}</div><p>{html.escape(outro)}</p></div>')
