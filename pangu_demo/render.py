@@ -205,7 +205,8 @@ HOW_TO_READ = (
     "How to read this: the answer is written 32 tokens (one block) at a time. Inside a block the model fills "
     "the MASK cells in any order, several per forward pass when it is confident. Step 0 (dark) is the first "
     "token of the block, predicted left to right; bright cells were decided late. Hover a cell for its token, "
-    "confidence and step. Finished blocks are listed above the current one, coloured the same way. "
+    "confidence and step. Finished blocks are listed above the current one, coloured the same way, with "
+    "their tokens per forward. "
     "␣ is a space, ↵ a newline."
 )
 HOW_TO_READ_BELOW = (
