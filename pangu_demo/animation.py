@@ -124,8 +124,7 @@ def legend(threshold: float | None) -> str:
 
 
 def _draw_block(draw: ImageDraw.ImageDraw, block: render.BlockState, top_y: int, token_text: render.TokenText,
-                mask_id: int, scale: int, stop_ids: Collection[int]) -> None:
-    end = render.reply_end(block.tokens, stop_ids)
+                mask_id: int, scale: int) -> None:
     draw.text((MARGIN, top_y + 2), f"block {block.index + 1} · {render.plural(block.forwards, 'forward')}",
               fill=INK, font=_font(12))
     for i, tok in enumerate(block.tokens):
@@ -137,7 +136,7 @@ def _draw_block(draw: ImageDraw.ImageDraw, block: render.BlockState, top_y: int,
             continue
         bg, fg = render.step_colour(block.step[i], scale)
         draw.rectangle(box, fill=bg)
-        label = "·" if i > end and tok in stop_ids else render.visible_text(token_text(tok))
+        label = "·" if i in block.padding else render.visible_text(token_text(tok))
         _draw_centred(draw, (x + CELL_W / 2, y + CELL_H / 2), _fit(label, CELL_W - 6), fg)
         if i in block.below:  # the page's red corner: committed without clearing the threshold
             draw.polygon([(x, y), (x + 11, y), (x, y + 11)], fill=BELOW)
@@ -162,7 +161,7 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
               font=_font(14),
               anchor="ra")
     for k, block in enumerate(blocks[-MAX_BLOCKS:]):
-        _draw_block(draw, block, HEADER_H + k * _block_height(), token_text, mask_id, scale, stop_ids)
+        _draw_block(draw, block, HEADER_H + k * _block_height(), token_text, mask_id, scale)
     draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold), fill=LEGEND_INK, font=_font(11))
     return image
 

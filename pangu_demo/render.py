@@ -86,6 +86,7 @@ class BlockState:
     forwards: int = 0  # forwards spent on this block after the one that opened it
     latest: set[int] = field(default_factory=set)  # positions committed by the shown forward
     below: set[int] = field(default_factory=set)  # positions committed with confidence at or below the threshold
+    padding: set[int] = field(default_factory=set)  # end-of-turn padding: stop ids after the block's first one
 
 
 def commit_threshold(config: DecodeConfig | None) -> float | None:
@@ -112,8 +113,9 @@ def clamp_upto(steps: list[Step], upto: int | None) -> int:
 
 def block_states(steps: list[Step], upto: int | None = None, threshold: float | None = None,
                  stop_ids: Collection[int] = ()) -> list[BlockState]:
-    """The blocks as they were after `upto` forwards, in order (`threshold`: see `below_threshold`). Commits
-    after a block's first stop id (`stop_ids`) are end-of-turn padding, not reply: never marked below.
+    """The blocks as they were after `upto` forwards, in order (`threshold`: see `below_threshold`). Stop ids
+    after a block's first one (`stop_ids`) are end-of-turn padding, not reply, and commits after it are never
+    marked below.
 
     Step 0 of a block is the forward that opened it (prefill or the previous block's commit
     forward, which predicts position 0); steps 1, 2, … are the denoising forwards (or, in AR
@@ -137,6 +139,7 @@ def block_states(steps: list[Step], upto: int | None = None, threshold: float | 
     for b in blocks.values():
         end = reply_end(b.tokens, stop_ids)
         b.below = {p for p in b.below if p <= end}
+        b.padding = {p for p in range(end + 1, len(b.tokens)) if b.tokens[p] in stop_ids}
     return [blocks[k] for k in sorted(blocks)]
 
 
@@ -248,8 +251,8 @@ def _row_html_cached(index: int, tokens: tuple, step: tuple, nfe: tuple, confide
 
 
 def _cell_html(i: int, tok: int, current: BlockState, token_text: TokenText, mask_id: int, top: int,
-               size: int, active_sb: int | None, end: int, stop_ids: Collection[int]) -> tuple[str, bool]:
-    """One cell of the current block, and whether it is end-of-turn padding."""
+               size: int, active_sb: int | None, end: int) -> str:
+    """One cell of the current block."""
     sb = i // size
     cls = ["pg-cell", f"pg-sb{sb % 2}"]
     if i % size == 0 and i > 0 and size > 1:  # with 1-token small blocks every cell is its own
@@ -259,7 +262,7 @@ def _cell_html(i: int, tok: int, current: BlockState, token_text: TokenText, mas
     if tok == mask_id or current.step[i] is None:
         cls.append("pg-mask")
         return (f'<div class="{" ".join(cls)}" data-pos="{i}" data-sb="{sb}" '
-                f'title="position {i}: MASK (small block {sb})"></div>'), False
+                f'title="position {i}: MASK (small block {sb})"></div>')
     text = token_text(tok)
     bg, fg = step_colour(current.step[i], top)
     cls.append("pg-done")
@@ -270,8 +273,7 @@ def _cell_html(i: int, tok: int, current: BlockState, token_text: TokenText, mas
     label, title = visible_text(text), _cell_title(text, i, current, i)
     if len(label) > 4:  # smaller and wrapped, rather than cut to "‹/t…"
         cls.append("pg-long")
-    padding = i > end and tok in stop_ids
-    if padding:  # end-of-turn padding: a dot, which does not read as text
+    if i in current.padding:  # end-of-turn padding: a dot, which does not read as text
         cls.append("pg-pad")
         label, title = "·", title + "\npadding after the stop token"
     elif i > end:
@@ -281,7 +283,7 @@ def _cell_html(i: int, tok: int, current: BlockState, token_text: TokenText, mas
     return (f'<div class="{" ".join(cls)}" style="background:{bg};color:{fg}" data-pos="{i}" '
             f'data-sb="{sb}" data-step="{current.step[i]}" title="{html.escape(title)}">'
             f'<span class="pg-tok">{html.escape(label)}</span>'
-            f'<span class="pg-step">{current.step[i]}</span></div>'), padding
+            f'<span class="pg-step">{current.step[i]}</span></div>')
 
 
 def _block_caption(current: BlockState, n_masked: int, num_small_blocks: int, size: int, run_over: bool,
@@ -320,9 +322,9 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     masked = [i for i, t in enumerate(current.tokens) if t == mask_id]
     active_sb = masked[0] // size if masked else None
     end = reply_end(current.tokens, stop_ids)  # what follows the stop token is not reply
-    cells = [_cell_html(i, tok, current, token_text, mask_id, top, size, active_sb, end, stop_ids)
+    cells = [_cell_html(i, tok, current, token_text, mask_id, top, size, active_sb, end)
              for i, tok in enumerate(current.tokens)]
-    padding = any(pad for _, pad in cells)
+    padding = bool(current.padding)
     # Newest first in the page source: the box is flex column-reverse, so it reads top to bottom in block order
     # and stays scrolled to the newest row.
     rows = "".join(_row_html(b, token_text, mask_id, top) for b in reversed(finished))
@@ -332,7 +334,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     return (f'<div class="pg-grid">{legend_html(top, threshold, padding)}{done_part}'
             f'<div class="pg-caption">{caption}</div>'
             '<div class="pg-cells">'
-            f'{"".join(cell for cell, _ in cells)}</div>'
+            f'{"".join(cells)}</div>'
             f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
 
 
