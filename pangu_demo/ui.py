@@ -517,10 +517,8 @@ class DemoApp:
             self.replay_after_run, [self.slow_replay, self.speed, self.view, self.session],
             [self.playing, self.replay, self.grid, self.plot, self.stats_box, self.timer, self.play_btn],
             api_visibility="private", show_progress="hidden")
-        # A new run makes the last comparison and GIF stale.
-        gr.on(triggers, lambda: ("", gr.Plot(visible=False), gr.Image(value=None, visible=False)), None,
-              [self.compare_out, self.race, self.gif],
-              queue=False, show_progress="hidden", api_visibility="private")
+        gr.on(triggers, self._stale, None, [self.compare_out, self.race, self.gif], queue=False,
+              show_progress="hidden", api_visibility="private")
         self.gif_btn.click(self.gif_file, [self.speed, self.session], [self.gif], api_visibility="private",
                            concurrency_limit=self.concurrency, concurrency_id="decode")
         self.compare_btn.click(self.compare_with_ar, [self.session], [self.compare_out, self.race, self.compare_btn,
@@ -690,6 +688,10 @@ class DemoApp:
             race = plot_value(render.race_figure(rec.steps, ar_steps, rec.stop_ids))
             yield render.comparison_html(rec.result, ar), gr.Plot(value=race, visible=True), *idle
 
+    def _stale(self) -> dict:
+        """What a new run or Clear makes stale: the comparison with AR, its figure and the GIF."""
+        return {self.compare_out: "", self.race: gr.Plot(visible=False), self.gif: gr.Image(value=None, visible=False)}
+
     def request_stop(self, request: gr.Request) -> None:
         event = self.stops.get(request.session_hash or "direct")
         if event is not None:
@@ -704,9 +706,7 @@ class DemoApp:
         timer, play = self._pause()
         return {self.chatbot: [], self.grid: empty_grid(), self.plot: empty_plot(), self.stats_box: empty_stats(),
                 self.replay_row: gr.Column(visible=False), self.notice: message_html(""), self.session: sess,
-                self.timer: timer, self.play_btn: play, self.playing: False, self.compare_out: "",
-                self.race: gr.Plot(visible=False),
-                self.gif: gr.Image(value=None, visible=False)}
+                self.timer: timer, self.play_btn: play, self.playing: False} | self._stale()
 
     # -- replay ---------------------------------------------------------------------------------
     def show_step(self, k: float, view_label: str, sess: Session) -> tuple:
@@ -727,12 +727,16 @@ class DemoApp:
     def _pause() -> tuple:
         return gr.Timer(active=False), gr.Button("▶ Play")
 
+    @staticmethod
+    def _play(speed: float | None) -> tuple:
+        return gr.Timer(value=play_interval(speed), active=True), gr.Button("‖ Pause")
+
     def toggle_play(self, playing: bool, k: float, speed: float, sess: Session) -> tuple:
         rec = recording_of(sess)
         if playing or rec is None:
             return (False, gr.skip(), *self._pause())
         start = 1 if int(k) >= len(rec.steps) else int(k)  # at the end: play from the start
-        return True, start, gr.Timer(value=play_interval(speed), active=True), gr.Button("‖ Pause")
+        return True, start, *self._play(speed)
 
     def trace_file(self, sess: Session | None):
         """The download button's file after a run: the run's trace, naming the model (not the menu label)."""
@@ -757,8 +761,7 @@ class DemoApp:
             return (gr.skip(),) * 7
         sess.fresh = False  # replayed once
         grid_v, plot_v, stats_v = self.show_step(1, view_label, sess)
-        return (True, 1, grid_v, plot_v, stats_v, gr.Timer(value=play_interval(speed), active=True),
-                gr.Button("‖ Pause"))
+        return True, 1, grid_v, plot_v, stats_v, *self._play(speed)
 
     def tick(self, k: float, speed: float, view_label: str, sess: Session) -> tuple:
         rec = recording_of(sess)
