@@ -156,10 +156,8 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
     draw = ImageDraw.Draw(image)
     s = render.stats(steps, upto, result if upto == len(steps) else None, threshold=threshold, stop_ids=stop_ids)
     draw.text((MARGIN, 10), f"forward {upto} of {len(steps)}", fill=INK, font=_font(16))
-    draw.text((frame_size(n_blocks)[0] - MARGIN, 12),
-              f"{s['tokens']} tokens · {s['tokens_per_forward']:.2f} per forward · AR would have {upto}", fill=INK,
-              font=_font(14),
-              anchor="ra")
+    counts = f"{s['tokens']} tokens · {s['tokens_per_forward']:.2f} per forward · AR would have {upto}"
+    draw.text((image.width - MARGIN, 12), counts, fill=INK, font=_font(14), anchor="ra")
     for k, block in enumerate(blocks[-MAX_BLOCKS:]):
         _draw_block(draw, block, HEADER_H + k * _block_height(), token_text, mask_id, scale)
     draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold), fill=LEGEND_INK, font=_font(11))
@@ -182,8 +180,10 @@ def run_gif(steps: list[Step], token_text: render.TokenText, mask_id: int, *, re
     # One palette for every frame, from the last one (it holds the most colours): Pillow then stores only the
     # part of each frame that changed, several times smaller than a palette per frame; colours stay within a
     # few levels. Frames are drawn as the file is written, so a long run never holds them all in memory.
-    palette = frame(uptos[-1]).quantize(colors=256, dither=Image.Dither.NONE)
-    frames = (frame(k).quantize(palette=palette, dither=Image.Dither.NONE) for k in uptos)
+    last = frame(uptos[-1])
+    palette = last.quantize(colors=256, dither=Image.Dither.NONE)
+    frames = ((last if k == uptos[-1] else frame(k)).quantize(palette=palette, dither=Image.Dither.NONE)
+              for k in uptos)
     step_ms = max(20, round(1000 / max(forwards_per_second, 0.1)))  # browsers slow shorter frames to 100 ms
     durations = [step_ms] * (len(uptos) - 1) + [HOLD_LAST_MS]
     out = io.BytesIO()
