@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageColor
 from test_render import MASK, SEVEN, fake_run, with_confidences
 
 from pangu_demo import animation, render
@@ -20,10 +20,6 @@ def cell_box(block_slot: int, pos: int) -> tuple[int, int]:
     return x, y + (pos // A.COLS) * (A.CELL_H + A.GAP)
 
 
-def rgb(hex_colour: str) -> tuple[int, int, int]:
-    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
-
-
 def test_one_frame_per_forward_at_the_replay_speed_and_the_last_held() -> None:
     steps, table = fake_run(SEVEN)
     steps = steps[:-1]  # the run ends with its block full: the last frame has no MASK cell
@@ -36,7 +32,7 @@ def test_one_frame_per_forward_at_the_replay_speed_and_the_last_held() -> None:
     assert durations == [250] * (len(steps) - 1) + [A.HOLD_LAST_MS]
     # The shared palette keeps the grid's colours: MASK grey in the first frame, step colours in the last.
     def near(pixel: tuple[int, int, int], colour: str) -> bool:
-        return max(abs(a - b) for a, b in zip(pixel, rgb(colour), strict=True)) <= 6
+        return max(abs(a - b) for a, b in zip(pixel, ImageColor.getrgb(colour), strict=True)) <= 6
 
     gif.seek(0)
     x, y = cell_box(0, 5)
@@ -63,19 +59,19 @@ def test_cells_have_the_grid_colours_and_marks() -> None:
         x, y = cell_box(0, pos)
         return frame.getpixel((x + A.CELL_W - 1 - dx, y + A.CELL_H - 1 - dy))  # bottom right: clear of the text
 
-    assert corner(0) == rgb(render.step_colour(0, scale)[0])  # position 0: the opening forward
-    assert corner(1) == rgb(render.step_colour(1, scale)[0])
-    assert corner(3) == rgb(render.step_colour(2, scale)[0])
-    assert corner(7) == rgb(A.MASK_FILL)  # not committed yet after 4 forwards
-    assert corner(5, dx=1, dy=1) == rgb(A.LATEST)  # forward 4 committed 4, 5 and 6: outlined
-    assert corner(1, dx=1, dy=1) != rgb(A.LATEST)
+    assert corner(0) == ImageColor.getrgb(render.step_colour(0, scale)[0])  # position 0: the opening forward
+    assert corner(1) == ImageColor.getrgb(render.step_colour(1, scale)[0])
+    assert corner(3) == ImageColor.getrgb(render.step_colour(2, scale)[0])
+    assert corner(7) == ImageColor.getrgb(A.MASK_FILL)  # not committed yet after 4 forwards
+    assert corner(5, dx=1, dy=1) == ImageColor.getrgb(A.LATEST)  # forward 4 committed 4, 5 and 6: outlined
+    assert corner(1, dx=1, dy=1) != ImageColor.getrgb(A.LATEST)
     x, y = cell_box(0, 3)
-    assert frame.getpixel((x + 2, y + 2)) == rgb(A.BELOW)  # the red corner
+    assert frame.getpixel((x + 2, y + 2)) == ImageColor.getrgb(A.BELOW)  # the red corner
     x, y = cell_box(0, 2)
-    assert frame.getpixel((x + 2, y + 2)) != rgb(A.BELOW)
+    assert frame.getpixel((x + 2, y + 2)) != ImageColor.getrgb(A.BELOW)
     plain = A.draw_frame(steps, 4, table.get, MASK).convert("RGB")  # no threshold: no marks
     x, y = cell_box(0, 3)
-    assert plain.getpixel((x + 2, y + 2)) != rgb(A.BELOW)
+    assert plain.getpixel((x + 2, y + 2)) != ImageColor.getrgb(A.BELOW)
 
 
 def test_the_newest_blocks_are_shown(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,13 +80,14 @@ def test_the_newest_blocks_are_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     last = A.draw_frame(steps, len(steps), table.get, MASK).convert("RGB")
     # After the commit forward, block 1 is open below block 0: its position 0 is coloured, the rest MASK.
     x, y = cell_box(1, 0)
-    assert last.getpixel((x + A.CELL_W - 3, y + A.CELL_H - 3)) != rgb(A.MASK_FILL)
+    assert last.getpixel((x + A.CELL_W - 3, y + A.CELL_H - 3)) != ImageColor.getrgb(A.MASK_FILL)
     x, y = cell_box(1, 1)
-    assert last.getpixel((x + A.CELL_W - 3, y + A.CELL_H - 3)) == rgb(A.MASK_FILL)
+    assert last.getpixel((x + A.CELL_W - 3, y + A.CELL_H - 3)) == ImageColor.getrgb(A.MASK_FILL)
     monkeypatch.setattr(A, "MAX_BLOCKS", 1)  # room for one block: the open one, not the finished one
     only = A.draw_frame(steps, len(steps), table.get, MASK).convert("RGB")
     x, y = cell_box(0, 1)
-    assert only.size == A.frame_size(1) and only.getpixel((x + A.CELL_W - 3, y + A.CELL_H - 3)) == rgb(A.MASK_FILL)
+    assert only.size == A.frame_size(1)
+    assert only.getpixel((x + A.CELL_W - 3, y + A.CELL_H - 3)) == ImageColor.getrgb(A.MASK_FILL)
 
 
 @pytest.mark.parametrize("text", ["<b>x</b>", "中文", "🙂", "\n", "", "a" * 40, "\x00"])
