@@ -1,4 +1,4 @@
-"""Command line: `python -m pangu_demo generate "PROMPT" [options]`.
+"""Command line: `python -m pangu_demo generate "PROMPT" [options]`, `python -m pangu_demo replay FILE.json`.
 
 Each subcommand is a function `add_<name>(subparsers)` that registers its parser and sets `func`
 (parsed args -> exit code). Subcommands that live in their own module (bench, evaluate, audit)
@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import animation, chat, engine, render
+from . import animation, chat, engine, render, trace
 from .loading import DTYPES, EMBEDDED_MODEL, LoadedModel, ModelLoadError, load_model
+from .streaming import Recording
 
 SUBCOMMAND_MODULES = ("bench", "evaluate", "audit")  # optional: registered when the module exists
 USAGE_ERROR = 2
@@ -92,25 +93,37 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
 
 def generate(args: argparse.Namespace) -> int:
     config = decode_config(args)
-    for what, path in (("trace", args.trace), ("GIF", args.gif)):  # say so before the model loads and decodes
-        if path is not None and not path.parent.is_dir():
-            raise CliError(f"cannot write the {what} to {path}: folder {path.parent} does not exist")
+    _check_output_folders(args)  # before the model loads and decodes
     lm = load(args)
     tok = lm.tokenizer
     ids = chat.prompt_ids(tok, [], args.prompt, think=not args.no_think, system=args.system)
     decoder = engine.Decoder(lm.model, tok)
-    steps: list[engine.Step] = []
-    result: engine.Result | None = None
+    stop_ids = config.stop_ids if config.stop_ids is not None else tok.stop_ids
+    rec = Recording(config=config, stop_ids=tuple(stop_ids))
     live = sys.stderr.isatty()
     for item in decoder.generate(ids, config):
-        if isinstance(item, engine.Result):
-            result = item
-        else:
-            steps.append(item)
-            if live:
-                print(f"\r  {item.n_generated} tokens, {item.nfe} forwards", end="", file=sys.stderr, flush=True)
+        rec.add(item)
+        if live and isinstance(item, engine.Step):
+            print(f"\r  {item.n_generated} tokens, {item.nfe} forwards", end="", file=sys.stderr, flush=True)
     if live:
         print(file=sys.stderr)
+    _report(rec)
+    if args.trace:
+        _write(args.trace, "trace", trace.dumps(rec, tok.token_text, decoder.mask_id, model=lm.name,
+                                                prompt=args.prompt).encode())
+    _write_gif(args.gif, rec, tok.token_text, decoder.mask_id)
+    return 0
+
+
+def _check_output_folders(args: argparse.Namespace) -> None:
+    for what, path in (("trace", getattr(args, "trace", None)), ("GIF", args.gif)):
+        if path is not None and not path.parent.is_dir():
+            raise CliError(f"cannot write the {what} to {path}: folder {path.parent} does not exist")
+
+
+def _report(rec: Recording) -> None:
+    """The reply, split into its thinking trace and answer, and the run's figures."""
+    result = rec.result
     assert result is not None  # generate always ends with a Result
     reply = chat.split_reply(result.text)
     print("=== Thinking ===")
@@ -122,12 +135,37 @@ def generate(args: argparse.Namespace) -> int:
         print("(no answer yet: the reply ended inside the thinking trace)" if reply.thinking_open else "(empty)")
     print(f"NFE {result.nfe} | TPF {result.tpf:.2f} | {result.tokens_per_second:.1f} tokens/s | "
           f"{len(result.tokens)} tokens | stop: {result.stop_reason}")
-    if args.trace:
-        _write(args.trace, "trace", engine.trace_json(steps, result, model=lm.name, prompt=args.prompt).encode())
-    if args.gif:
-        threshold = render.commit_threshold(config)
-        _write(args.gif, "GIF", animation.run_gif(steps, tok.token_text, decoder.mask_id, result=result,
-                                                  threshold=threshold, stop_ids=tok.stop_ids))
+
+
+def _write_gif(path: Path | None, rec: Recording, token_text: render.TokenText, mask_id: int) -> None:
+    if path is not None:
+        _write(path, "GIF", animation.run_gif(rec.steps, token_text, mask_id, result=rec.result,
+                                              threshold=render.commit_threshold(rec.config),
+                                              stop_ids=rec.stop_ids))
+
+
+# -- replay -----------------------------------------------------------------------------------------
+def add_replay(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("replay", help="show a saved trace (and draw it as a GIF) without any model",
+                              description="Read a trace written by `generate --trace` or the page's Download "
+                                          "trace button, print its reply and figures, and optionally draw it as "
+                                          "a GIF. No model is loaded: a trace of the 7B model replays anywhere.")
+    p.add_argument("trace", type=Path, metavar="FILE.json", help="the trace to read")
+    p.add_argument("--gif", type=Path, default=None, metavar="FILE.gif",
+                   help="write the decoding as an animated GIF, one frame per forward")
+    p.set_defaults(func=replay)
+
+
+def replay(args: argparse.Namespace) -> int:
+    _check_output_folders(args)
+    try:
+        data = args.trace.read_bytes()
+    except OSError as e:
+        raise CliError(f"cannot read {args.trace}: {e}") from e
+    t = trace.loads(data)  # a TraceError is a ValueError: one line on stderr
+    print(f"Trace of {t.model or 'an unnamed model'}" + (f": {t.prompt}" if t.prompt else ""))
+    _report(t.recording)
+    _write_gif(args.gif, t.recording, t.token_text, t.mask_id)
     return 0
 
 
@@ -145,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="openPangu-R-7B-Diffusion block-diffusion demo.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_generate(subparsers)
+    add_replay(subparsers)
     for name in SUBCOMMAND_MODULES:
         if importlib.util.find_spec(f"{__package__}.{name}") is None:
             continue

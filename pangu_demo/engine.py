@@ -13,7 +13,6 @@ Batches are left-padded; a `Step` describes row 0 of the batch.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -26,7 +25,6 @@ from transformers import DynamicCache
 from .sampling import Candidates, confidence, sample
 from .tokenizer import PanguTokenizer
 
-TRACE_VERSION = 1
 # The reference's four, then elastic (ours: the leftmost mask plus the run after it that clears the threshold).
 ALGORITHMS = ("confidence_threshold", "entropy", "low_confidence", "topk_margin", "elastic")
 MODES = ("diffusion", "ar")
@@ -110,16 +108,6 @@ class Result:
     @property
     def tokens_per_second(self) -> float:
         return len(self.tokens) / self.seconds if self.seconds > 0 else 0.0
-
-
-def trace_json(steps: list[Step], result: Result, **extra) -> str:
-    """Every step record and the result as JSON, with a version field."""
-    res = asdict(result)
-    res.pop("batch")
-    res.update(tpf=result.tpf, tokens_per_second=result.tokens_per_second)
-    records = [dict(asdict(s), candidates={str(k): v for k, v in s.candidates.items()}) for s in steps]
-    return json.dumps({"version": TRACE_VERSION, "prompt_ids": result.prompt_ids, **extra,
-                       "steps": records, "result": res}, ensure_ascii=False)
 
 
 class _Row:

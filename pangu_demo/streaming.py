@@ -39,6 +39,17 @@ class Recording:
             self.steps[-1].elapsed if self.steps else self.think_start)
         return end - self.think_start
 
+    def add(self, item: Step | Result) -> None:
+        """File the engine's next yield: a step (noting when the thinking trace opens and closes) or the result."""
+        if isinstance(item, Result):
+            self.result = item
+            return
+        self.steps.append(item)
+        if self.think_start is None and THINK_START in item.text:
+            self.think_start = item.elapsed
+        if self.think_start is not None and self.think_end is None and THINK_END in item.text:
+            self.think_end = item.elapsed
+
 
 @dataclass
 class Frame:
@@ -100,7 +111,7 @@ def stream_frames(decoder: Decoder, prompt_ids: list[int], config: DecodeConfig,
     stop_ids = config.stop_ids if config.stop_ids is not None else decoder.tok.stop_ids
     rec = Recording(config=config, stop_ids=tuple(stop_ids))
     gen = decoder.generate(prompt_ids, config, stop_event)
-    _record(rec, next(gen))  # in the caller's thread: impossible settings raise here, before any frame
+    rec.add(next(gen))  # in the caller's thread: impossible settings raise here, before any frame
     worker = _Worker(gen, rec)
     frame_gap, figure_gap = 1.0 / max_fps, 1.0 / figure_fps
     last_figure, shown = float("-inf"), 0
@@ -133,7 +144,7 @@ class _Worker(threading.Thread):
     def run(self) -> None:
         try:
             for item in self.gen:
-                _record(self.rec, item)
+                self.rec.add(item)
                 if self.closing.is_set():
                     break
         except BaseException as exc:  # handed to the consumer's thread by finish()
@@ -149,19 +160,4 @@ class _Worker(threading.Thread):
         if self.error is not None:
             error, self.error = self.error, None
             raise error
-
-
-def _record(rec: Recording, item: Step | Result) -> None:
-    if isinstance(item, Result):
-        rec.result = item
-        return
-    rec.steps.append(item)
-    _track_thinking(rec, item)
-
-
-def _track_thinking(rec: Recording, step: Step) -> None:
-    if rec.think_start is None and THINK_START in step.text:
-        rec.think_start = step.elapsed
-    if rec.think_start is not None and rec.think_end is None and THINK_END in step.text:
-        rec.think_end = step.elapsed
 

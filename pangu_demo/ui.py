@@ -24,9 +24,9 @@ from typing import NamedTuple
 import gradio as gr
 from gradio.components.plot import PlotData
 
-from . import animation, render
+from . import animation, render, trace
 from .chat import prompt_ids
-from .engine import ALGORITHMS, DecodeConfig, Decoder, check_context, fit_context, run, trace_json
+from .engine import ALGORITHMS, DecodeConfig, Decoder, check_context, fit_context, run
 from .explainer import explainer_html
 from .loading import EMBEDDED_MODEL, LoadedModel, ModelLoadError, load_model
 from .streaming import FrameOptions, Recording, build_frame, stream_frames
@@ -181,11 +181,12 @@ class Session:
     running: bool = False  # a generation is streaming: replay and view changes must not draw over it
     epoch: int = 0  # bumped by Clear: a run started before it must not put its turn back
     model_label: str | None = None  # the model of the recorded run, for "Compare with AR"
+    opened: str | None = None  # the recording came from an opened trace of this model: no model to rerun it
     fresh: bool = False  # the recording is the run that just finished (not one from before a refused send)
 
     def reset(self) -> None:
         """Forget the conversation and the recorded run (Clear)."""
-        self.history, self.chat, self.recording, self.model_label = [], [], None, None
+        self.history, self.chat, self.recording, self.model_label, self.opened = [], [], None, None, None
         self.epoch += 1
 
 
@@ -245,11 +246,15 @@ def _download_file(prefix: str, suffix: str, content: bytes) -> str:
     return f.name
 
 
-def write_trace(rec: Recording | None, model: str | None) -> str | None:
-    """The recorded run as a JSON file (the CLI's --trace format) for the download button; None without a run."""
+def write_trace(sess: Session, model: str | None) -> str | None:
+    """The session's recorded run as a trace file (the CLI's --trace format) for the download button; None
+    without a finished run."""
+    rec = sess.recording
     if rec is None or rec.result is None:
         return None
-    return _download_file("trace-", ".json", trace_json(rec.steps, rec.result, model=model).encode("utf-8"))
+    prompt = sess.history[-1][0] if sess.history else None
+    content = trace.dumps(rec, sess.token_text or str, sess.mask_id, model=model or "", prompt=prompt)
+    return _download_file("trace-", ".json", content.encode("utf-8"))
 
 
 def write_gif(rec: Recording | None, token_text: render.TokenText, mask_id: int, speed: float | None) -> str | None:
@@ -260,6 +265,19 @@ def write_gif(rec: Recording | None, token_text: render.TokenText, mask_id: int,
                             threshold=render.commit_threshold(rec.config), stop_ids=rec.stop_ids,
                             forwards_per_second=float(speed or 5))
     return _download_file("run-", ".gif", gif)
+
+
+def read_trace(path: str | None) -> trace.Trace:
+    """An uploaded trace file, checked; TraceError says what is wrong with it."""
+    if not path:
+        raise trace.TraceError("No file was received.")
+    try:
+        if os.path.getsize(path) > trace.MAX_BYTES:
+            raise trace.TraceError(f"The file is larger than {trace.MAX_BYTES // 2**20} MB: it is not a trace.")
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise trace.TraceError(f"The file could not be read: {e.strerror or e}.") from None
+    return trace.loads(data)
 
 
 def empty_grid() -> str:
@@ -411,6 +429,11 @@ class DemoApp:
                         button = gr.Button(label, size="sm", variant="secondary", scale=0,
                                            elem_classes=["pg-example"])
                         button.click(None, None, [self.prompt], js=f"() => {json.dumps(text)}", queue=False)
+                gr.Markdown("**Or replay a saved run:** a file from *Download trace*, or one written elsewhere "
+                            "by `generate --trace` (a run of the 7B model, say). No model needed.")
+                with gr.Row(elem_id="pg-open-row"):
+                    self.open_btn = gr.UploadButton("Open a trace (JSON)", file_types=[".json"], size="sm", scale=0,
+                                                    variant="secondary", elem_id="pg-open")
 
     def _run_column(self) -> None:
         with gr.Column(scale=7, min_width=480):
@@ -525,6 +548,14 @@ class DemoApp:
                                                                       self.stop_btn],
                                api_visibility="private", concurrency_limit=self.concurrency, concurrency_id="decode")
         self.stop_btn.click(self.request_stop, None, None, queue=False, api_visibility="private")
+        self.open_btn.upload(
+            self.open_trace, [self.open_btn, self.view, self.session],
+            [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row, self.replay, self.notice,
+             self.session, self.trace_btn, self.timer, self.play_btn, self.playing, self.compare_out, self.race,
+             self.gif], api_visibility="private").then(
+            self.replay_after_run, [self.slow_replay, self.speed, self.view, self.session],
+            [self.playing, self.replay, self.grid, self.plot, self.stats_box, self.timer, self.play_btn],
+            api_visibility="private", show_progress="hidden")
         for trigger in (self.clear_btn.click, self.chatbot.clear):
             trigger(self.clear, [self.session], [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row,
                                                  self.notice, self.session, self.timer, self.play_btn, self.playing,
@@ -620,6 +651,7 @@ class DemoApp:
         with self.stop_event(request) as stop:
             sess.options = options_for(view_label)
             sess.mask_id, sess.token_text = req.decoder.mask_id, req.lm.tokenizer.token_text
+            sess.opened = None  # this run is the selected model's, even after an opened trace
             sess.running, epoch = True, sess.epoch
             base = sess.chat + [{"role": "user", "content": render.escape_chat(req.text)}]
             # The session goes out now, so that the view switch reaches this run's options; the last run's
@@ -672,6 +704,10 @@ class DemoApp:
         if rec is None or rec.result is None or rec.config is None or sess.running:
             yield say("Generate a reply first, and wait for it to finish.")
             return
+        if sess.opened is not None:
+            yield say(f"This run was opened from a trace of {sess.opened}; comparing needs that model to decode "
+                      "again. Load it under Model, then generate.")
+            return
         if rec.config.mode == "ar":
             yield say("This reply was decoded by AR already: generate one by block diffusion (Decoding settings → "
                       "Mode), then compare.")
@@ -687,6 +723,41 @@ class DemoApp:
             ar_steps, ar = run(decoder, rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
             race = plot_value(render.race_figure(rec.steps, ar_steps, rec.stop_ids))
             yield render.comparison_html(rec.result, ar), gr.Plot(value=race, visible=True), *idle
+
+    def open_trace(self, path: str | None, view_label: str, sess: Session | None) -> dict:
+        """Replace the conversation with a saved run: its prompt and reply in the chat, its last forward in the
+        grid, heatmap and stats, ready to scrub or play. The file is untrusted: a bad one only gives a notice."""
+        sess = sess if isinstance(sess, Session) else Session()
+        try:
+            if sess.running:
+                raise trace.TraceError("A reply is still being written: wait for it (or press Stop), then open "
+                                       "the trace.")
+            t = read_trace(path)
+            frame = build_frame(t.recording, t.token_text, t.mask_id, options_for(view_label), final=True)
+        except trace.TraceError as e:
+            warn(str(e))
+            return {self.notice: message_html(str(e)), self.session: sess}
+        except Exception as e:  # a file the checks let through but the drawing cannot take
+            log.exception("opening a trace failed")
+            message = f"This trace could not be drawn: {type(e).__name__}: {e}"
+            warn(message)
+            return {self.notice: message_html(message), self.session: sess}
+        sess.reset()
+        rec = t.recording
+        sess.recording, sess.token_text, sess.mask_id = rec, t.token_text, t.mask_id
+        sess.opened, sess.options, sess.fresh = t.model or "an unnamed model", options_for(view_label), True
+        user = [{"role": "user", "content": render.escape_chat(t.prompt)}] if t.prompt else []
+        sess.chat = user + render.assistant_messages(frame.reply, rec.thinking_seconds(), False)
+        sess.history = [(t.prompt, frame.reply.answer)] if t.prompt else []
+        n = len(rec.steps)
+        note = (f"Opened a trace of {sess.opened}: {n} forwards, {len(rec.result.tokens)} tokens. Scrub or play it "
+                "below; nothing is recomputed.")
+        timer, play = self._pause()
+        return {self.chatbot: sess.chat, self.grid: frame.grid, self.plot: plot_value(frame.figure),
+                self.stats_box: render.stats_html(frame.stats), self.replay_row: gr.Column(visible=True),
+                self.replay: gr.Slider(minimum=1, maximum=max(n, 2), value=n), self.notice: message_html(note),
+                self.session: sess, self.trace_btn: write_trace(sess, t.model), self.timer: timer,
+                self.play_btn: play, self.playing: False} | self._stale()
 
     def _stale(self) -> dict:
         """What a new run or Clear makes stale: the comparison with AR, its figure and the GIF."""
@@ -742,7 +813,7 @@ class DemoApp:
         """The download button's file after a run: the run's trace, naming the model (not the menu label)."""
         if not isinstance(sess, Session) or not sess.fresh:
             return gr.skip()
-        return write_trace(sess.recording, self.models.name_of(sess.model_label))
+        return write_trace(sess, self.models.name_of(sess.model_label))
 
     def gif_file(self, speed: float | None, sess: Session | None):
         """The recorded run as a GIF, shown under the buttons (with its own download button)."""
@@ -814,7 +885,8 @@ class DemoApp:
             out = {"thinking": frame.reply.thinking, "answer": frame.reply.answer, "stats": frame.stats,
                    "done": frame.final}
             if frame.final:
-                out["trace"] = trace_json(frame.steps, frame.result, model=req.lm.name)
+                out["trace"] = trace.dumps(frame.recording, req.lm.tokenizer.token_text, req.decoder.mask_id,
+                                           model=req.lm.name, prompt=req.text)
             yield out
 
 

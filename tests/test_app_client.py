@@ -50,7 +50,7 @@ def test_each_request_carries_its_own_seed(client):
 def test_history_goes_into_the_prompt(client):
     def prompt_len(history) -> int:
         out = client.predict(prompt="And then?", history=history, max_new_tokens=16, api_name="/generate")
-        return len(json.loads(out["trace"])["prompt_ids"])
+        return len(json.loads(out["trace"])["result"]["prompt_ids"])
 
     assert prompt_len([["Tom has 3 apples.", "Yes."]]) > prompt_len([])
 
@@ -110,10 +110,10 @@ def test_trace_files_are_written_and_old_ones_removed(tmp_path, monkeypatch):
     old = tmp_path / "trace-old.json"
     old.write_text("{}")
     os.utime(old, (time.time() - 2 * ui.TRACE_KEEP_SECONDS,) * 2)
-    assert ui.write_trace(None, "m") is None
+    assert ui.write_trace(ui.Session(), "m") is None
     rec = Recording(result=Result(tokens=[5, 6], text="hi", nfe=2, seconds=0.1, stop_reason="stop_token",
                                   prompt_ids=[1], config={}))
-    path = ui.write_trace(rec, "tiny <model>")
+    path = ui.write_trace(ui.Session(history=[("Hi?", "hi")], recording=rec), "tiny <model>")
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    assert data["model"] == "tiny <model>" and data["result"]["tokens"] == [5, 6]
+    assert data["model"] == "tiny <model>" and data["result"]["tokens"] == [5, 6] and data["prompt"] == "Hi?"
     assert not old.exists() and len(list(tmp_path.glob("trace-*.json"))) == 1

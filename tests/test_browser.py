@@ -231,7 +231,7 @@ def test_teaching_note_follows_the_model(browser, app_url):
     page.close()
 
 
-def test_compare_with_ar_trace_and_gif(browser, app_url):
+def test_compare_with_ar_trace_and_gif(browser, app_url, tmp_path):
     """After a block-diffusion run, "Compare with AR" decodes the same prompt by AR and shows both speeds;
     the recorded run stays on screen and downloads as a trace and a GIF."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -256,7 +256,23 @@ def test_compare_with_ar_trace_and_gif(browser, app_url):
     with page.expect_download(timeout=30_000) as download:
         page.click("#pg-trace")
     trace = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
-    assert trace["version"] == 1 and trace["result"]["nfe"] == before == len(trace["steps"])
+    assert trace["version"] == 2 and trace["result"]["nfe"] == before == len(trace["steps"])
+
+    # Opened in another page, the file alone brings back the chat and the run, ready to replay.
+    other = browser.new_page(viewport={"width": 1400, "height": 1000})
+    other.goto(app_url)
+    saved = tmp_path / "run.json"  # the picker takes .json files only
+    download.value.save_as(saved)
+    other.locator("#pg-open-row input[type=file]").set_input_files(saved)
+    other.wait_for_function("() => /Opened a trace/.test(document.querySelector('#pg-notice').textContent)",
+                            timeout=30_000)
+    assert other.locator("#pg-chat").get_by_text("Compare me.").count() == 1
+    other.wait_for_function(f"() => document.querySelector('.pg-stats').dataset.nfe === '{before}'", timeout=30_000)
+    assert other.locator("#pg-replay").is_visible()
+    other.click("#pg-compare")  # nothing here recorded it: said, not attempted
+    other.wait_for_function("() => /opened from a trace/.test(document.querySelector('#pg-compare-out')"
+                            ".textContent)", timeout=30_000)
+    other.close()
 
     # ... and as a GIF shown on the page: one frame per forward.
     page.click("#pg-gif-btn")

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from pangu_demo import chat, cli, engine, loading
+from pangu_demo import trace as trace_format
 from pangu_demo.loading import LoadedModel
 
 
@@ -40,11 +41,42 @@ def test_generate_prints_trace_answer_and_figures(tiny_checkpoint: Path, tiny_mo
     last = lines[-1]
     assert last.startswith(f"NFE {result.nfe} | TPF {result.tpf:.2f} | ") and "tokens/s" in last
     data = json.loads(trace.read_text(encoding="utf-8"))
-    assert data["version"] == engine.TRACE_VERSION
-    assert data["prompt_ids"] == ids
+    assert data["version"] == trace_format.VERSION and data["prompt"] == "How many eggs?"
+    assert data["result"]["prompt_ids"] == ids
     assert len(data["steps"]) == data["result"]["nfe"] == result.nfe
     assert data["result"]["tokens"] == result.tokens
     assert Image.open(tmp_path / "run.gif").n_frames == result.nfe and "GIF written to" in err
+
+
+def test_replay_prints_a_saved_run_without_loading_a_model(tiny_checkpoint: Path, tiny_model: LoadedModel,
+                                                           tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    saved = tmp_path / "run.json"
+    code, generated, err = generate(capsys, "How many eggs?", "--model", str(tiny_checkpoint), "--dtype", "float64",
+                                    "--small-blocks", "4", "--max-new-tokens", "40", "--trace", str(saved))
+    assert code == 0, err
+    # No model may be loaded: a trace of the 7B model must replay where only the file is.
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: pytest.fail("replay loaded a model"))
+    code = cli.main(["replay", str(saved), "--gif", str(tmp_path / "again.gif")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.splitlines()[0] == f"Trace of {tiny_model.name}: How many eggs?"
+    # Every line generate printed, figures included: the replay reports the recorded run.
+    assert out.splitlines()[1:] == generated.splitlines()
+    nfe = len(json.loads(saved.read_text(encoding="utf-8"))["steps"])
+    assert Image.open(tmp_path / "again.gif").n_frames == nfe
+
+
+@pytest.mark.parametrize("content, words", [(b"not json", "not valid JSON"), (b'{"version": 1}', "format 1"),
+                                            (b'{"version": 2, "steps": []}', "damaged")])
+def test_replay_of_a_bad_file_is_one_clean_line(content: bytes, words: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    code = cli.main(["replay", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_generate_ar_no_think(tiny_checkpoint: Path, tiny_model: LoadedModel, tmp_path: Path,
@@ -55,7 +87,7 @@ def test_generate_ar_no_think(tiny_checkpoint: Path, tiny_model: LoadedModel, tm
     assert code == 0, err
     figures = re.fullmatch(r"NFE (\d+) \| TPF 1\.00 \| .*", out.splitlines()[-1])  # AR: one token per forward
     assert figures and 1 <= int(figures.group(1)) <= 12
-    prompt = tiny_model.tokenizer.decode(json.loads(trace.read_text(encoding="utf-8"))["prompt_ids"])
+    prompt = tiny_model.tokenizer.decode(json.loads(trace.read_text(encoding="utf-8"))["result"]["prompt_ids"])
     assert prompt.endswith("[unused9]用户：Hi /no_think[unused10][unused9]助手：")
 
 

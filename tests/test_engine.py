@@ -7,13 +7,12 @@ depend on summation order and the cached engine must match the uncached referenc
 from __future__ import annotations
 
 import copy
-import json
 import threading
 
 import pytest
 import torch
 
-from pangu_demo.engine import ALGORITHMS, TRACE_VERSION, DecodeConfig, Decoder, Result, Step, run, trace_json
+from pangu_demo.engine import ALGORITHMS, DecodeConfig, Decoder, Result, Step, run
 from pangu_demo.loading import LoadedModel
 from pangu_demo.sampling import confidence, sample
 
@@ -420,18 +419,7 @@ def test_batch_rows_equal_single_runs(tiny_model: LoadedModel, tiny_decoder: Dec
         assert row.prompt_ids == p
 
 
-# -- trace and text -----------------------------------------------------------------------------------
-def test_trace_json_round_trips(tiny_decoder: Decoder, prompt: list[int]) -> None:
-    steps, result = run(tiny_decoder, prompt, cfg(num_small_blocks=4, max_new_tokens=40))
-    data = json.loads(trace_json(steps, result, model="tiny"))
-    assert data["version"] == TRACE_VERSION
-    assert data["prompt_ids"] == prompt and data["model"] == "tiny"
-    assert len(data["steps"]) == result.nfe
-    assert [s["kind"] for s in data["steps"]] == [s.kind for s in steps]
-    assert data["result"]["tokens"] == result.tokens
-    assert data["result"]["tpf"] == pytest.approx(len(result.tokens) / result.nfe)
-
-
+# -- text -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("stop_at", [None, 20])
 def test_last_step_text_is_the_decoded_result(tiny_model: LoadedModel, tiny_decoder: Decoder, prompt: list[int],
                                               stop_at: int | None) -> None:

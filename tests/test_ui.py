@@ -169,6 +169,44 @@ def test_make_a_gif_shows_the_recorded_run_one_frame_per_forward(app: ui.DemoApp
     assert gif.n_frames == len(sess.recording.steps) and gif.info["duration"] == 100
 
 
+def test_an_opened_trace_fills_the_chat_grid_and_replay(app: ui.DemoApp, tiny_model: LoadedModel) -> None:
+    sess = ui.Session()
+    list(generate(app, sess, "Tom <b>has</b> 3 apples."))
+    path = app.trace_file(sess)
+    n = len(sess.recording.steps)
+    expected = app.show_step(n, ui.VIEWS[0], sess)
+    other = ui.Session(history=[("An older question", "4")])
+    update = app.open_trace(path, ui.VIEWS[0], other)
+    assert update[app.chatbot][0] == {"role": "user", "content": "Tom &lt;b&gt;has&lt;/b&gt; 3 apples."}
+    assert update[app.chatbot][1:] == sess.chat[1:]  # the same reply, thought and answer
+    assert (update[app.grid], update[app.stats_box]) == (expected[0], expected[2])
+    assert update[app.replay].maximum == n and update[app.replay].value == n and update[app.replay_row].visible
+    assert other.history == sess.history and other.opened == tiny_model.name
+    assert f"Opened a trace of {tiny_model.name}: {n} forwards" in update[app.notice]
+    assert json.loads(Path(update[app.trace_btn]).read_text(encoding="utf-8"))["steps"] == json.loads(
+        Path(path).read_text(encoding="utf-8"))["steps"]  # Download trace now gives this run
+    # No model recorded it here, so there is nothing to compare it with.
+    text, race, *_ = list(app.compare_with_ar(other, request()))[-1]
+    assert "opened from a trace" in text and race.visible is False
+    list(generate(app, other))  # a follow-up question is this model's run again
+    assert other.opened is None and len(other.history) == 2
+
+
+def test_a_bad_trace_gives_a_notice_and_keeps_the_conversation(app: ui.DemoApp, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    warned = []
+    monkeypatch.setattr(ui, "warn", warned.append)
+    sess = ui.Session(history=[("Tom has 3 apples.", "3")])
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": 2, "steps": "many"}')
+    for path, words in ((str(bad), "damaged"), (None, "No file"), (str(tmp_path / "gone.json"), "could not be read")):
+        update = app.open_trace(path, ui.VIEWS[0], sess)
+        assert words in update[app.notice] and words in warned[-1] and set(update) == {app.notice, app.session}
+    sess.running = True  # a reply is streaming: it must not be drawn over
+    assert "still being written" in app.open_trace(str(bad), ui.VIEWS[0], sess)[app.notice]
+    assert sess.history == [("Tom has 3 apples.", "3")]
+
+
 def test_compare_with_ar_draws_both_runs_as_lines(app: ui.DemoApp) -> None:
     sess = ui.Session()
     first = list(app.compare_with_ar(sess, request()))[-1]

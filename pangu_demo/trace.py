@@ -1,0 +1,129 @@
+"""A recorded run as a self-contained JSON file, to replay later anywhere.
+
+A trace holds every step record, the result, the settings, and the display text of every token it
+mentions, so it replays without the model or tokenizer that recorded it: a run of the 7B model on a
+GPU can be watched, scrubbed and turned into a GIF on a laptop. Opened files are untrusted input:
+`loads` checks types and positions and says in plain words what is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import pydantic
+
+from .engine import DecodeConfig, Result, Step
+from .streaming import Recording
+
+VERSION = 2
+MAX_BYTES = 20 * 2**20  # a 600-forward run of the teaching model writes well under 1 MB
+KINDS = ("prefill", "denoise", "commit", "fused", "ar")
+
+
+class TraceError(ValueError):
+    """A file that is not a trace this demo can replay; the message says why, for the user."""
+
+
+class _File(pydantic.BaseModel):
+    """The file's schema: what pydantic checks before anything is drawn."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+    version: Literal[2]
+    model: str = ""
+    prompt: str | None = None
+    mask_id: int
+    stop_ids: list[int]
+    tokens: dict[int, str]
+    steps: list[Step] = pydantic.Field(min_length=1)
+    result: Result
+
+
+@dataclass
+class Trace:
+    recording: Recording
+    pieces: dict[int, str]  # token id -> display text
+    mask_id: int
+    model: str
+    prompt: str | None  # the user's message, when the writer knew it
+
+    def token_text(self, token_id: int) -> str:
+        return self.pieces.get(token_id, f"<id {token_id}>")
+
+
+def _token_ids(steps: list[Step], result: Result) -> set[int]:
+    ids = set(result.prompt_ids) | set(result.tokens)
+    for s in steps:
+        ids.update(s.block_tokens)
+        ids.update(s.committed_tokens)
+        ids.update(tok for tok, _ in s.candidates.values())
+    return ids
+
+
+def dumps(rec: Recording, token_text, mask_id: int, *, model: str = "", prompt: str | None = None) -> str:
+    """The finished recording as trace JSON. `token_text` gives each token's display text (the tokenizer's)."""
+    if rec.result is None:
+        raise ValueError("the run has no result yet: only a finished run can be saved")
+    result = asdict(rec.result)
+    result.pop("batch")  # the other rows of a batch are not shown anywhere
+    pieces = {i: token_text(i) for i in sorted(_token_ids(rec.steps, rec.result))}
+    out = {"version": VERSION, "model": model, "prompt": prompt, "mask_id": mask_id,
+           "stop_ids": list(rec.stop_ids), "tokens": pieces,
+           "steps": [asdict(s) for s in rec.steps], "result": result,
+           "summary": {"nfe": rec.result.nfe, "tokens": len(rec.result.tokens), "tpf": rec.result.tpf,
+                       "tokens_per_second": rec.result.tokens_per_second}}  # for readers of the file; not read
+    return pydantic.TypeAdapter(dict).dump_json(out).decode()  # tuples and int keys as JSON takes them
+
+
+def _first_error(e: pydantic.ValidationError) -> str:
+    err = e.errors()[0]
+    where = " → ".join(str(p) for p in err["loc"]) or "the file"
+    more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
+    return f"{where}: {err['msg']}{more}"
+
+
+def _check_steps(steps: list[Step], block_length: int) -> None:
+    """What the types cannot say: positions inside the block, matching lengths, probabilities and times."""
+    for n, s in enumerate(steps, 1):
+        if s.kind not in KINDS:
+            raise TraceError(f"step {n} has an unknown kind {s.kind!r} (known: {', '.join(KINDS)}).")
+        lengths = {len(s.committed), len(s.committed_tokens), len(s.committed_confidence)}
+        positions = [*s.committed, *s.candidates]
+        if len(s.block_tokens) != block_length or len(lengths) != 1 or not all(
+                0 <= p < block_length for p in positions):
+            raise TraceError(f"step {n} does not fit a block of {block_length} tokens (its positions or lengths "
+                             "are inconsistent).")
+        probabilities = [*s.committed_confidence, *(p for _, p in s.candidates.values())]
+        if not all(0.0 <= p <= 1.0 for p in probabilities) or not 0.0 <= s.elapsed < math.inf:
+            raise TraceError(f"step {n} has a probability outside 0-1 or an impossible time.")
+
+
+def loads(data: bytes | str) -> Trace:
+    """Parse and check a trace file; TraceError says what is wrong."""
+    if len(data) > MAX_BYTES:
+        raise TraceError(f"The file is {len(data) / 2**20:.1f} MB; a trace may be at most {MAX_BYTES // 2**20} MB.")
+    try:
+        f = _File.model_validate_json(data)
+    except pydantic.ValidationError as e:
+        errors = e.errors()
+        if errors[0]["type"] == "json_invalid":
+            raise TraceError("This is not a trace: the file is not valid JSON.") from None
+        if errors[0]["loc"] == ("version",):
+            found = errors[0].get("input")
+            raise TraceError(f"This file is not a trace of format {VERSION}, the one this demo replays (written by "
+                             "its Download trace button or `generate --trace`)" + (
+                                 f"; it says format {found}" if isinstance(found, int) else "") +
+                             ". Older traces (format 1) do not carry the text of their tokens.") from None
+        raise TraceError(f"This trace is damaged: {_first_error(e)}.") from None
+    try:
+        config = DecodeConfig(**f.result.config)
+        config.validate()
+    except (TypeError, ValueError) as e:
+        raise TraceError(f"This trace's settings are not valid: {e}") from None
+    _check_steps(f.steps, config.block_length)
+    rec = Recording(config=config, stop_ids=tuple(f.stop_ids))
+    for step in f.steps:
+        rec.add(step)
+    rec.add(f.result)
+    return Trace(rec, f.tokens, f.mask_id, f.model, f.prompt)
