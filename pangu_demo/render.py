@@ -208,14 +208,22 @@ HOW_TO_READ = (
     "How to read this: the answer is written 32 tokens (one block) at a time. Inside a block the model fills "
     "the MASK cells in any order, several per forward pass when it is confident. Step 0 (dark) is the first "
     "token of the block, predicted left to right; bright cells were decided late. Hover a cell for its token, "
-    "confidence and step. Finished blocks are listed above the current one, coloured the same way, with "
-    "their tokens per forward. "
+    "confidence and step. Finished blocks are listed above the current one, coloured the same way. Each block "
+    "counts its forwards with the one that opened it (they add up to the run's NFE) and its tokens per forward. "
     "␣ is a space, ↵ a newline."
 )
 HOW_TO_READ_BELOW = (
     " A red corner (or underline) marks a token committed below the threshold: every forward must commit at least "
     "one, sure or not, and such guesses are wrong far more often."
 )
+
+
+def block_speed(block: BlockState, mask_id: int) -> tuple[int, int, float]:
+    """(tokens committed, forwards, tokens per forward) of a block. The forward that opened it (the prefill or
+    the previous block's commit, which predicts its position 0) counts as its own: summed over the blocks, the
+    forwards are the run's NFE, and a block's tokens per forward shows where the speed-up came from."""
+    tokens = sum(1 for t, st in zip(block.tokens, block.step, strict=True) if t != mask_id and st is not None)
+    return tokens, block.forwards + 1, tokens / (block.forwards + 1)
 
 
 def _row_html(block: BlockState, token_text: TokenText, mask_id: int, top: int) -> str:
@@ -239,13 +247,10 @@ def _row_html_cached(index: int, tokens: tuple, step: tuple, nfe: tuple, confide
         chips.append(f'<span class="{cls}" style="background:{bg};color:{fg}" '
                      f'title="{html.escape(_cell_title(text, i, block, i))}">'
                      f"{html.escape(visible_text(text))}</span>")
-    # The forward that opened the block (prefill or the previous commit) is its own too: summed over the
-    # blocks, these are the run's NFE. A block's tokens per forward shows where the speed-up came from.
-    tokens = sum(1 for t, st in zip(block.tokens, block.step, strict=True) if t != mask_id and st is not None)
-    tpf = tokens / (block.forwards + 1)
-    title = (f"block {block.index + 1}: {plural(tokens, 'token')} in {plural(block.forwards + 1, 'forward')} (the one "
+    tokens, forwards, tpf = block_speed(block, mask_id)
+    title = (f"block {block.index + 1}: {plural(tokens, 'token')} in {plural(forwards, 'forward')} (the one "
              f"that opened it and {block.forwards} denoising): {tpf:.1f} tokens per forward")
-    label = f"block {block.index + 1} · {block.forwards} fwd<br>{tpf:.1f} tok/fwd"
+    label = f"block {block.index + 1} · {forwards} fwd<br>{tpf:.1f} tok/fwd"
     return (f'<div class="pg-row"><span class="pg-row-label" title="{html.escape(title)}">{label}</span>'
             f'{"".join(chips)}</div>')
 
@@ -286,15 +291,17 @@ def _cell_html(i: int, tok: int, current: BlockState, token_text: TokenText, mas
             f'<span class="pg-step">{current.step[i]}</span></div>')
 
 
-def _block_caption(current: BlockState, n_masked: int, num_small_blocks: int, size: int, run_over: bool,
-                   stop_ids: Collection[int]) -> str:
-    sb_note = f"{num_small_blocks} small blocks of {size}" if num_small_blocks > 1 else "one small block of 32"
+def _block_caption(current: BlockState, mask_id: int, n_masked: int, num_small_blocks: int, size: int,
+                   run_over: bool, stop_ids: Collection[int]) -> str:
+    sb_note = (f"{num_small_blocks} small blocks of {size}" if num_small_blocks > 1
+               else f"one small block of {len(current.tokens)}")
+    _, forwards, tpf = block_speed(current, mask_id)
+    speed = f"{plural(forwards, 'forward')}{'' if run_over else ' so far'}, {tpf:.1f} tok/fwd"
     if run_over:
-        caption = f"Block {current.index + 1} (last) · {sb_note} · {plural(current.forwards, 'forward')}"
+        caption = f"Block {current.index + 1} (last) · {sb_note} · {speed}"
         caption += f" · {n_masked} MASK left unused" if n_masked else ""
     else:
-        caption = (f"Block {current.index + 1} (latest) · {sb_note} · {plural(current.forwards, 'forward')} so far"
-                   f" · {n_masked} MASK left")
+        caption = f"Block {current.index + 1} (latest) · {sb_note} · {speed} · {n_masked} MASK left"
     if current.below:
         caption += f" · {len(current.below)} committed below the threshold"
     if not n_masked and stop_ids and all(t in stop_ids for t in current.tokens):
@@ -330,7 +337,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     rows = "".join(_row_html(b, token_text, mask_id, top) for b in reversed(finished))
     done_part = ('<div class="pg-caption">Finished blocks (decoding order by colour)</div>'
                  f'<div class="pg-finished">{rows}</div>') if rows else ""
-    caption = _block_caption(current, len(masked), num_small_blocks, size, run_over, stop_ids)
+    caption = _block_caption(current, mask_id, len(masked), num_small_blocks, size, run_over, stop_ids)
     return (f'<div class="pg-grid">{legend_html(top, threshold, padding)}{done_part}'
             f'<div class="pg-caption">{caption}</div>'
             '<div class="pg-cells">'

@@ -119,7 +119,7 @@ def test_finished_blocks_stay_as_rows():
     assert "Block 2 (latest)" in html_text
     assert len(cells(html_text)) == 32
     # Its tokens per forward count the forward that opened it: 32 tokens in 28 denoising forwards + 1.
-    assert "28 fwd<br>1.1 tok/fwd" in html_text and "32 tokens in 29 forwards" in html_text
+    assert "29 fwd<br>1.1 tok/fwd" in html_text and "32 tokens in 29 forwards" in html_text
 
 
 def test_block_tokens_per_forward_sum_to_the_runs_figures(tiny_run):
@@ -271,9 +271,18 @@ def test_the_caption_of_a_finished_run_is_not_live():
     steps, table = fake_run(SEVEN)
     live = render.grid_html(steps, len(steps), table.get, MASK)
     done = render.grid_html(steps, len(steps), table.get, MASK, run_over=True)
-    assert "Block 2 (latest) · one small block of 32 · 0 forwards so far · 31 MASK left" in live
-    assert "Block 2 (last) · one small block of 32 · 0 forwards · 31 MASK left unused" in done
+    # The commit forward of block 1 opened block 2 and wrote its first token.
+    assert "Block 2 (latest) · one small block of 32 · 1 forward so far, 1.0 tok/fwd · 31 MASK left" in live
+    assert "Block 2 (last) · one small block of 32 · 1 forward, 1.0 tok/fwd · 31 MASK left unused" in done
     assert "so far" not in done
+
+
+def test_the_current_block_shows_its_tokens_per_forward():
+    steps, table = fake_run(SEVEN)
+    for k in range(1, 6):  # the prefill, then denoising forwards of block 1
+        committed = sum(len(s.committed) for s in steps[:k])
+        caption = f"{k} forward{'s' if k > 1 else ''} so far, {committed / k:.1f} tok/fwd"
+        assert caption in render.grid_html(steps, k, table.get, MASK), caption
 
 
 def test_a_block_of_only_padding_is_explained():
