@@ -125,8 +125,9 @@ def legend(threshold: float | None) -> str:
 
 def _draw_block(draw: ImageDraw.ImageDraw, block: render.BlockState, top_y: int, token_text: render.TokenText,
                 mask_id: int, scale: int) -> None:
-    draw.text((MARGIN, top_y + 2), f"block {block.index + 1} · {render.plural(block.forwards, 'forward')}",
-              fill=INK, font=_font(12))
+    _, forwards, tpf = render.block_speed(block, mask_id)  # as the page's grid counts them
+    draw.text((MARGIN, top_y + 2), f"block {block.index + 1} · {render.plural(forwards, 'forward')} · "
+              f"{tpf:.1f} tok/fwd", fill=INK, font=_font(12))
     for i, tok in enumerate(block.tokens):
         x = MARGIN + (i % COLS) * (CELL_W + GAP)
         y = top_y + CAPTION_H + (i // COLS) * (CELL_H + GAP)
