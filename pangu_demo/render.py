@@ -626,8 +626,17 @@ def comparison_html(run: Result, ar: Result) -> str:
 
 
 def reply_curve(steps: list[Step], stop_ids: Collection[int] = ()) -> list[int]:
-    """Reply tokens after each forward (see `reply_commits`): the height of the race figure's lines."""
-    return [reply_commits(steps, k, stop_ids)[0] for k in range(1, len(steps) + 1)]
+    """Reply tokens after each forward, as `reply_commits` counts them: the height of the race figure's lines.
+    One pass with running counts, since an AR run of a long reply has hundreds of forwards."""
+    out, total = [], 0
+    committed: dict[int, list[int]] = {}  # block -> positions committed so far
+    for s in steps:
+        total += len(s.committed)
+        positions = committed.setdefault(s.block, [])
+        positions.extend(s.committed)
+        end = reply_end(s.block_tokens, stop_ids)
+        out.append(total - sum(p > end for p in positions))
+    return out
 
 
 def race_figure(run: list[Step], ar: list[Step], stop_ids: Collection[int] = ()) -> dict:

@@ -224,6 +224,17 @@ def tiny_run(tiny_checkpoint):
     return lm, steps, result
 
 
+def test_the_race_line_counts_reply_tokens_as_the_stats_do(tiny_run):
+    _, steps, _ = tiny_run
+    # Any frequent token as the stop token cuts blocks mid-way, where the padding after it must not count.
+    tokens = [t for s in steps for t in s.committed_tokens]
+    stop = {max(set(tokens), key=tokens.count)}
+    for stop_ids in ((), stop):
+        expected = [render.reply_commits(steps, k, stop_ids)[0] for k in range(1, len(steps) + 1)]
+        assert render.reply_curve(steps, stop_ids) == expected
+    assert render.reply_curve(steps, stop) != render.reply_curve(steps)
+
+
 def test_real_run_renders_consistently(tiny_run):
     lm, steps, result = tiny_run
     mask = lm.tokenizer.ids.mask
