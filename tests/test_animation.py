@@ -90,11 +90,19 @@ def test_the_newest_blocks_are_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     assert only.getpixel((x + A.CELL_W - 3, y + A.CELL_H - 3)) == ImageColor.getrgb(A.MASK_FILL)
 
 
-@pytest.mark.parametrize("text", ["<b>x</b>", "中文", "🙂", "\n", "", "a" * 40, "\x00"])
-def test_any_token_text_is_drawn(text: str) -> None:
+@pytest.mark.parametrize("text, ink", [("<b>x</b>", True), ("中文", True), ("a" * 40, True), ("\n", True),
+                                       ("🙂", False), ("", False), ("\x00", False)])
+def test_any_token_text_is_drawn(text: str, ink: bool) -> None:
+    """Odd texts never break a frame; those with something to show (markup as text, CJK, a long token cut, a
+    newline's sign) leave ink in their cell."""
     steps, table = fake_run(SEVEN, texts={100 + 1: text})
-    frame = A.draw_frame(steps, 2, table.get, MASK)
+    frame = A.draw_frame(steps, 2, table.get, MASK).convert("RGB")
     assert frame.size == A.frame_size(2)
+    x, y = cell_box(0, 1)
+    fill = frame.getpixel((x + A.CELL_W - 3, y + A.CELL_H - 3))
+    inside = [frame.getpixel((i, j)) for i in range(x + 2, x + A.CELL_W - 2) for j in range(y + 2, y + A.CELL_H - 2)]
+    if ink:
+        assert sum(p != fill for p in inside) > 5
 
 
 def test_no_forwards_no_gif() -> None:
