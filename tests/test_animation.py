@@ -96,7 +96,7 @@ def test_any_token_text_is_drawn(text: str, ink: bool) -> None:
     """Odd texts never break a frame; those with something to show (markup as text, CJK, a long token cut, a
     newline's sign) leave ink in their cell."""
     steps, table = fake_run(SEVEN, texts={100 + 1: text})
-    frame = A.draw_frame(steps, 2, table.get, MASK).convert("RGB")
+    frame = A.draw_frame(steps, 3, table.get, MASK).convert("RGB")  # forward 2 committed it: not outlined now
     assert frame.size == A.frame_size(2)
     x, y = cell_box(0, 1)
     fill = frame.getpixel((x + A.CELL_W - 3, y + A.CELL_H - 3))
