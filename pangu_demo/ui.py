@@ -429,11 +429,6 @@ class DemoApp:
                         button = gr.Button(label, size="sm", variant="secondary", scale=0,
                                            elem_classes=["pg-example"])
                         button.click(None, None, [self.prompt], js=f"() => {json.dumps(text)}", queue=False)
-                gr.Markdown("**Or replay a saved run:** a file from *Download trace*, or one written elsewhere "
-                            "by `generate --trace` (a run of the 7B model, say). No model needed.")
-                with gr.Row(elem_id="pg-open-row"):
-                    self.open_btn = gr.UploadButton("Open a trace (JSON)", file_types=[".json"], size="sm", scale=0,
-                                                    variant="secondary", elem_id="pg-open")
 
     def _run_column(self) -> None:
         with gr.Column(scale=7, min_width=480):
@@ -465,6 +460,12 @@ class DemoApp:
             self.compare_out = gr.HTML("", elem_id="pg-compare-out")
             self.race = gr.Plot(visible=False, show_label=False, elem_id="pg-race")  # after "Compare with AR"
             self.timer = gr.Timer(0.2, active=False)
+            # Always shown, below the run: a saved run replays here with no model (on a phone, below the grid).
+            with gr.Column(elem_id="pg-open-row"):
+                gr.Markdown("**Replay a saved run:** a file from *Download trace*, or one written elsewhere by "
+                            "`generate --trace` (a run of the 7B model, say). No model needed.")
+                self.open_btn = gr.UploadButton("Open a trace (JSON)", file_types=[".json"], size="sm",
+                                                variant="secondary", elem_id="pg-open")
 
     def _settings_panel(self) -> None:
         with gr.Accordion("Decoding settings", open=False, elem_id="pg-settings"):

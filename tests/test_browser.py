@@ -107,7 +107,7 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     # Generate pressed right after it sends that prompt (on a fresh server it once went out empty).
     from pangu_demo.ui import EXAMPLES
 
-    buttons = page.locator("#pg-examples button")
+    buttons = page.locator("#pg-examples button.pg-example")
     assert buttons.all_inner_texts() == [label for label, _ in EXAMPLES]
     buttons.first.click()
     page.click("#pg-generate")
