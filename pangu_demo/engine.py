@@ -249,7 +249,7 @@ class _Run:
     # -- helpers --------------------------------------------------------------------------------
     def _sample(self, logits: torch.Tensor) -> Candidates:
         c = self.cfg
-        return sample(logits, c.temperature, c.top_p, c.top_k, self.generator)
+        return sample(logits, c.temperature, c.top_p, c.top_k, self.generator, suppress=(self.dec.mask_id,))
 
     def _positions(self, offset: int, length: int) -> torch.Tensor:
         return (self.gen_start + offset)[:, None] + torch.arange(length, device=self.dec.device)

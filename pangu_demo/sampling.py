@@ -1,7 +1,9 @@
 """Sampling, kept apart from the decoding loop: logits in, candidate tokens and confidences out.
 
 Order as in the reference: temperature, then top-p, then top-k, then softmax. Confidences are read
-from the filtered, renormalised distribution (at temperature 0 too).
+from the filtered, renormalised distribution (at temperature 0 too). Suppressed tokens (the engine
+passes MASK) are never candidates: a "committed" MASK would leave its position masked, and a block
+whose most confident candidate is MASK would never finish.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from functools import cached_property
 import torch
 from transformers.generation.logits_process import (
     LogitsProcessorList,
+    SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -28,8 +31,10 @@ class Candidates:
         return self.probs.gather(-1, self.tokens.unsqueeze(-1)).squeeze(-1)
 
 
-def warpers(temperature: float, top_p: float, top_k: int) -> LogitsProcessorList:
+def warpers(temperature: float, top_p: float, top_k: int, suppress: tuple[int, ...] = ()) -> LogitsProcessorList:
     chain = LogitsProcessorList()
+    if suppress:
+        chain.append(SuppressTokensLogitsProcessor(list(suppress)))
     if temperature > 0 and temperature != 1.0:
         chain.append(TemperatureLogitsWarper(temperature))
     if top_p < 1.0:
@@ -40,13 +45,14 @@ def warpers(temperature: float, top_p: float, top_k: int) -> LogitsProcessorList
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
-           generator: torch.Generator | None = None) -> Candidates:
-    """Candidates for logits of shape (..., V): drawn at temperature > 0, arg-max at 0."""
+           generator: torch.Generator | None = None, suppress: tuple[int, ...] = ()) -> Candidates:
+    """Candidates for logits of shape (..., V): drawn at temperature > 0, arg-max at 0; never a `suppress`
+    token."""
     shape = logits.shape
     # bf16/fp16 logits are sampled in float32; float64 stays float64 (exact tests).
     flat = logits.reshape(-1, shape[-1])
     flat = flat if flat.dtype == torch.float64 else flat.float()
-    flat = warpers(temperature, top_p, top_k)(None, flat)
+    flat = warpers(temperature, top_p, top_k, suppress)(None, flat)
     probs = flat.softmax(-1)
     if temperature > 0:
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)

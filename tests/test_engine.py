@@ -53,6 +53,11 @@ def full_forward(model: torch.nn.Module, seq: list[int], block_start: int | None
     return out.logits[0]
 
 
+def next_token(model: torch.nn.Module, seq: list[int], mask_id: int) -> int:
+    """The greedy next token after `seq` (causal), never MASK: the prefill's and each commit forward's."""
+    return int(sample(full_forward(model, seq, None)[-1], 0.0, 1.0, 0, suppress=(mask_id,)).tokens)
+
+
 def reference_block_diffusion(model: torch.nn.Module, prompt: list[int], mask_id: int, algorithm: str,
                               num_small_blocks: int, max_new_tokens: int, threshold: float = 0.9,
                               stop_id: int | None = None) -> tuple[list[int], list[tuple[int, list[int]]], int]:
@@ -62,7 +67,7 @@ def reference_block_diffusion(model: torch.nn.Module, prompt: list[int], mask_id
     positions), and the number of forwards (prefill, denoising forwards, commit forwards between blocks)."""
     size = L // num_small_blocks
     seq = list(prompt)
-    first = int(full_forward(model, seq, None)[-1].argmax())
+    first = next_token(model, seq, mask_id)
     generated: list[int] = []
     commits: list[tuple[int, list[int]]] = []
     n_blocks = -(-max_new_tokens // L)
@@ -73,7 +78,7 @@ def reference_block_diffusion(model: torch.nn.Module, prompt: list[int], mask_id
             while any(block[j] == mask_id for j in range(lo, hi)):
                 logits = full_forward(model, seq + block, len(seq))
                 # Block position j is predicted by the output at absolute position len(seq) + j - 1.
-                cand = sample(logits[len(seq) - 1: len(seq) + L - 1], 0.0, 1.0, 0)
+                cand = sample(logits[len(seq) - 1: len(seq) + L - 1], 0.0, 1.0, 0, suppress=(mask_id,))
                 score, probs, tokens = confidence(algorithm, cand).tolist(), cand.token_probs.tolist(), \
                     cand.tokens.tolist()
                 targets = [j for j in range(lo, hi) if block[j] == mask_id]
@@ -102,7 +107,7 @@ def reference_block_diffusion(model: torch.nn.Module, prompt: list[int], mask_id
         generated += block
         seq += block
         if b < n_blocks - 1:
-            first = int(full_forward(model, seq, None)[-1].argmax())  # the commit forward
+            first = next_token(model, seq, mask_id)  # the commit forward
     return generated[:max_new_tokens], commits, 1 + len(commits) + n_blocks - 1
 
 
@@ -435,3 +440,27 @@ def test_last_step_text_is_the_decoded_result(tiny_model: LoadedModel, tiny_deco
     # While streaming, only an incomplete UTF-8 tail may be held back.
     last = steps[-1].text
     assert result.text.startswith(last) and set(result.text[len(last):]) <= {"\ufffd"}
+
+
+@pytest.mark.parametrize("mode", ["diffusion", "ar"])
+def test_a_model_that_prefers_mask_still_finishes(tiny_model: LoadedModel, tiny_decoder: Decoder,
+                                                  prompt: list[int], mode: str) -> None:
+    """MASK is never a candidate. A random model once put MASK first at a masked position: committing it
+    left the position masked, and the block never finished (one forward after another, for ever)."""
+    mask = tiny_decoder.mask_id
+
+    def mask_first(module, args, logits):
+        return logits.index_fill(-1, torch.tensor([mask]), 1e4)
+
+    hook = tiny_model.model.lm_head.register_forward_hook(mask_first)
+    try:
+        steps = []
+        for item in tiny_decoder.generate(prompt, cfg(mode=mode, max_new_tokens=64)):
+            if isinstance(item, Step):
+                steps.append(item)
+                assert item.nfe <= 64 * 32, "the run does not progress"
+    finally:
+        hook.remove()
+    assert item.stop_reason == "length" and len(item.tokens) == 64
+    assert all(t != mask for s in steps for t in s.committed_tokens)
+    assert all(tok != mask for s in steps for tok, _ in s.candidates.values())

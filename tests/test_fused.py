@@ -4,7 +4,7 @@ uncached reference of the same procedure, and what it saves."""
 from __future__ import annotations
 
 import pytest
-from test_engine import L, blocks_of, cfg, full_forward
+from test_engine import L, blocks_of, cfg, full_forward, next_token
 
 from pangu_demo.engine import Decoder, run
 from pangu_demo.loading import LoadedModel
@@ -17,7 +17,7 @@ def reference_fused(model, prompt: list[int], mask_id: int, algorithm: str, num_
     the previous block's last output (causal), the rest from a full-attention pass over the masks."""
     size = L // num_small_blocks
     seq = list(prompt)
-    block = [int(full_forward(model, seq, None)[-1].argmax())] + [mask_id] * (L - 1)
+    block = [next_token(model, seq, mask_id)] + [mask_id] * (L - 1)
     generated: list[int] = []
     for b in range(-(-max_new_tokens // L)):
         fused = b > 0
@@ -27,7 +27,7 @@ def reference_fused(model, prompt: list[int], mask_id: int, algorithm: str, num_
             lo, hi = (sb * size if fused else max(sb * size, 1)), (sb + 1) * size
             while any(block[j] == mask_id for j in range(lo, hi)):
                 logits = full_forward(model, seq + block, len(seq))
-                cand = sample(logits[len(seq) - 1: len(seq) + L - 1], 0.0, 1.0, 0)
+                cand = sample(logits[len(seq) - 1: len(seq) + L - 1], 0.0, 1.0, 0, suppress=(mask_id,))
                 probs, tokens = cand.token_probs.tolist(), cand.tokens.tolist()
                 targets = [j for j in range(lo, hi) if block[j] == mask_id]
                 if fused:  # the fused forward: position 0 is forced, plus what clears the threshold
