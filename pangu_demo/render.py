@@ -11,10 +11,11 @@ All text that reaches HTML passes through `html.escape`: tokens and prompts are 
 from __future__ import annotations
 
 import html
+import itertools
 import math
 import re
 import textwrap
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -639,11 +640,15 @@ def reply_curve(steps: list[Step], stop_ids: Collection[int] = ()) -> list[int]:
     return out
 
 
-def race_figure(run: list[Step], ar: list[Step], stop_ids: Collection[int] = ()) -> dict:
-    """The run and the same prompt by AR as two lines: reply tokens against forwards (left) and against
-    wall-clock seconds (right). AR climbs one token per forward; block diffusion in steps of many."""
+RACE_COLOURS = ("#4f46e5", "#f59e0b", "#10b981", "#ef4444", "#0ea5e9", "#a855f7", "#64748b")
+
+
+def race_figure(runs: Sequence[tuple[str, list[Step]]], stop_ids: Collection[int] = (),
+                title: str = "The same prompt, both ways") -> dict:
+    """Runs of one prompt as lines: reply tokens against forwards (left) and against wall-clock seconds
+    (right). AR climbs one token per forward; block diffusion in steps of many, steeper at a lower threshold."""
     data = []
-    for name, steps, colour in (("block diffusion", run, "#4f46e5"), ("AR", ar, "#f59e0b")):
+    for (name, steps), colour in zip(runs, itertools.cycle(RACE_COLOURS)):
         tokens = reply_curve(steps, stop_ids)
         line = {"type": "scatter", "mode": "lines", "line": {"color": colour, "shape": "hv", "width": 2.5},
                 "y": tokens, "name": name, "legendgroup": name}
@@ -652,13 +657,41 @@ def race_figure(run: list[Step], ar: list[Step], stop_ids: Collection[int] = ())
         data.append(line | {"x": [round(s.elapsed, 4) for s in steps], "xaxis": "x2", "yaxis": "y2",
                             "showlegend": False,
                             "hovertemplate": f"{name}: %{{y}} tokens after %{{x:.2f}} s<extra></extra>"})
-    layout = _layout(_title("The same prompt, both ways", "reply tokens written so far"))
+    layout = _layout(_title(title, "reply tokens written so far"))
     layout |= {"xaxis": {"domain": [0, 0.46], "title": {"text": "forwards (NFE)"}, "rangemode": "tozero"},
                "yaxis": {"title": {"text": "tokens"}, "rangemode": "tozero"},
                "xaxis2": {"domain": [0.56, 1], "title": {"text": "seconds, this machine"}, "anchor": "y2",
                           "rangemode": "tozero"},
                "yaxis2": {"anchor": "x2", "rangemode": "tozero", "matches": "y"}}
     return {"data": data, "layout": layout}
+
+
+@dataclass
+class SweepRow:
+    threshold: float
+    steps: list[Step]
+    result: Result
+    this_run: bool = False  # the recorded run, not one decoded for the sweep
+
+
+def sweep_html(rows: list[SweepRow], stop_ids: Collection[int] = ()) -> str:
+    """One prompt decoded at several thresholds, as a table: forwards, tokens per forward, guesses below the
+    threshold, and the answer each gave (lower thresholds commit more per forward and guess more)."""
+    body = []
+    for row in sorted(rows, key=lambda r: r.threshold):
+        r = row.result
+        below = reply_commits(row.steps, None, stop_ids, row.threshold)[1]
+        answer = split_reply(r.text).answer.strip() or "(no answer)"
+        answer = answer if len(answer) <= 70 else answer[:69] + "…"
+        stopped = " (stopped)" if r.stop_reason == "cancelled" else ""
+        label = f"{row.threshold:g}" + (" · this run" if row.this_run else "")
+        css = ' class="pg-this-run"' if row.this_run else ""
+        body.append(f"<tr{css}><td>{label}</td><td>{r.nfe}{stopped}</td><td>{r.tpf:.2f}</td><td>{below}</td>"
+                    f"<td>{html.escape(answer)}</td></tr>")
+    head = ("<tr><th>threshold</th><th>forwards</th><th>tokens / forward</th><th>below threshold</th>"
+            "<th>answer</th></tr>")
+    return (f'<div class="pg-compare"><b>The same prompt at other thresholds</b> (the settings of this run '
+            f'otherwise; one run each on this machine)<table class="pg-sweep">{head}{"".join(body)}</table></div>')
 
 
 # -- chat ---------------------------------------------------------------------------------------

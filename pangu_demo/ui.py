@@ -11,6 +11,7 @@ import contextlib
 import html
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -34,6 +35,7 @@ from .streaming import FrameOptions, Recording, build_frame, stream_frames
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CSS_PATH = ASSETS / "app.css"
 SMALL_BLOCKS = [1, 2, 4, 8, 16, 32]
+SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)  # "Try other thresholds" (the recorded run's own is kept)
 MAX_PROMPT_CHARS = 20_000
 EMBEDDED_LABEL = "Embedded teaching model (assets/model)"
 PRESETS = {  # the openPangu-R-7B-Diffusion model card's three, then one of ours
@@ -450,6 +452,7 @@ class DemoApp:
                     self.play_btn = gr.Button("▶ Play", scale=1, elem_id="pg-play")
                 with gr.Row():
                     self.compare_btn = gr.Button("Compare with AR", size="sm", elem_id="pg-compare")
+                    self.sweep_btn = gr.Button("Try other thresholds", size="sm", elem_id="pg-sweep")
                     self.trace_btn = gr.DownloadButton("Download trace (JSON)", size="sm", elem_id="pg-trace",
                                                        variant="secondary")
                     self.gif_btn = gr.Button("Make a GIF", size="sm", elem_id="pg-gif-btn")
@@ -545,9 +548,9 @@ class DemoApp:
               show_progress="hidden", api_visibility="private")
         self.gif_btn.click(self.gif_file, [self.speed, self.session], [self.gif], api_visibility="private",
                            concurrency_limit=self.concurrency, concurrency_id="decode")
-        self.compare_btn.click(self.compare_with_ar, [self.session], [self.compare_out, self.race, self.compare_btn,
-                                                                      self.stop_btn],
-                               api_visibility="private", concurrency_limit=self.concurrency, concurrency_id="decode")
+        for button, handler in ((self.compare_btn, self.compare_with_ar), (self.sweep_btn, self.sweep_thresholds)):
+            button.click(handler, [self.session], [self.compare_out, self.race, button, self.stop_btn],
+                         api_visibility="private", concurrency_limit=self.concurrency, concurrency_id="decode")
         self.stop_btn.click(self.request_stop, None, None, queue=False, api_visibility="private")
         self.open_btn.upload(
             self.open_trace, [self.open_btn, self.view, self.session],
@@ -697,33 +700,71 @@ class DemoApp:
         """Decode the recorded run's prompt again by AR and show both speeds, and both runs as lines of tokens
         against forwards and seconds (the recording is kept)."""
         rec = recording_of(sess)
-        idle = (gr.Button(interactive=True), gr.Button(interactive=False))
-
-        def say(text: str) -> tuple:
-            return message_html(text, "pg-compare"), gr.Plot(visible=False), *idle
-
-        if rec is None or rec.result is None or rec.config is None or sess.running:
-            yield say("Generate a reply first, and wait for it to finish.")
-            return
-        if sess.opened is not None:
-            yield say(f"This run was opened from a trace of {sess.opened}; comparing needs that model to decode "
-                      "again. Load it under Model, then generate.")
+        if refusal := self._rerun_refusal(sess, "comparing"):
+            yield self._said(refusal)
             return
         if rec.config.mode == "ar":
-            yield say("This reply was decoded by AR already: generate one by block diffusion (Decoding settings → "
-                      "Mode), then compare.")
-            return
-        try:
-            _, decoder = self.models.get(sess.model_label)
-        except ModelLoadError as e:
-            yield say(str(e))
+            yield self._said("This reply was decoded by AR already: generate one by block diffusion (Decoding "
+                             "settings → Mode), then compare.")
             return
         with self.stop_event(request) as stop:
-            yield (message_html("Decoding the same prompt by AR…", "pg-compare"), gr.skip(),
-                   gr.Button(interactive=False), gr.Button(interactive=True))
-            ar_steps, ar = run(decoder, rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
-            race = plot_value(render.race_figure(rec.steps, ar_steps, rec.stop_ids))
-            yield render.comparison_html(rec.result, ar), gr.Plot(value=race, visible=True), *idle
+            yield self._said("Decoding the same prompt by AR…", running=True)
+            ar_steps, ar = run(self._decoder_of(sess), rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
+            figure = render.race_figure([("block diffusion", rec.steps), ("AR", ar_steps)], rec.stop_ids)
+            yield render.comparison_html(rec.result, ar), gr.Plot(value=plot_value(figure), visible=True), *self._idle()
+
+    def sweep_thresholds(self, sess: Session, request: gr.Request):
+        """Decode the recorded run's prompt again at other thresholds, the other settings the same: a table of
+        forwards, tokens per forward, guesses and answers, and every run as a line of tokens against forwards."""
+        rec = recording_of(sess)
+        if refusal := self._rerun_refusal(sess, "trying other thresholds"):
+            yield self._said(refusal)
+            return
+        if render.commit_threshold(rec.config) is None:
+            yield self._said(f"This run has no threshold ({'AR' if rec.config.mode == 'ar' else rec.config.algorithm}"
+                             "): generate one with confidence_threshold or elastic (Decoding settings), then try.")
+            return
+        rows = [render.SweepRow(rec.config.threshold, rec.steps, rec.result, this_run=True)]
+        others = [t for t in SWEEP_THRESHOLDS if not math.isclose(t, rec.config.threshold)]
+        with self.stop_event(request) as stop:
+            for i, threshold in enumerate(others, 1):
+                yield self._said(f"Decoding the same prompt at threshold {threshold:g} ({i} of {len(others)})…",
+                                 running=True)
+                steps, result = run(self._decoder_of(sess), rec.result.prompt_ids,
+                                    replace(rec.config, threshold=threshold), stop)
+                rows.append(render.SweepRow(threshold, steps, result))
+                if stop.is_set():
+                    break
+        rows.sort(key=lambda r: r.threshold)
+        figure = render.race_figure([(f"threshold {r.threshold:g}", r.steps) for r in rows], rec.stop_ids,
+                                    title="The same prompt at other thresholds")
+        yield render.sweep_html(rows, rec.stop_ids), gr.Plot(value=plot_value(figure), visible=True), *self._idle()
+
+    def _rerun_refusal(self, sess: Session, doing: str) -> str | None:
+        """Why the recorded run's prompt cannot be decoded again now, or None."""
+        rec = recording_of(sess)
+        if rec is None or rec.result is None or rec.config is None or sess.running:
+            return "Generate a reply first, and wait for it to finish."
+        if sess.opened is not None:
+            return (f"This run was opened from a trace of {sess.opened}; {doing} needs that model to decode again. "
+                    "Load it under Model, then generate.")
+        try:
+            self._decoder_of(sess)
+        except ModelLoadError as e:
+            return str(e)
+        return None
+
+    def _decoder_of(self, sess: Session) -> Decoder:
+        return self.models.get(sess.model_label)[1]
+
+    @staticmethod
+    def _idle() -> tuple:
+        return gr.Button(interactive=True), gr.Button(interactive=False)
+
+    def _said(self, text: str, running: bool = False) -> tuple:
+        """A message under the run (escaped), the figure hidden, and the buttons: the clicked one and Stop."""
+        buttons = (gr.Button(interactive=False), gr.Button(interactive=True)) if running else self._idle()
+        return message_html(text, "pg-compare"), gr.skip() if running else gr.Plot(visible=False), *buttons
 
     def open_trace(self, path: str | None, view_label: str, sess: Session | None) -> dict:
         """Replace the conversation with a saved run: its prompt and reply in the chat, its last forward in the

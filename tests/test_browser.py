@@ -281,6 +281,14 @@ def test_compare_with_ar_trace_and_gif(browser, app_url, tmp_path):
     gif = Image.open(io.BytesIO(page.request.get(image.get_attribute("src")).body()))
     assert gif.format == "GIF" and gif.n_frames == before
 
+    # The same prompt at other thresholds: a row and a line for each, this run's among them.
+    page.click("#pg-sweep")
+    page.wait_for_function("() => document.querySelectorAll('#pg-compare-out table.pg-sweep tr').length === 6",
+                           timeout=60_000)
+    assert page.locator("#pg-compare-out tr.pg-this-run").inner_text().startswith("0.9 · this run")
+    page.wait_for_function("() => document.querySelectorAll('#pg-race .scatterlayer .trace').length === 10",
+                           timeout=30_000)
+
     send(page, "Again.")  # a new run clears the stale comparison and GIF
     page.wait_for_function("() => document.querySelector('#pg-compare-out').textContent.trim() === ''",
                            timeout=30_000)

@@ -270,12 +270,39 @@ def test_comparison_reports_the_measured_speed_up_and_forwards():
 def test_the_race_figure_climbs_by_the_commits_of_each_forward():
     steps, _ = fake_run(SEVEN)  # forwards commit 1, 2, 1, 3, then 1 token each
     ar, _ = fake_run([[j] for j in range(1, 32)])  # one token per forward, as AR
-    fig = render.race_figure(steps, ar)
+    fig = render.race_figure([("block diffusion", steps), ("AR", ar)])
     run_by_nfe, run_by_time, ar_by_nfe, ar_by_time = fig["data"]
     assert run_by_nfe["y"][:5] == [1, 3, 4, 7, 8] and run_by_nfe["x"][:5] == [1, 2, 3, 4, 5]
     assert ar_by_nfe["y"][:5] == [1, 2, 3, 4, 5]
     assert run_by_time["y"] == run_by_nfe["y"] and run_by_time["x"] == pytest.approx([s.elapsed for s in steps])
     assert run_by_time["xaxis"] == ar_by_time["xaxis"] == "x2" and "xaxis" not in ar_by_nfe
+
+
+def test_the_threshold_sweep_table_lists_each_run_in_order():
+    steps, _ = fake_run(SEVEN)
+    with_confidences(steps, {3: 0.41, 4: 0.6})  # below 0.7 and 0.9: one guess at 0.5, two at 0.9
+
+    def row(threshold: float, text: str, this_run: bool = False) -> render.SweepRow:
+        result = Result(tokens=[1] * 10, text=text, nfe=4, seconds=0.1, stop_reason="stop_token", prompt_ids=[],
+                        config={})
+        return render.SweepRow(threshold, steps, result, this_run)
+
+    html_text = render.sweep_html([row(0.9, "[unused16]t[unused17]It is <b>7</b>.", this_run=True),
+                                   row(0.5, "[unused16]t[unused17]" + "x" * 100)])
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", html_text)[1:]
+    cells = [re.findall(r"<td>(.*?)</td>", r) for r in rows]
+    assert [c[0] for c in cells] == ["0.5", "0.9 · this run"]  # by threshold, the recorded run marked
+    assert [c[1:4] for c in cells] == [["4", "2.50", "1"], ["4", "2.50", "2"]]
+    assert cells[1][4] == "It is &lt;b&gt;7&lt;/b&gt;." and cells[0][4] == "x" * 69 + "…"
+    assert 'class="pg-this-run"' in html_text
+
+
+def test_the_race_figure_gives_each_run_its_colour():
+    steps, _ = fake_run(SEVEN)
+    fig = render.race_figure([(f"threshold {t}", steps) for t in (0.5, 0.7, 0.9)], title="Sweep")
+    lines = fig["data"][::2]  # one line per run against forwards, its twin against seconds
+    assert [line["name"] for line in lines] == ["threshold 0.5", "threshold 0.7", "threshold 0.9"]
+    assert len({line["line"]["color"] for line in lines}) == 3 and fig["layout"]["title"]["text"].startswith("Sweep")
 
 
 def test_the_caption_of_a_finished_run_is_not_live():

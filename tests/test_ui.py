@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -188,6 +189,7 @@ def test_an_opened_trace_fills_the_chat_grid_and_replay(app: ui.DemoApp, tiny_mo
     # No model recorded it here, so there is nothing to compare it with.
     text, race, *_ = list(app.compare_with_ar(other, request()))[-1]
     assert "opened from a trace" in text and race.visible is False
+    assert "opened from a trace" in list(app.sweep_thresholds(other, request()))[-1][0]
     list(generate(app, other))  # a follow-up question is this model's run again
     assert other.opened is None and len(other.history) == 2
 
@@ -218,6 +220,29 @@ def test_compare_with_ar_draws_both_runs_as_lines(app: ui.DemoApp) -> None:
     run_line, _, ar_line, _ = figure["data"]
     assert run_line["x"][-1] == sess.recording.result.nfe and run_line["y"][-1] == len(sess.recording.result.tokens)
     assert ar_line["y"] == list(range(1, len(ar_line["y"]) + 1))  # AR: one token per forward
+
+
+def test_other_thresholds_decode_the_same_prompt_and_keep_this_run(app: ui.DemoApp) -> None:
+    sess = ui.Session()
+    assert "Generate a reply first" in list(app.sweep_thresholds(sess, request()))[-1][0]
+    list(generate(app, sess, settings=("diffusion", "confidence_threshold", 0.8, 1, 0.0, 1.0, 0, 40, 0)))
+    updates = list(app.sweep_thresholds(sess, request()))
+    assert "threshold 0.5 (1 of 4)" in updates[0][0] and updates[0][2].interactive is False  # busy, Stop on
+    text, race, button, stop = updates[-1]
+    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>(\d+)", text)
+    assert [r[0] for r in rows] == ["0.5", "0.7", "0.8 · this run", "0.9", "0.95"]
+    assert int(rows[2][1]) == sess.recording.result.nfe and button.interactive and not stop.interactive
+    names = [line["name"] for line in json.loads(race.value["plot"])["data"][::2]]
+    assert names == ["threshold 0.5", "threshold 0.7", "threshold 0.8", "threshold 0.9", "threshold 0.95"]
+
+
+@pytest.mark.parametrize("settings, words", [(("ar", "confidence_threshold"), "no threshold (AR)"),
+                                             (("diffusion", "entropy"), "no threshold (entropy)")])
+def test_other_thresholds_need_a_run_with_a_threshold(app: ui.DemoApp, settings: tuple, words: str) -> None:
+    sess = ui.Session()
+    list(generate(app, sess, settings=(*settings, 0.9, 1, 0.0, 1.0, 0, 16, 0)))
+    text, race, *_ = list(app.sweep_thresholds(sess, request()))[-1]
+    assert words in text and race.visible is False
 
 
 def test_a_third_turn_with_the_teaching_model_says_it_gets_worse(tiny_model: LoadedModel) -> None:
