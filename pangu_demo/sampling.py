@@ -14,7 +14,6 @@ from functools import cached_property
 import torch
 from transformers.generation.logits_process import (
     LogitsProcessorList,
-    SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -31,10 +30,8 @@ class Candidates:
         return self.probs.gather(-1, self.tokens.unsqueeze(-1)).squeeze(-1)
 
 
-def warpers(temperature: float, top_p: float, top_k: int, suppress: tuple[int, ...] = ()) -> LogitsProcessorList:
+def warpers(temperature: float, top_p: float, top_k: int) -> LogitsProcessorList:
     chain = LogitsProcessorList()
-    if suppress:
-        chain.append(SuppressTokensLogitsProcessor(list(suppress)))
     if temperature > 0 and temperature != 1.0:
         chain.append(TemperatureLogitsWarper(temperature))
     if top_p < 1.0:
@@ -49,10 +46,14 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
     """Candidates for logits of shape (..., V): drawn at temperature > 0, arg-max at 0; never a `suppress`
     token."""
     shape = logits.shape
-    # bf16/fp16 logits are sampled in float32; float64 stays float64 (exact tests).
+    # bf16/fp16 logits are sampled in float32; float64 stays float64 (exact tests). A copy either way, so that
+    # the suppressed tokens are written in place: transformers' SuppressTokensLogitsProcessor rebuilds a
+    # vocabulary-sized mask on every call, which cost 0.2 ms a forward here (3% of a forward of the small model).
     flat = logits.reshape(-1, shape[-1])
-    flat = flat if flat.dtype == torch.float64 else flat.float()
-    flat = warpers(temperature, top_p, top_k, suppress)(None, flat)
+    flat = flat.to(torch.float64 if flat.dtype == torch.float64 else torch.float32, copy=True)
+    if suppress:
+        flat[:, list(suppress)] = float("-inf")
+    flat = warpers(temperature, top_p, top_k)(None, flat)
     probs = flat.softmax(-1)
     if temperature > 0:
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
