@@ -182,7 +182,7 @@ def test_training_layout_reproduces_the_engines_forwards(tiny_model: LoadedModel
                        attention_mask=batch["attention_mask"], use_cache=False).logits
         plain = model(input_ids=base.input_ids[None, :C], use_cache=False).logits[0]
     torch.testing.assert_close(logits[0, :C], plain, atol=1e-9, rtol=0)
-    probs = logits.softmax(-1)
+    probs = logits.index_fill(-1, torch.tensor([tok.ids.mask]), float("-inf")).softmax(-1)  # never a candidate
     for i, s in enumerate(denoise):
         for j, (token, p) in s.candidates.items():
             q = probs[i, C + s.block * L + j - 1]  # the output at j-1 predicts position j
