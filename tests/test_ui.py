@@ -236,6 +236,18 @@ def test_other_thresholds_decode_the_same_prompt_and_keep_this_run(app: ui.DemoA
     assert names == ["threshold 0.5", "threshold 0.7", "threshold 0.8", "threshold 0.9", "threshold 0.95"]
 
 
+def test_stop_ends_a_threshold_sweep_with_what_it_has(app: ui.DemoApp) -> None:
+    sess = ui.Session()
+    list(generate(app, sess))
+    sweep = app.sweep_thresholds(sess, request())
+    assert "(1 of 4)" in next(sweep)[0]
+    app.request_stop(request())  # pressed while the first run is about to decode
+    text, race, button, stop = list(sweep)[-1]
+    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>([^<]*)</td>", text)
+    assert rows == [("0.5", rows[0][1]), ("0.9 · this run", str(sess.recording.result.nfe))]
+    assert rows[0][1].endswith("(stopped)") and button.interactive and not stop.interactive
+
+
 @pytest.mark.parametrize("settings, words", [(("ar", "confidence_threshold"), "no threshold (AR)"),
                                              (("diffusion", "entropy"), "no threshold (entropy)")])
 def test_other_thresholds_need_a_run_with_a_threshold(app: ui.DemoApp, settings: tuple, words: str) -> None:
