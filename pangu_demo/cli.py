@@ -93,7 +93,7 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
 
 def generate(args: argparse.Namespace) -> int:
     config = decode_config(args)
-    _check_output_folders(args)  # before the model loads and decodes
+    _check_output_folders(("trace", args.trace), ("GIF", args.gif))  # before the model loads and decodes
     lm = load(args)
     tok = lm.tokenizer
     ids = chat.prompt_ids(tok, [], args.prompt, think=not args.no_think, system=args.system)
@@ -115,8 +115,8 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_output_folders(args: argparse.Namespace) -> None:
-    for what, path in (("trace", getattr(args, "trace", None)), ("GIF", args.gif)):
+def _check_output_folders(*outputs: tuple[str, Path | None]) -> None:
+    for what, path in outputs:
         if path is not None and not path.parent.is_dir():
             raise CliError(f"cannot write the {what} to {path}: folder {path.parent} does not exist")
 
@@ -157,7 +157,7 @@ def add_replay(subparsers: argparse._SubParsersAction) -> None:
 
 
 def replay(args: argparse.Namespace) -> int:
-    _check_output_folders(args)
+    _check_output_folders(("GIF", args.gif))  # args.trace is the file read, not one written
     try:
         data = args.trace.read_bytes()
     except OSError as e:

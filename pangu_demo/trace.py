@@ -18,7 +18,7 @@ from .engine import DecodeConfig, Result, Step
 from .streaming import Recording
 
 VERSION = 2
-MAX_BYTES = 20 * 2**20  # a 600-forward run of the teaching model writes well under 1 MB
+MAX_BYTES = 20 * 2**20  # 960 forwards of the teaching model (32 small blocks, all candidates kept) wrote 4.8 MB
 KINDS = ("prefill", "denoise", "commit", "fused", "ar")
 
 
@@ -70,9 +70,7 @@ def dumps(rec: Recording, token_text, mask_id: int, *, model: str = "", prompt: 
     pieces = {i: token_text(i) for i in sorted(_token_ids(rec.steps, rec.result))}
     out = {"version": VERSION, "model": model, "prompt": prompt, "mask_id": mask_id,
            "stop_ids": list(rec.stop_ids), "tokens": pieces,
-           "steps": [asdict(s) for s in rec.steps], "result": result,
-           "summary": {"nfe": rec.result.nfe, "tokens": len(rec.result.tokens), "tpf": rec.result.tpf,
-                       "tokens_per_second": rec.result.tokens_per_second}}  # for readers of the file; not read
+           "steps": [asdict(s) for s in rec.steps], "result": result}
     return pydantic.TypeAdapter(dict).dump_json(out).decode()  # tuples and int keys as JSON takes them
 
 
@@ -99,10 +97,15 @@ def _check_steps(steps: list[Step], block_length: int) -> None:
             raise TraceError(f"step {n} has a probability outside 0-1 or an impossible time.")
 
 
+def check_size(n_bytes: int) -> None:
+    """TraceError for a file too large to be a trace (before it is read or parsed)."""
+    if n_bytes > MAX_BYTES:
+        raise TraceError(f"The file is {n_bytes / 2**20:.1f} MB; a trace may be at most {MAX_BYTES // 2**20} MB.")
+
+
 def loads(data: bytes | str) -> Trace:
     """Parse and check a trace file; TraceError says what is wrong."""
-    if len(data) > MAX_BYTES:
-        raise TraceError(f"The file is {len(data) / 2**20:.1f} MB; a trace may be at most {MAX_BYTES // 2**20} MB.")
+    check_size(len(data))
     try:
         f = _File.model_validate_json(data)
     except pydantic.ValidationError as e:

@@ -274,8 +274,7 @@ def read_trace(path: str | None) -> trace.Trace:
     if not path:
         raise trace.TraceError("No file was received.")
     try:
-        if os.path.getsize(path) > trace.MAX_BYTES:
-            raise trace.TraceError(f"The file is larger than {trace.MAX_BYTES // 2**20} MB: it is not a trace.")
+        trace.check_size(os.path.getsize(path))  # before reading it all into memory
         data = Path(path).read_bytes()
     except OSError as e:
         raise trace.TraceError(f"The file could not be read: {e.strerror or e}.") from None
@@ -726,12 +725,12 @@ class DemoApp:
             return
         rows = [render.SweepRow(rec.config.threshold, rec.steps, rec.result, this_run=True)]
         others = [t for t in SWEEP_THRESHOLDS if not math.isclose(t, rec.config.threshold)]
+        decoder = self._decoder_of(sess)
         with self.stop_event(request) as stop:
             for i, threshold in enumerate(others, 1):
                 yield self._said(f"Decoding the same prompt at threshold {threshold:g} ({i} of {len(others)})…",
                                  running=True)
-                steps, result = run(self._decoder_of(sess), rec.result.prompt_ids,
-                                    replace(rec.config, threshold=threshold), stop)
+                steps, result = run(decoder, rec.result.prompt_ids, replace(rec.config, threshold=threshold), stop)
                 rows.append(render.SweepRow(threshold, steps, result))
                 if stop.is_set():
                     break
@@ -775,7 +774,8 @@ class DemoApp:
                 raise trace.TraceError("A reply is still being written: wait for it (or press Stop), then open "
                                        "the trace.")
             t = read_trace(path)
-            frame = build_frame(t.recording, t.token_text, t.mask_id, options_for(view_label), final=True)
+            options = options_for(view_label)
+            frame = build_frame(t.recording, t.token_text, t.mask_id, options, final=True)
         except trace.TraceError as e:
             warn(str(e))
             return {self.notice: message_html(str(e)), self.session: sess}
@@ -787,7 +787,7 @@ class DemoApp:
         sess.reset()
         rec = t.recording
         sess.recording, sess.token_text, sess.mask_id = rec, t.token_text, t.mask_id
-        sess.opened, sess.options, sess.fresh = t.model or "an unnamed model", options_for(view_label), True
+        sess.opened, sess.options, sess.fresh = t.model or "an unnamed model", options, True
         user = [{"role": "user", "content": render.escape_chat(t.prompt)}] if t.prompt else []
         sess.chat = user + render.assistant_messages(frame.reply, rec.thinking_seconds(), False)
         sess.history = [(t.prompt, frame.reply.answer)] if t.prompt else []

@@ -123,3 +123,10 @@ def test_unwritable_trace_is_a_clean_error(option: str, tiny_checkpoint: Path, t
     # Said before the model loads: no time is spent decoding a run that cannot be saved.
     assert code == 2 and "folder" in err and "does not exist" in err and "Traceback" not in err
     assert "Loading" not in err
+
+
+def test_replay_to_a_missing_folder_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = cli.main(["replay", str(tmp_path / "run.json"), "--gif", str(tmp_path / "no-such-dir" / "run.gif")])
+    err = capsys.readouterr().err
+    # Said before the trace is read: the GIF's folder, not the trace's, is the problem.
+    assert code == 2 and "cannot write the GIF" in err and "no-such-dir" in err and "Traceback" not in err
