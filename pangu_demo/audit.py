@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from . import chat, data, engine
 from .evaluate import question, score_reply, system
 from .render import below_threshold
+from .sampling import sample
 from .tokenizer import PanguTokenizer
 from .train import encode_chat
 
@@ -45,19 +46,21 @@ class Commit:
     rejected: bool  # the model read autoregressively would not have written it
 
 
-def ar_view(model: torch.nn.Module, prompt: list[int], reply: list[int]) -> tuple[list[float], list[int]]:
-    """For each reply token: the model's AR probability of it, and the model's AR arg-max there."""
+def ar_view(model: torch.nn.Module, prompt: list[int], reply: list[int],
+            mask_id: int) -> tuple[list[float], list[int]]:
+    """For each reply token: the model's AR probability of it, and the model's AR arg-max there, read as the
+    engine reads them (MASK is never a candidate)."""
     with torch.no_grad():
         logits = model(torch.tensor([prompt + reply], device=model.device)).logits[0, len(prompt) - 1:-1]
-    probs = logits.float().softmax(-1)
-    picked = probs.gather(1, torch.tensor(reply, device=probs.device)[:, None])[:, 0]
-    return picked.tolist(), probs.argmax(-1).tolist()
+    cand = sample(logits, temperature=0.0, top_p=1.0, top_k=0, suppress=(mask_id,))
+    picked = cand.probs.gather(1, torch.tensor(reply, device=logits.device)[:, None])[:, 0]
+    return picked.tolist(), cand.tokens.tolist()
 
 
 def audit_reply(model: torch.nn.Module, tok: PanguTokenizer, prompt: list[int], steps: list[engine.Step],
                 result: engine.Result, threshold: float) -> list[Commit]:
     """Every denoising commit of one reply (up to its stop token), classified."""
-    p_ar, top_ar = ar_view(model, prompt, result.tokens)
+    p_ar, top_ar = ar_view(model, prompt, result.tokens, tok.ids.mask)
     out = []
     for s in steps:
         if s.kind != "denoise":
@@ -92,7 +95,8 @@ def masked_view(decoder: engine.Decoder, prompt: list[int], reply: list[int], bl
                            attention_mask=mask, position_ids=torch.arange(n, device=decoder.device)[None],
                            logits_to_keep=block_length).logits
         # Row j predicts block position j from the output at j - 1.
-        top += logits[torch.arange(len(rows)), torch.arange(len(rows))].argmax(-1).tolist()
+        own = logits[torch.arange(len(rows)), torch.arange(len(rows))]
+        top += sample(own, temperature=0.0, top_p=1.0, top_k=0, suppress=(mask_id,)).tokens.tolist()
     return top
 
 
@@ -117,7 +121,7 @@ def audit(model: torch.nn.Module, tok: PanguTokenizer, tasks: list[str], n: int,
                 commits[c.digit, c.below, c.left_open] += 1
                 rejected[c.digit, c.below, c.left_open] += c.rejected
             prompt, reply = encode_chat(tok, ex["messages"])
-            _, top_ar = ar_view(model, prompt, reply)
+            _, top_ar = ar_view(model, prompt, reply, tok.ids.mask)
             top_masked = iter(masked_view(decoder, prompt, reply, cfg.block_length))
             for i, t in enumerate(reply):
                 if i % cfg.block_length:  # position 0 of a block is always an AR prediction

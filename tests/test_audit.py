@@ -25,7 +25,7 @@ def test_ar_view_predicts_what_greedy_ar_decoding_wrote(embedded):
     ids = prompt(embedded, "one_op")
     _, result = engine.run(engine.Decoder(embedded.model, embedded.tokenizer), ids,
                            engine.DecodeConfig(mode="ar", max_new_tokens=96))
-    probs, top = audit.ar_view(embedded.model, ids, result.tokens)
+    probs, top = audit.ar_view(embedded.model, ids, result.tokens, embedded.tokenizer.ids.mask)
     assert top == result.tokens
     assert len(probs) == len(result.tokens) and min(probs) > 0.05
 
@@ -75,8 +75,31 @@ def test_masked_view_matches_the_engines_denoising_forward(tiny_model):
             run._forward(run.prompt, torch.arange(n)[None], causal_len=n, keep=n, ids_valid=run.prompt_valid)
             block = torch.tensor([(reply[start:start + j] + [tok.ids.mask] * 32)[:32]])
             logits = run._forward(block, torch.arange(n, n + 32)[None], causal_len=0, keep=0)
-            expected.append(int(logits[0, j - 1].argmax()))
+            expected.append(int(run._sample(logits).tokens[0, j - 1]))  # the engine's own candidate
     assert view == expected
+
+
+def test_the_views_never_pick_mask(tiny_model):
+    # The engine never commits MASK, so neither reading may count it as the model's choice: with MASK made the top
+    # logit everywhere, both views still give the best other token.
+    tok = tiny_model.tokenizer
+    decoder = engine.Decoder(tiny_model.model, tok)
+    prompt, reply = [tok.ids.bos, 40, 41, 42, 43], [50 + i % 30 for i in range(40)]
+    with torch.no_grad():
+        plain = tiny_model.model(torch.tensor([prompt + reply])).logits[0, len(prompt) - 1:-1]
+
+    def mask_first(module, args, logits):
+        return logits.index_fill(-1, torch.tensor([tok.ids.mask]), 1e4)
+
+    hook = tiny_model.model.lm_head.register_forward_hook(mask_first)
+    try:
+        probs, top = audit.ar_view(tiny_model.model, prompt, reply, tok.ids.mask)
+        masked = audit.masked_view(decoder, prompt, reply, block_length=32)
+    finally:
+        hook.remove()
+    assert top == plain.index_fill(-1, torch.tensor([tok.ids.mask]), float("-inf")).argmax(-1).tolist()
+    assert tok.ids.mask not in masked and len(masked) == len(reply) - 2
+    assert min(probs) > 0  # the reply's tokens keep their probability once MASK's is taken out
 
 
 def test_audit_command_prints_the_table(tiny_checkpoint, capsys):

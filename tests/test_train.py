@@ -250,9 +250,19 @@ def test_ordered_blocks_start_masked_and_draw_nothing_when_off() -> None:
     assert torch.equal(off.get_state(), alone.get_state()) and not lay.ordered_left.any()
 
 
-@pytest.mark.parametrize("passes", [1, 2])
-def test_order_masks_unmasks_most_confident_first(tiny_model: LoadedModel, passes: int) -> None:
+@pytest.mark.parametrize(("passes", "mask_on_top"), [(1, False), (2, False), (1, True)])
+def test_order_masks_unmasks_most_confident_first(tiny_model: LoadedModel, passes: int, mask_on_top: bool) -> None:
+    """Most confident first, as the engine ranks: MASK, never a candidate there, is no confidence here either
+    (`mask_on_top` makes it the top logit everywhere)."""
     tok, model = tiny_model.tokenizer, tiny_model.model
+    if mask_on_top:
+        hook = model.lm_head.register_forward_hook(
+            lambda module, args, logits: logits.index_fill(-1, torch.tensor([tok.ids.mask]), 1e4))
+        try:
+            test_order_masks_unmasks_most_confident_first(tiny_model, passes, mask_on_top=False)
+        finally:
+            hook.remove()
+        return
     cfg = small_config(ordered_mask_prob=0.7, noisy_copies=2, batch_size=3, pack_length=400)
     batch = train.make_batch(tok, cfg, 0)
     before = {k: v.clone() for k, v in batch.items()}
@@ -267,7 +277,7 @@ def test_order_masks_unmasks_most_confident_first(tiny_model: LoadedModel, passe
     with torch.no_grad():  # the confidences of the first pass, from the full logits
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                        attention_mask=batch["attention_mask"].to(model.dtype), use_cache=False).logits
-    conf = logits[rows, cols - 1].softmax(-1).amax(-1)
+    conf = logits[rows, cols - 1].index_fill(-1, torch.tensor([tok.ids.mask]), float("-inf")).softmax(-1).amax(-1)
 
     train.order_masks(model, batch, tok.ids.mask, cfg.block_length, passes)
 
