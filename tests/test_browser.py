@@ -288,6 +288,16 @@ def test_compare_with_ar_trace_and_gif(browser, app_url, tmp_path):
     assert page.locator("#pg-compare-out tr.pg-this-run").inner_text().startswith("0.9 · this run")
     page.wait_for_function("() => document.querySelectorAll('#pg-race .scatterlayer .trace').length === 10",
                            timeout=30_000)
+    # On a phone the table fits its width, each answer on a line of its own under its figures.
+    page.set_viewport_size({"width": 390, "height": 844})
+    fits, answer_below = page.evaluate("""() => {
+        const table = document.querySelector('#pg-compare-out table.pg-sweep');
+        const cells = table.querySelectorAll('tr.pg-this-run td');
+        return [table.scrollWidth <= table.parentElement.clientWidth,
+                cells[4].getBoundingClientRect().top >= cells[0].getBoundingClientRect().bottom];
+    }""")
+    assert fits and answer_below
+    page.set_viewport_size({"width": 1400, "height": 1000})
 
     send(page, "Again.")  # a new run clears the stale comparison and GIF
     page.wait_for_function("() => document.querySelector('#pg-compare-out').textContent.trim() === ''",
