@@ -9,6 +9,7 @@ the clean part.
 
     python -m pangu_demo.train --out runs/embedded            # train (resumes if interrupted)
     python -m pangu_demo.train --out runs/embedded --export assets/model --export-dtype float32
+    python -m pangu_demo.train --average assets/model runs/other/export --export runs/soup   # a weight average
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import data
-from .loading import OFFICIAL_FORMAT, llama_config
+from .loading import OFFICIAL_FORMAT, ModelLoadError, llama_config
 from .sampling import sample
 from .tokenizer import PanguTokenizer
 
@@ -486,6 +487,29 @@ def export(run_dir: Path, dest: Path, dtype: torch.dtype = torch.bfloat16, name:
     return dest
 
 
+def average(sources: list[Path], dest: Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Write the element-wise mean of exported models of one shape (a "model soup": runs continued from the same
+    weights, averaged) as a model folder with the first one's config and tokenizer."""
+    if len(sources) < 2:
+        raise ValueError("--average needs at least two model folders")
+    from .loading import weight_files
+
+    weights = [{k: v for f in weight_files(folder) for k, v in load_file(f).items()} for folder in sources]
+    for folder, w in zip(sources[1:], weights[1:], strict=True):
+        shapes = {k: v.shape for k, v in w.items()}
+        if shapes != {k: v.shape for k, v in weights[0].items()}:
+            raise ValueError(f"{folder} does not have the tensors of {sources[0]}: only models of one shape average")
+    mean = {k: (sum(w[k].double() for w in weights) / len(weights)).to(dtype).contiguous() for k in weights[0]}
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(mean, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((sources[0] / "config.json").read_text())
+    config["torch_dtype"] = str(dtype).removeprefix("torch.")
+    (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for f in ("generation_config.json", "tokenizer.model", "tokenizer_config.json"):
+        shutil.copy(sources[0] / f, dest / f)
+    return dest
+
+
 def check_export(dest: Path) -> None:
     """The exported folder loads through the ordinary loader and matches the trained weights."""
     from .loading import load_model
@@ -503,14 +527,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--export-name", default="pangu-demo-tiny", help="the exported model's name")
     p.add_argument("--init", type=Path,
                    help="start from the weights of this checkpoint.pt or exported model folder (fresh optimiser)")
+    p.add_argument("--average", type=Path, nargs="+", metavar="FOLDER",
+                   help="with --export: write the mean of these exported models' weights instead")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     for name, value in asdict(TrainConfig()).items():
         p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.average and not args.export:
+        p.error("--average writes to the folder given by --export")
     if args.export:
-        export(args.out, args.export, getattr(torch, args.export_dtype), args.export_name)
+        if args.average:
+            try:
+                average(args.average, args.export, getattr(torch, args.export_dtype))
+            except (ValueError, OSError, ModelLoadError) as e:
+                p.error(str(e))
+        else:
+            export(args.out, args.export, getattr(torch, args.export_dtype), args.export_name)
         check_export(args.export)
         return
     cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from pangu_demo import chat, engine, train
-from pangu_demo.loading import OFFICIAL_FORMAT, LoadedModel, load_model
+from pangu_demo.loading import OFFICIAL_FORMAT, LoadedModel, load_model, weight_files
 from pangu_demo.tokenizer import PanguTokenizer
 from pangu_demo.train import IGNORE, TrainConfig, build_layout, collate
 
@@ -381,3 +381,27 @@ def test_grow_depth_keeps_the_function(tiny_model: LoadedModel, extra: int) -> N
     assert any(torch.equal(a, b) for a, b in zip(up, up[1:], strict=False))
     with pytest.raises(ValueError):
         train.grow_depth(model.state_dict(), len(model.model.layers) - 1)
+
+
+def test_average_writes_the_mean_of_two_models(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    first = {k: v for f in weight_files(tiny_checkpoint) for k, v in load_file(f).items()}  # two shards
+    other = tmp_path / "other"
+    shutil.copytree(tiny_checkpoint, other, ignore=shutil.ignore_patterns("*.safetensors*"))
+    torch.manual_seed(0)
+    shifted = {k: v + torch.randn_like(v) for k, v in first.items()}
+    save_file(shifted, str(other / "model.safetensors"))
+    dest = tmp_path / "soup"
+    train.main(["--average", str(tiny_checkpoint), str(other), "--export", str(dest), "--export-dtype", "float32"])
+    mean = load_file(dest / "model.safetensors")
+    assert set(mean) == set(first)
+    for k, v in first.items():
+        torch.testing.assert_close(mean[k], ((v.double() + shifted[k].double()) / 2).float())
+    assert json.loads((dest / "config.json").read_text())["torch_dtype"] == "float32"
+    load_model(dest, dtype="float32", progress=False)  # a model folder the app opens
+
+    # Models of another shape are refused in a sentence, and nothing is written.
+    save_file({k: v[..., :1].contiguous() for k, v in first.items()}, str(other / "model.safetensors"))
+    with pytest.raises(SystemExit):
+        train.main(["--average", str(tiny_checkpoint), str(other), "--export", str(tmp_path / "bad")])
+    assert "only models of one shape average" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
