@@ -61,12 +61,12 @@ EXAMPLES = [
      "Continue this passage:\nShall I compare thee to a summer's day?\nThou art more lovely and more temperate:"),
 ]
 TEACHING_NOTE = (
-    "**About the default model.** A *small teaching model trained by this project* (6.5M parameters, about 11 "
+    "**About the default model.** A *small teaching model trained by this project* (6.5M parameters, about 12 "
     "hours of CPU) on synthetic word problems with a thinking trace and on Shakespeare; it decodes exactly like "
-    "openPangu-R-7B-Diffusion. By block diffusion (the Throughput preset) it solves about 4 in 5 one-step and 3 in "
-    "4 two-step problems, fewer than in AR mode: it sometimes commits a wrong digit in parallel (red marks in the "
+    "openPangu-R-7B-Diffusion. By block diffusion (the Throughput preset) it solves nearly 9 in 10 one-step and 3 "
+    "in 4 two-step problems, fewer than in AR mode: it sometimes commits a wrong digit in parallel (red marks in the "
     "grid: commits below the threshold, wrong most often). The **Elastic (ours)** preset commits the leftmost mask "
-    "first and solves about 9 in 10 one-step problems, with more tokens per forward. It cannot copy a name or word "
+    "first and solves more than 9 in 10 one-step problems, with more tokens per forward. It cannot copy a name or word "
     "from the question, so it fails \"who has more?\" and counting questions; its Shakespeare comes out garbled, "
     "and slower than AR (little clears the threshold, and the padding after a short reply takes forwards of its "
     "own). It knows one- and two-turn chats: press **Clear** before a new question."
