@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import data
-from .loading import OFFICIAL_FORMAT, ModelLoadError, llama_config
+from .loading import OFFICIAL_FORMAT, ModelLoadError, llama_config, weight_files
 from .sampling import sample
 from .tokenizer import PanguTokenizer
 
@@ -492,8 +492,6 @@ def average(sources: list[Path], dest: Path, dtype: torch.dtype = torch.float32)
     weights, averaged) as a model folder with the first one's config and tokenizer."""
     if len(sources) < 2:
         raise ValueError("--average needs at least two model folders")
-    from .loading import weight_files
-
     weights = [{k: v for f in weight_files(folder) for k, v in load_file(f).items()} for folder in sources]
     for folder, w in zip(sources[1:], weights[1:], strict=True):
         shapes = {k: v.shape for k, v in w.items()}
