@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from . import chat, data, engine
 from .evaluate import question, score_reply, system
 from .render import below_threshold
-from .sampling import sample
+from .sampling import greedy
 from .tokenizer import PanguTokenizer
 from .train import encode_chat
 
@@ -52,7 +52,7 @@ def ar_view(model: torch.nn.Module, prompt: list[int], reply: list[int],
     engine reads them (MASK is never a candidate)."""
     with torch.no_grad():
         logits = model(torch.tensor([prompt + reply], device=model.device)).logits[0, len(prompt) - 1:-1]
-    cand = sample(logits, temperature=0.0, top_p=1.0, top_k=0, suppress=(mask_id,))
+    cand = greedy(logits, suppress=(mask_id,))
     picked = cand.probs.gather(1, torch.tensor(reply, device=logits.device)[:, None])[:, 0]
     return picked.tolist(), cand.tokens.tolist()
 
@@ -96,7 +96,7 @@ def masked_view(decoder: engine.Decoder, prompt: list[int], reply: list[int], bl
                            logits_to_keep=block_length).logits
         # Row j predicts block position j from the output at j - 1.
         own = logits[torch.arange(len(rows)), torch.arange(len(rows))]
-        top += sample(own, temperature=0.0, top_p=1.0, top_k=0, suppress=(mask_id,)).tokens.tolist()
+        top += greedy(own, suppress=(mask_id,)).tokens.tolist()
     return top
 
 

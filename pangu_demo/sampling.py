@@ -64,6 +64,12 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
     return Candidates(tokens.reshape(shape[:-1]), probs.reshape(shape))
 
 
+def greedy(logits: torch.Tensor, suppress: tuple[int, ...] = ()) -> Candidates:
+    """The arg-max candidates and their confidences, as the engine reads them at temperature 0 (for analyses that
+    must agree with the decoder)."""
+    return sample(logits, temperature=0.0, top_p=1.0, top_k=0, suppress=suppress)
+
+
 def confidence(algorithm: str, cand: Candidates) -> torch.Tensor:
     """What each algorithm ranks positions by (higher = more certain)."""
     if algorithm == "entropy":

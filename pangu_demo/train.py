@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from .loading import OFFICIAL_FORMAT, ModelLoadError, llama_config, weight_files
-from .sampling import sample
+from .sampling import greedy
 from .tokenizer import PanguTokenizer
 
 IGNORE = -100
@@ -227,8 +227,7 @@ def order_masks(model: torch.nn.Module, batch: dict[str, torch.Tensor], mask_id:
             hidden = model.model(input_ids=ids, position_ids=batch["position_ids"], attention_mask=mask,
                                  use_cache=False).last_hidden_state
             # The output at position j-1 predicts position j; the LM head runs on those outputs only.
-            logits = model.lm_head(hidden[rows, cols - 1])
-            conf = sample(logits, temperature=0.0, top_p=1.0, top_k=0, suppress=(mask_id,)).token_probs  # as decoded
+            conf = greedy(model.lm_head(hidden[rows, cols - 1]), suppress=(mask_id,)).token_probs  # as decoded
             rank = conf.masked_fill(~masked, -1.0).argsort(1, descending=True).argsort(1)
             fill = masked & (rank < quota[:, None])
             ids[rows[fill], cols[fill]] = clean[fill]
