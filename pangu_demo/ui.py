@@ -60,17 +60,28 @@ EXAMPLES = [
     ("Free text, hard for it: Sonnet 18",
      "Continue this passage:\nShall I compare thee to a summer's day?\nThou art more lovely and more temperate:"),
 ]
-TEACHING_NOTE = (
-    "**About the default model.** A *small teaching model trained by this project* (6.5M parameters, about 12 "
-    "hours of CPU) on synthetic word problems with a thinking trace and on Shakespeare; it decodes exactly like "
-    "openPangu-R-7B-Diffusion. By block diffusion (the Throughput preset) it solves nearly 9 in 10 one-step and 3 "
+# The note's first sentence stays in view; the rest folds away on a phone (closed on load, see CLOSE_NOTE_ON_PHONE)
+# so that the chat is on the first screen.
+TEACHING_SUMMARY = (
+    "<strong>About the default model.</strong> A <em>small teaching model trained by this project</em> (6.5M "
+    "parameters); it decodes exactly like openPangu-R-7B-Diffusion."
+)
+TEACHING_DETAIL = (
+    "It was trained for about 12 hours of CPU on synthetic word problems with a thinking trace and on Shakespeare. "
+    "By block diffusion (the Throughput preset) it solves nearly 9 in 10 one-step and 3 "
     "in 4 two-step problems, fewer than in AR mode: it sometimes commits a wrong digit in parallel (red marks in the "
     "grid: commits below the threshold, wrong most often). The **Elastic (ours)** preset commits the leftmost mask "
     "first and solves more than 9 in 10 one-step problems, with more tokens per forward. It cannot copy a name or word "
     "from the question, so it fails \"who has more?\" and counting questions; its Shakespeare comes out garbled, "
     "and slower than AR (little clears the threshold, and the padding after a short reply takes forwards of its "
-    "own). It knows one- and two-turn chats: press **Clear** before a new question."
+    "own). It knows one- and two-turn chats: press **Clear** before a new question. To load the real model, see "
+    "**Model** below."
 )
+TEACHING_NOTE = (f'<details class="pg-teaching-more" open>\n<summary>{TEACHING_SUMMARY}</summary>\n\n'
+                 f"{TEACHING_DETAIL}\n\n</details>")
+PHONE_WIDTH = 640  # px; the stylesheet's phone rules use the same width
+CLOSE_NOTE_ON_PHONE = (f"() => {{ if (window.matchMedia('(max-width: {PHONE_WIDTH}px)').matches) "
+                       "document.querySelectorAll('#pg-teaching details').forEach(d => { d.open = false; }); }")
 HOW_TO_GET = (
     "**To run the real openPangu-R-7B-Diffusion** (about 16 GB, from "
     "[Hugging Face](https://huggingface.co/openpangu/openPangu-R-7B-Diffusion) or "
@@ -385,6 +396,7 @@ class DemoApp:
             self._wire_replay()
             self._wire_settings()
             self._wire_model_panel()
+            demo.load(None, None, None, js=CLOSE_NOTE_ON_PHONE, queue=False)
             gr.api(self.api_generate, api_name="generate", concurrency_limit=self.concurrency,
                    concurrency_id="decode")
         demo.queue(default_concurrency_limit=self.concurrency, max_size=max_queue)
@@ -398,7 +410,7 @@ class DemoApp:
                     "was decided at which forward pass, how sure the model was, and how many forward passes "
                     "it saved over left-to-right decoding.", elem_id="pg-header")
         # The note describes the embedded model only: it is hidden while another model is selected.
-        self.teaching = gr.Markdown(TEACHING_NOTE + " To load the real model, see **Model** below.",
+        self.teaching = gr.Markdown(TEACHING_NOTE,
                                     visible=self.models.is_embedded(self.models.default),
                                     elem_classes=["pg-teaching"], elem_id="pg-teaching")
 
@@ -593,8 +605,9 @@ class DemoApp:
                           api_visibility="private")
 
     def _wire_model_panel(self) -> None:
+        # The note is drawn afresh (open) when it reappears: fold it again on a phone.
         self.model_choice.change(self.choose_model, [self.model_choice], [self.model_info, self.teaching],
-                                 api_visibility="private")
+                                 api_visibility="private").then(None, None, None, js=CLOSE_NOTE_ON_PHONE)
         self.custom_btn.click(self.load_custom, [self.custom_source], [self.model_choice, self.model_info],
                               api_visibility="private")
 

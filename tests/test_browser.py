@@ -215,19 +215,59 @@ def test_dark_mode_screenshot(browser, app_url):
 
 def test_teaching_note_follows_the_model(browser, app_url):
     """The note about the embedded teaching model shows only while that model is selected."""
-    from pangu_demo.ui import EMBEDDED_LABEL
-
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url)
     page.wait_for_selector("#pg-prompt textarea")
     # Checked by its words, not its id, so that the check holds for any way of showing the note.
     note = page.get_by_text("small teaching model trained by this project")
     assert note.count() == 0 or not note.first.is_visible()
+    choose_embedded(page)
+    assert "small teaching model" in page.locator("#pg-teaching").inner_text()
+    page.close()
+
+
+def test_a_phone_opens_on_the_chat_with_the_embedded_model(browser):
+    """With the embedded model as the app's default the note is on the page from the start: on a phone it is
+    folded at load, so the message box is on the first screen."""
+    from pangu_demo.loading import EMBEDDED_MODEL
+
+    with launched(str(EMBEDDED_MODEL)) as url:
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.goto(url)
+        page.wait_for_selector("#pg-prompt textarea")
+        page.wait_for_function("() => document.querySelector('#pg-teaching details')?.open === false",
+                               timeout=10_000)
+        assert page.locator("#pg-prompt").bounding_box()["y"] < 844
+        page.close()
+
+
+def choose_embedded(page) -> None:
+    """Select the embedded teaching model in the Model panel and wait for its note."""
+    from pangu_demo.ui import EMBEDDED_LABEL
+
     page.click("#pg-model")
     page.click("#pg-model-choice input")
     page.get_by_role("option", name=EMBEDDED_LABEL).click()
     page.wait_for_selector("#pg-teaching", state="visible", timeout=60_000)
-    assert "small teaching model" in page.locator("#pg-teaching").inner_text()
+
+
+@pytest.mark.parametrize("width, height, folded", [(390, 844, True), (1400, 1000, False)])
+def test_the_teaching_note_folds_on_a_phone(browser, app_url, width, height, folded):
+    """On a phone the note shows its first sentence and folds the rest (unfolded it filled the first screen
+    and pushed the chat below it); a tap unfolds it. On a desktop it is open."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(app_url)
+    page.wait_for_selector("#pg-prompt textarea")
+    choose_embedded(page)
+    summary = page.locator("#pg-teaching summary")
+    rest = page.get_by_text("press Clear before a new question", exact=False)
+    assert "small teaching model trained by this project" in summary.inner_text()
+    page.wait_for_timeout(500)  # the fold runs after the note appears
+    assert rest.is_visible() is not folded
+    if folded:
+        assert page.locator("#pg-teaching").bounding_box()["height"] < 120
+        summary.click()
+        rest.wait_for(state="visible", timeout=5_000)
     page.close()
 
 
