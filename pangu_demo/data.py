@@ -19,7 +19,7 @@ from .corpus import EVAL_WORKS, load_works
 
 THINK_START, THINK_END = "[unused16]", "[unused17]"
 NO_THINK = " /no_think"
-TASKS = ("one_op", "two_op", "facts", "counting", "comparing", "ordering", "text", "echo")
+TASKS = ("one_op", "two_op", "facts", "carry", "counting", "comparing", "ordering", "text", "echo")
 EVAL_TASKS = ("one_op", "two_op", "counting", "comparing", "ordering")
 TRAIN_MIX = {"one_op": 34, "two_op": 38, "facts": 14, "counting": 3, "comparing": 3, "ordering": 3, "text": 5}
 SYM = {"add": "+", "sub": "-", "mul": "×", "div": "÷"}
@@ -768,8 +768,9 @@ FACT_ASKS = ["Work these out: {list}.", "Quick drill: {list}.", "What are {list}
 FACT_ANSWERS = ["{r}.", "The answers are {r}.", "In order: {r}.", "{r}, in that order."]
 
 
-def _fact(op: str, rng: random.Random) -> tuple[str, str, tuple[tuple[int, int], ...]]:
-    """(question item, trace sentence, the operand pairs it shows) of one single-digit fact."""
+def _fact(op: str, rng: random.Random, carry: float = 0.3) -> tuple[str, str, tuple[tuple[int, int], ...]]:
+    """(question item, trace sentence, the operand pairs it shows) of one single-digit fact; `carry`: the share
+    of products that also add a carry."""
     if op == "add":
         a, b = rng.randint(0, 9), rng.randint(0, 9)
         carry = rng.random() < 0.3
@@ -783,7 +784,7 @@ def _fact(op: str, rng: random.Random) -> tuple[str, str, tuple[tuple[int, int],
                 ((top, low),))
     if op == "mul":
         d, m = rng.randint(0, 9), rng.randint(2, 9)
-        if rng.random() < 0.3:  # the carry added to a product, as in the multiplication traces
+        if rng.random() < carry:  # the carry added to a product, as in the multiplication traces
             c = rng.randint(1, m - 1)
             return (f"{d} × {m} + {c}", f"{d} × {m} = {d * m}, {d * m} + {c} = {d * m + c}.",
                     ((d, m), (d * m, c)))
@@ -793,14 +794,14 @@ def _fact(op: str, rng: random.Random) -> tuple[str, str, tuple[tuple[int, int],
     return f"{cur} ÷ {d}", f"{cur} ÷ {d} = {cur // d} remainder {cur % d}.", ((cur, d),)
 
 
-def _facts(rng: random.Random, split: str) -> dict:
+def _facts(rng: random.Random, split: str, carries_only: bool = False) -> dict:
     if split == "eval":
         raise ValueError("fact drills are a training task; the evaluation asks word problems")
-    op = rng.choice(list(SYM))
+    op = "mul" if carries_only else rng.choice(list(SYM))
     items, sentences, results = [], [], []
     n = rng.randint(8, 14)
     while len(items) < n:
-        item, sentence, pairs = _fact(op, rng)
+        item, sentence, pairs = _fact(op, rng, carry=1.0 if carries_only else 0.3)
         if any(map(is_eval_operands, pairs)):  # the held-out partition covers every operand pair we show
             continue
         items.append(item)
@@ -833,10 +834,16 @@ def _echo(rng: random.Random, split: str) -> dict:
             "task": "echo", "answer": shown, "meta": {"items": items}}
 
 
+def _carries(rng: random.Random, split: str) -> dict:
+    """Fact drills of one kind: a product plus a carry (`5 × 8 + 7`). Read autoregressively, the model's
+    multiplication errors are mostly this step (`40 + 7 = 45`), which the other drills show least."""
+    return {**_facts(rng, split, carries_only=True), "task": "carry"}
+
+
 # -- chats -----------------------------------------------------------------------------------------------
 MAKERS: dict[str, Callable[[random.Random, str], dict]] = {
     "one_op": _one_op, "two_op": _two_op, "counting": _counting, "comparing": _comparing,
-    "ordering": _ordering, "text": _text, "facts": _facts, "echo": _echo}
+    "ordering": _ordering, "text": _text, "facts": _facts, "carry": _carries, "echo": _echo}
 SYSTEM_PROMPTS = ["You are a helpful assistant.", "You are a careful assistant who thinks step by step.",
                   "Answer the user's questions.", "You are a friendly tutor."]
 
@@ -956,7 +963,7 @@ def check_answer(example: dict, answer_text: str) -> bool:
     expected, task = example["answer"], example["task"]
     if expected is None:
         raise ValueError(f"{task} examples have no checkable answer")
-    if task in ("ordering", "facts"):  # a list of numbers, in order
+    if task in ("ordering", "facts", "carry"):  # a list of numbers, in order
         return _INT.findall(answer_text) == _INT.findall(expected)
     if task == "comparing":
         other = example["meta"]["other"]

@@ -172,6 +172,26 @@ def test_fact_drills_are_right_and_avoid_held_out_pairs():
         make_example("eval", 0, task="facts")
 
 
+def test_carry_drills_add_a_carry_to_every_product_and_avoid_held_out_pairs():
+    drills = [make_example("train", i, task="carry") for i in range(100)]
+    item = re.compile(r"(\d+) × (\d+) = (\d+), (\d+) \+ (\d+) = (\d+)\.")
+    for ex in drills:
+        trace, answer = _last_reply(ex)
+        if not trace:  # a no-think chat
+            continue
+        items = item.findall(trace)
+        assert items and len(items) == trace.count("×"), trace
+        results = []
+        for d, m, product, again, carry, total in (map(int, found) for found in items):
+            assert product == d * m == again and 1 <= carry < m and total == product + carry
+            assert not is_eval_operands((d, m)) and not is_eval_operands((product, carry))
+            results.append(total)
+        assert ex["answer"] == ", ".join(map(str, results))
+        assert check_answer(ex, answer)
+    with pytest.raises(ValueError):
+        make_example("eval", 0, task="carry")
+
+
 def test_other_tasks_answers_are_consistent():
     for ex in TRAIN + EVAL:
         trace, answer_text = _last_reply(ex)
