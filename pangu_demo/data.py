@@ -768,9 +768,10 @@ FACT_ASKS = ["Work these out: {list}.", "Quick drill: {list}.", "What are {list}
 FACT_ANSWERS = ["{r}.", "The answers are {r}.", "In order: {r}.", "{r}, in that order."]
 
 
-def _fact(op: str, rng: random.Random, carry: float = 0.3) -> tuple[str, str, tuple[tuple[int, int], ...]]:
-    """(question item, trace sentence, the operand pairs it shows) of one single-digit fact; `carry`: the share
-    of products that also add a carry."""
+def _fact(op: str, rng: random.Random,
+          carry_share: float = 0.3) -> tuple[str, str, tuple[tuple[int, int], ...]]:
+    """(question item, trace sentence, the operand pairs it shows) of one single-digit fact; `carry_share`: the
+    share of products that also add a carry."""
     if op == "add":
         a, b = rng.randint(0, 9), rng.randint(0, 9)
         carry = rng.random() < 0.3
@@ -784,7 +785,7 @@ def _fact(op: str, rng: random.Random, carry: float = 0.3) -> tuple[str, str, tu
                 ((top, low),))
     if op == "mul":
         d, m = rng.randint(0, 9), rng.randint(2, 9)
-        if rng.random() < carry:  # the carry added to a product, as in the multiplication traces
+        if rng.random() < carry_share:  # the carry added to a product, as in the multiplication traces
             c = rng.randint(1, m - 1)
             return (f"{d} × {m} + {c}", f"{d} × {m} = {d * m}, {d * m} + {c} = {d * m + c}.",
                     ((d, m), (d * m, c)))
@@ -801,7 +802,7 @@ def _facts(rng: random.Random, split: str, carries_only: bool = False) -> dict:
     items, sentences, results = [], [], []
     n = rng.randint(8, 14)
     while len(items) < n:
-        item, sentence, pairs = _fact(op, rng, carry=1.0 if carries_only else 0.3)
+        item, sentence, pairs = _fact(op, rng, carry_share=1.0 if carries_only else 0.3)
         if any(map(is_eval_operands, pairs)):  # the held-out partition covers every operand pair we show
             continue
         items.append(item)
