@@ -228,7 +228,7 @@ def test_teaching_note_follows_the_model(browser, app_url):
 
 def test_a_phone_opens_on_the_chat_with_the_embedded_model(browser):
     """With the embedded model as the app's default the note is on the page from the start: on a phone it is
-    folded at load, so the message box is on the first screen."""
+    folded at load, so the message field is on the first screen."""
     from pangu_demo.loading import EMBEDDED_MODEL
 
     with launched(str(EMBEDDED_MODEL)) as url:
@@ -237,7 +237,8 @@ def test_a_phone_opens_on_the_chat_with_the_embedded_model(browser):
         page.wait_for_selector("#pg-prompt textarea")
         page.wait_for_function("() => document.querySelector('#pg-teaching details')?.open === false",
                                timeout=10_000)
-        assert page.locator("#pg-prompt").bounding_box()["y"] < 844
+        box = page.locator("#pg-prompt textarea").bounding_box()  # the field itself, not only its label
+        assert box["y"] + box["height"] <= 844, box
         page.close()
 
 
@@ -262,7 +263,11 @@ def test_the_teaching_note_folds_on_a_phone(browser, app_url, width, height, fol
     summary = page.locator("#pg-teaching summary")
     rest = page.get_by_text("press Clear before a new question", exact=False)
     assert "small teaching model trained by this project" in summary.inner_text()
-    page.wait_for_timeout(500)  # the fold runs after the note appears
+    if folded:
+        page.wait_for_function("() => document.querySelector('#pg-teaching details')?.open === false",
+                               timeout=10_000)
+    else:
+        page.wait_for_timeout(500)  # time for a wrong fold to run, which runs after the note appears
     assert rest.is_visible() is not folded
     if folded:
         assert page.locator("#pg-teaching").bounding_box()["height"] < 120
