@@ -67,6 +67,9 @@ class TrainConfig:
     pack_length: int = 0  # > 0: pack several chats into rows of this many tokens (no padding waste)
     seed: int = 0
     checkpoint_every: int = 100
+    # Forward and backward in bfloat16 (weights and optimiser stay float32): about 1.4x faster steps on a CPU with
+    # bf16 instructions (AVX512-BF16), much slower on one without.
+    bf16_autocast: bool = False
 
 
 # -- one example in the training layout ----------------------------------------------------------
@@ -395,7 +398,8 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
         order_masks(model, batch, tok.ids.mask, cfg.block_length, cfg.order_passes)  # no-op when the option is off
         for group in optim.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss, parts = loss_fn(model, batch, cfg.diffusion_weight)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
+            loss, parts = loss_fn(model, batch, cfg.diffusion_weight)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -528,7 +532,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --export: write the mean of these exported models' weights instead")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     for name, value in asdict(TrainConfig()).items():
-        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+        if isinstance(value, bool):
+            p.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=value)
+        else:
+            p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

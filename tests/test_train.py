@@ -220,6 +220,55 @@ def test_optimiser_steps_lower_the_loss(tiny_model: LoadedModel) -> None:
     assert weighted.item() == pytest.approx(3 * parts["diffusion"] + parts["ar"], rel=1e-5)
 
 
+def test_bf16_autocast_trains_close_to_float32(tiny_model: LoadedModel) -> None:
+    tok = tiny_model.tokenizer
+    cfg = small_config()
+    torch.manual_seed(0)
+    model = train.new_model(cfg, tok)
+    batch = train.make_batch(tok, cfg, 0)
+    with torch.no_grad():
+        exact = train.loss_fn(model, batch)[0].item()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            before = train.loss_fn(model, batch)[0].item()
+    assert before == pytest.approx(exact, rel=0.02)
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(4):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = train.loss_fn(model, batch)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with torch.no_grad():
+        after = train.loss_fn(model, batch)[0].item()
+    assert after < exact - 0.1, (exact, after)
+
+
+def test_cli_switches_autocast_on_and_off(monkeypatch, tmp_path: Path) -> None:
+    seen: list[train.TrainConfig] = []
+    monkeypatch.setattr(train, "train", lambda out, cfg, tokenizer, init=None: seen.append(cfg))
+    for argv in ([], ["--bf16-autocast"], ["--no-bf16-autocast", "--steps", "7"]):
+        train.main(["--out", str(tmp_path)] + argv)
+    assert [c.bf16_autocast for c in seen] == [False, True, False]
+    assert seen[2].steps == 7
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_training_steps_run_under_autocast_when_asked(tiny_checkpoint: Path, tmp_path: Path, monkeypatch,
+                                                      on: bool) -> None:
+    seen: list[bool] = []
+    loss_fn = train.loss_fn
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return loss_fn(*args, **kwargs)
+
+    monkeypatch.setattr(train, "loss_fn", spy)
+    train.train(tmp_path / "run", replace(small_config(), steps=1, bf16_autocast=on), tiny_checkpoint,
+                progress=False)
+    assert seen == [on]
+
+
 def test_batches_are_a_function_of_the_step(tiny_model: LoadedModel) -> None:
     tok, cfg = tiny_model.tokenizer, small_config()
     a, b, other = train.make_batch(tok, cfg, 5), train.make_batch(tok, cfg, 5), train.make_batch(tok, cfg, 6)
