@@ -768,8 +768,7 @@ FACT_ASKS = ["Work these out: {list}.", "Quick drill: {list}.", "What are {list}
 FACT_ANSWERS = ["{r}.", "The answers are {r}.", "In order: {r}.", "{r}, in that order."]
 
 
-def _fact(op: str, rng: random.Random,
-          carry_share: float = 0.3) -> tuple[str, str, tuple[tuple[int, int], ...]]:
+def _fact(op: str, rng: random.Random, carry_share: float) -> tuple[str, str, tuple[tuple[int, int], ...]]:
     """(question item, trace sentence, the operand pairs it shows) of one single-digit fact; `carry_share`: the
     share of products that also add a carry."""
     if op == "add":
@@ -795,14 +794,15 @@ def _fact(op: str, rng: random.Random,
     return f"{cur} ÷ {d}", f"{cur} ÷ {d} = {cur // d} remainder {cur % d}.", ((cur, d),)
 
 
-def _facts(rng: random.Random, split: str, carries_only: bool = False) -> dict:
+def _facts(rng: random.Random, split: str, op: str | None = None, carry_share: float = 0.3) -> dict:
+    """8-14 facts of one operation (drawn unless given); `carry_share`: see `_fact`."""
     if split == "eval":
         raise ValueError("fact drills are a training task; the evaluation asks word problems")
-    op = "mul" if carries_only else rng.choice(list(SYM))
+    op = op or rng.choice(list(SYM))
     items, sentences, results = [], [], []
     n = rng.randint(8, 14)
     while len(items) < n:
-        item, sentence, pairs = _fact(op, rng, carry_share=1.0 if carries_only else 0.3)
+        item, sentence, pairs = _fact(op, rng, carry_share)
         if any(map(is_eval_operands, pairs)):  # the held-out partition covers every operand pair we show
             continue
         items.append(item)
@@ -838,7 +838,7 @@ def _echo(rng: random.Random, split: str) -> dict:
 def _carries(rng: random.Random, split: str) -> dict:
     """Fact drills of one kind: a product plus a carry (`5 × 8 + 7`). Read autoregressively, the model's
     multiplication errors are mostly this step (`40 + 7 = 45`), which the other drills show least."""
-    return {**_facts(rng, split, carries_only=True), "task": "carry"}
+    return {**_facts(rng, split, op="mul", carry_share=1.0), "task": "carry"}
 
 
 # -- chats -----------------------------------------------------------------------------------------------
