@@ -62,6 +62,9 @@ class TrainConfig:
     ordered_mask_prob: float = 0.0
     order_passes: int = 2
     diffusion_weight: float = 1.0  # loss = diffusion_weight * masked-token CE + next-token CE
+    # Ours: a digit target counts this many times in both losses (each stays a weighted mean). The word
+    # problems are judged on their digits, which are a small share of the targets.
+    digit_loss_weight: float = 1.0
     max_reply_blocks: int = 8
     mix: str = ""  # task weights changed from data.TRAIN_MIX, e.g. "counting=8,text=4"
     pack_length: int = 0  # > 0: pack several chats into rows of this many tokens (no padding waste)
@@ -250,9 +253,16 @@ def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor],
                          reduction="none").view_as(batch["labels"])
     has = batch["labels"] != IGNORE
     noisy, clean = has & batch["noisy"], has & ~batch["noisy"]
-    diff = ce[noisy].mean() if noisy.any() else ce.sum() * 0
-    ar = ce[clean].mean() if clean.any() else ce.sum() * 0
+    weight = batch.get("weight", torch.ones_like(ce))
+    diff = _weighted_mean(ce, weight, noisy)
+    ar = _weighted_mean(ce, weight, clean)
     return diffusion_weight * diff + ar, {"diffusion": diff.item(), "ar": ar.item()}
+
+
+def _weighted_mean(ce: torch.Tensor, weight: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    if not where.any():
+        return ce.sum() * 0
+    return (ce[where] * weight[where]).sum() / weight[where].sum()
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -282,7 +292,11 @@ def make_batch(tok: PanguTokenizer, cfg: TrainConfig, step: int) -> dict[str, to
                                     cfg.ordered_mask_prob))
     if cfg.pack_length:
         layouts = pack(layouts, cfg.pack_length)
-    return collate(layouts, tok.ids.pad)
+    batch = collate(layouts, tok.ids.pad)
+    if cfg.digit_loss_weight != 1.0:
+        is_digit = torch.isin(batch["labels"], torch.tensor(sorted(tok.digit_ids)))
+        batch["weight"] = torch.where(is_digit, cfg.digit_loss_weight, 1.0)
+    return batch
 
 
 # -- model and checkpoints ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -223,6 +224,38 @@ def test_optimiser_steps_lower_the_loss(tiny_model: LoadedModel, bf16: bool) -> 
     assert after < before - 0.1, (before, after)
     weighted, parts = train.loss_fn(model, batch, diffusion_weight=3.0)
     assert weighted.item() == pytest.approx(3 * parts["diffusion"] + parts["ar"], rel=1e-5)
+
+
+class FixedLogits:
+    """Stands in for the model in `loss_fn`: returns the same logits whatever the input."""
+
+    dtype = torch.float32
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits
+
+    def __call__(self, **_: object) -> SimpleNamespace:
+        return SimpleNamespace(logits=self.logits)
+
+
+def test_digit_targets_weigh_more_when_asked(tiny_model: LoadedModel) -> None:
+    tok = tiny_model.tokenizer
+    plain = train.make_batch(tok, small_config(), 0)
+    batch = train.make_batch(tok, small_config(digit_loss_weight=4.0), 0)
+    assert "weight" not in plain  # the default changes nothing, not even the batch
+    digits = torch.isin(batch["labels"], torch.tensor(sorted(tok.digit_ids)))
+    has = batch["labels"] != IGNORE
+    assert (digits & batch["noisy"]).any() and (digits & has & ~batch["noisy"]).any()
+    assert torch.equal(batch["weight"], torch.where(digits, 4.0, 1.0))
+    # Logits with a wide spread, so that the targets' losses differ a lot and the weighting shows.
+    logits = 5 * torch.randn(*batch["labels"].shape, tok.vocab_size, generator=torch.Generator().manual_seed(0))
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE,
+                                           reduction="none").view_as(batch["labels"])
+    _, parts = train.loss_fn(FixedLogits(logits), batch)
+    for part, where in (("diffusion", has & batch["noisy"]), ("ar", has & ~batch["noisy"])):
+        w = torch.where(digits, 4.0, 1.0)[where]
+        assert parts[part] == pytest.approx(float((ce[where] * w).sum() / w.sum()), rel=1e-4)
+        assert parts[part] != pytest.approx(float(ce[where].mean()), rel=1e-3)  # the weight made a difference
 
 
 @pytest.mark.parametrize("on", [False, True])
