@@ -245,7 +245,7 @@ def order_masks(model: torch.nn.Module, batch: dict[str, torch.Tensor], mask_id:
 def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor],
             diffusion_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Masked-token CE on the noisy blocks (times `diffusion_weight`) + next-token CE on the clean part
-    (each a mean)."""
+    (each a mean, weighted by the batch's "weight" where it has one)."""
     mask = batch["attention_mask"].to(model.dtype)  # attention adds it to scores of the model's dtype
     logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                    attention_mask=mask, use_cache=False).logits
@@ -281,7 +281,8 @@ def make_batch(tok: PanguTokenizer, cfg: TrainConfig, step: int) -> dict[str, to
     layouts = []
     mix = data.parse_mix(cfg.mix)
     # Built once per batch, not per chat.
-    digit_ids = torch.tensor(sorted(tok.digit_ids)) if cfg.digit_mask_prob > 0 else None
+    digits = torch.tensor(sorted(tok.digit_ids))
+    digit_ids = digits if cfg.digit_mask_prob > 0 else None
     for i in range(cfg.batch_size):
         ex = data.make_example("train", step * cfg.batch_size + i, seed=cfg.seed, mix=mix)
         prompt, reply = encode_chat(tok, ex["messages"])
@@ -294,8 +295,7 @@ def make_batch(tok: PanguTokenizer, cfg: TrainConfig, step: int) -> dict[str, to
         layouts = pack(layouts, cfg.pack_length)
     batch = collate(layouts, tok.ids.pad)
     if cfg.digit_loss_weight != 1.0:
-        is_digit = torch.isin(batch["labels"], torch.tensor(sorted(tok.digit_ids)))
-        batch["weight"] = torch.where(is_digit, cfg.digit_loss_weight, 1.0)
+        batch["weight"] = torch.where(torch.isin(batch["labels"], digits), cfg.digit_loss_weight, 1.0)
     return batch
 
 
