@@ -79,9 +79,9 @@ TEACHING_DETAIL = (
 )
 TEACHING_NOTE = (f'<details class="pg-teaching-more" open>\n<summary>{TEACHING_SUMMARY}</summary>\n\n'
                  f"{TEACHING_DETAIL}\n\n</details>")
-PHONE_WIDTH = 640  # px; the stylesheet's phone rules use the same width
-CLOSE_NOTE_ON_PHONE = (f"() => {{ if (window.matchMedia('(max-width: {PHONE_WIDTH}px)').matches) "
-                       "document.querySelectorAll('#pg-teaching details').forEach(d => { d.open = false; }); }")
+# The stylesheet says what a phone is (its phone rules set --pg-phone), so the width lives in one place.
+CLOSE_NOTE_ON_PHONE = ("() => document.querySelectorAll('#pg-teaching details').forEach(d => { "
+                       "if (getComputedStyle(d).getPropertyValue('--pg-phone').trim() === '1') d.open = false; })")
 HOW_TO_GET = (
     "**To run the real openPangu-R-7B-Diffusion** (about 16 GB, from "
     "[Hugging Face](https://huggingface.co/openpangu/openPangu-R-7B-Diffusion) or "
@@ -712,7 +712,8 @@ class DemoApp:
         """Decode the recorded run's prompt again by AR and show both speeds, and both runs as lines of tokens
         against forwards and seconds (the recording is kept)."""
         rec = recording_of(sess)
-        if refusal := self._rerun_refusal(sess, "comparing"):
+        decoder, refusal = self._rerun_decoder(sess, "comparing")
+        if refusal:
             yield self._said(refusal)
             return
         if rec.config.mode == "ar":
@@ -721,7 +722,7 @@ class DemoApp:
             return
         with self.stop_event(request) as stop:
             yield self._said("Decoding the same prompt by AR…", running=True)
-            ar_steps, ar = run(self._decoder_of(sess), rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
+            ar_steps, ar = run(decoder, rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
             figure = render.race_figure([("block diffusion", rec.steps), ("AR", ar_steps)], rec.stop_ids)
             yield render.comparison_html(rec.result, ar), gr.Plot(value=plot_value(figure), visible=True), *self._idle()
 
@@ -729,7 +730,8 @@ class DemoApp:
         """Decode the recorded run's prompt again at other thresholds, the other settings the same: a table of
         forwards, tokens per forward, guesses and answers, and every run as a line of tokens against forwards."""
         rec = recording_of(sess)
-        if refusal := self._rerun_refusal(sess, "trying other thresholds"):
+        decoder, refusal = self._rerun_decoder(sess, "trying other thresholds")
+        if refusal:
             yield self._said(refusal)
             return
         if render.commit_threshold(rec.config) is None:
@@ -738,7 +740,6 @@ class DemoApp:
             return
         rows = [render.SweepRow(rec.config.threshold, rec.steps, rec.result, this_run=True)]
         others = [t for t in SWEEP_THRESHOLDS if not math.isclose(t, rec.config.threshold)]
-        decoder = self._decoder_of(sess)
         with self.stop_event(request) as stop:
             for i, threshold in enumerate(others, 1):
                 yield self._said(f"Decoding the same prompt at threshold {threshold:g} ({i} of {len(others)})…",
@@ -752,22 +753,18 @@ class DemoApp:
                                     title="The same prompt at other thresholds")
         yield render.sweep_html(rows, rec.stop_ids), gr.Plot(value=plot_value(figure), visible=True), *self._idle()
 
-    def _rerun_refusal(self, sess: Session, doing: str) -> str | None:
-        """Why the recorded run's prompt cannot be decoded again now, or None."""
+    def _rerun_decoder(self, sess: Session, doing: str) -> tuple[Decoder | None, str | None]:
+        """The decoder of the recorded run's model, or why its prompt cannot be decoded again now."""
         rec = recording_of(sess)
         if rec is None or rec.result is None or rec.config is None or sess.running:
-            return "Generate a reply first, and wait for it to finish."
+            return None, "Generate a reply first, and wait for it to finish."
         if sess.opened is not None:
-            return (f"This run was opened from a trace of {sess.opened}; {doing} needs that model to decode again. "
-                    "Load it under Model, then generate.")
+            return None, (f"This run was opened from a trace of {sess.opened}; {doing} needs that model to decode "
+                          "again. Load it under Model, then generate.")
         try:
-            self._decoder_of(sess)
+            return self.models.get(sess.model_label)[1], None
         except ModelLoadError as e:
-            return str(e)
-        return None
-
-    def _decoder_of(self, sess: Session) -> Decoder:
-        return self.models.get(sess.model_label)[1]
+            return None, str(e)
 
     @staticmethod
     def _idle() -> tuple:
