@@ -79,7 +79,7 @@ TEACHING_DETAIL = (
 )
 TEACHING_NOTE = (f'<details class="pg-teaching-more" open>\n<summary>{TEACHING_SUMMARY}</summary>\n\n'
                  f"{TEACHING_DETAIL}\n\n</details>")
-# The stylesheet says what a phone is (its phone rules set --pg-phone), so the width lives in one place.
+# Only the stylesheet knows what width is a phone: its phone rules set --pg-phone, which this script reads.
 CLOSE_NOTE_ON_PHONE = ("() => document.querySelectorAll('#pg-teaching details').forEach(d => { "
                        "if (getComputedStyle(d).getPropertyValue('--pg-phone').trim() === '1') d.open = false; })")
 HOW_TO_GET = (
