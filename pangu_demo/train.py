@@ -370,12 +370,33 @@ def grow_depth(weights: dict[str, torch.Tensor], n_layers: int) -> dict[str, tor
     return grown
 
 
+def grow_width(weights: dict[str, torch.Tensor], intermediate_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Widen every MLP of a trained model to `intermediate_size` units without changing its function: the new
+    units get random gate and up rows (at the scale of the old ones) and zero down columns, so they add nothing
+    to the residual stream until training moves the down projection."""
+    old = next(v.shape[0] for k, v in weights.items() if k.endswith("mlp.gate_proj.weight"))
+    if intermediate_size == old:
+        return weights
+    if intermediate_size < old:
+        raise ValueError(f"cannot narrow an MLP of {old} units to {intermediate_size}")
+    extra = intermediate_size - old
+    gen = torch.Generator().manual_seed(seed)
+    grown = dict(weights)
+    for key, value in weights.items():
+        if key.endswith(("mlp.gate_proj.weight", "mlp.up_proj.weight")):
+            rows = torch.randn(extra, value.shape[1], generator=gen) * value.float().std()
+            grown[key] = torch.cat([value, rows.to(value.dtype)])
+        elif key.endswith("mlp.down_proj.weight"):
+            grown[key] = torch.cat([value, value.new_zeros(value.shape[0], extra)], 1)
+    return grown
+
+
 def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progress: bool = True,
           init: Path | None = None) -> Path:
     """Train (or resume) into `out`; returns the folder. Writes train_log.jsonl and loss_curve.png.
     `init`: start from the weights of another run's checkpoint.pt or exported folder (same sizes and
-    tokenizer, or fewer layers: see `grow_depth`) instead of random ones; the optimiser and the schedule start
-    afresh."""
+    tokenizer, or fewer layers or MLP units: see `grow_depth` and `grow_width`) instead of random ones; the
+    optimiser and the schedule start afresh."""
     out.mkdir(parents=True, exist_ok=True)
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.model").is_file():
@@ -398,7 +419,8 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
         optim.load_state_dict(state["optim"])
         start = state["step"]
     elif init is not None:
-        model.load_state_dict(grow_depth(initial_weights(init), cfg.num_hidden_layers))
+        weights = grow_depth(initial_weights(init), cfg.num_hidden_layers)
+        model.load_state_dict(grow_width(weights, cfg.intermediate_size, cfg.seed))
     record = {**asdict(cfg), **({"init": str(init)} if init is not None and start == 0 else {})}
     (out / "train_config.json").write_text(json.dumps(record, indent=2))
     n_params = sum(p.numel() for p in model.parameters())

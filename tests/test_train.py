@@ -437,6 +437,27 @@ def test_grow_depth_keeps_the_function(tiny_model: LoadedModel, extra: int) -> N
         train.grow_depth(model.state_dict(), len(model.model.layers) - 1)
 
 
+def test_grow_width_keeps_the_function(tiny_model: LoadedModel) -> None:
+    from transformers import LlamaForCausalLM
+
+    model = tiny_model.model  # shared by the session: read only
+    config = copy.deepcopy(model.config)
+    config.intermediate_size *= 2
+    wider = LlamaForCausalLM(config).to(model.dtype).eval()
+    weights = train.grow_width(model.state_dict(), config.intermediate_size, seed=3)
+    wider.load_state_dict(weights)
+    ids = torch.tensor([[5, 17, 42, 8, 99, 23, 64, 11]])
+    with torch.no_grad():
+        torch.testing.assert_close(wider(ids).logits, model(ids).logits)
+    # the new units are live (random gate and up rows), only their way out starts at zero
+    old = model.config.intermediate_size
+    gate = weights["model.layers.0.mlp.gate_proj.weight"]
+    assert gate[old:].abs().sum() > 0
+    assert not weights["model.layers.0.mlp.down_proj.weight"][:, old:].any()
+    with pytest.raises(ValueError):
+        train.grow_width(model.state_dict(), old - 1)
+
+
 def test_average_writes_the_mean_of_two_models(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     first = {k: v for f in weight_files(tiny_checkpoint) for k, v in load_file(f).items()}  # two shards
     other = tmp_path / "other"
