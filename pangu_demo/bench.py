@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -33,6 +34,9 @@ from transformers import DynamicCache
 from . import chat, data, engine, evaluate
 from .streaming import stream_frames
 from .tokenizer import PanguTokenizer
+
+if TYPE_CHECKING:  # plotly is imported where a figure is drawn
+    import plotly.graph_objects as go
 
 VERSION = 1
 HEADLINE = "ct0.9/1"
@@ -462,7 +466,7 @@ def render_markdown(report: dict, command: str) -> str:
     return "\n".join(md) + "\n"
 
 
-def figure(report: dict):
+def figure(report: dict) -> go.Figure:
     """Speed-up vs threshold per small-block count, accuracy on a second axis."""
     from plotly.subplots import make_subplots
 

@@ -9,6 +9,7 @@ GPU can be watched, scrubbed and turned into a GIF on a laptop. Opened files are
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -61,7 +62,8 @@ def _token_ids(steps: list[Step], result: Result) -> set[int]:
     return ids
 
 
-def dumps(rec: Recording, token_text, mask_id: int, *, model: str = "", prompt: str | None = None) -> str:
+def dumps(rec: Recording, token_text: Callable[[int], str], mask_id: int, *, model: str = "",
+          prompt: str | None = None) -> str:
     """The finished recording as trace JSON. `token_text` gives each token's display text (the tokenizer's)."""
     if rec.result is None:
         raise ValueError("the run has no result yet: only a finished run can be saved")

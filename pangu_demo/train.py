@@ -328,7 +328,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def save_checkpoint(out: Path, model, optim, step: int, cfg: TrainConfig) -> None:
+def save_checkpoint(out: Path, model: torch.nn.Module, optim: torch.optim.Optimizer, step: int,
+                    cfg: TrainConfig) -> None:
     tmp = out / "checkpoint.pt.tmp"
     torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "step": step, "config": asdict(cfg)}, tmp)
     tmp.replace(out / "checkpoint.pt")  # atomic: an interrupted save never corrupts the last checkpoint
