@@ -10,6 +10,8 @@ the clean part.
     python -m pangu_demo.train --out runs/embedded            # train (resumes if interrupted)
     python -m pangu_demo.train --out runs/embedded --export assets/model --export-dtype float32
     python -m pangu_demo.train --average assets/model runs/other/export --export runs/soup   # a weight average
+    python -m pangu_demo.train --out runs/wide --tokenizer assets/model --init assets/model \
+        --intermediate-size 1408 --steps 0                   # wider MLPs, same function, not trained: --export it
 """
 
 from __future__ import annotations
@@ -452,6 +454,8 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             log.flush()
             save_checkpoint(out, model, optim, step + 1, cfg)
+    if cfg.steps == 0 and start == 0:  # the starting weights (grown, say) as a checkpoint, for --export
+        save_checkpoint(out, model, optim, 0, cfg)
     log.close()
     plot_loss(out / "train_log.jsonl", out / "loss_curve.png")
     return out

@@ -458,6 +458,24 @@ def test_grow_width_keeps_the_function(tiny_model: LoadedModel) -> None:
         train.grow_width(model.state_dict(), old - 1)
 
 
+def test_zero_steps_write_the_grown_starting_weights(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    for f in ("tokenizer.model", "tokenizer_config.json"):
+        shutil.copy(tiny_checkpoint / f, tok_dir / f)
+    first = train.export(train.train(tmp_path / "run", small_config(steps=1), tok_dir, progress=False),
+                         tmp_path / "first", dtype=torch.float32)
+    wide = train.train(tmp_path / "wide", small_config(steps=0, intermediate_size=96), tok_dir, progress=False,
+                       init=first)
+    state = torch.load(wide / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 0
+    old = train.initial_weights(first)["model.layers.0.mlp.down_proj.weight"]
+    down = state["model"]["model.layers.0.mlp.down_proj.weight"]
+    assert down.shape == (32, 96)
+    torch.testing.assert_close(down[:, :64], old)
+    assert not down[:, 64:].any()
+
+
 def test_average_writes_the_mean_of_two_models(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     first = {k: v for f in weight_files(tiny_checkpoint) for k, v in load_file(f).items()}  # two shards
     other = tmp_path / "other"
