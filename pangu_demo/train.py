@@ -390,7 +390,7 @@ def grow_width(weights: dict[str, torch.Tensor], intermediate_size: int, seed: i
             rows = torch.randn(extra, value.shape[1], generator=gen) * value.float().std()
             grown[key] = torch.cat([value, rows.to(value.dtype)])
         elif key.endswith("mlp.down_proj.weight"):
-            grown[key] = torch.cat([value, value.new_zeros(value.shape[0], extra)], 1)
+            grown[key] = F.pad(value, (0, extra))  # zero columns: the new units' way out
     return grown
 
 
@@ -454,8 +454,8 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             log.flush()
             save_checkpoint(out, model, optim, step + 1, cfg)
-    if cfg.steps == 0 and start == 0:  # the starting weights (grown, say) as a checkpoint, for --export
-        save_checkpoint(out, model, optim, 0, cfg)
+    if not (out / "checkpoint.pt").is_file():  # --steps 0: the starting weights (grown, say), for --export
+        save_checkpoint(out, model, optim, start, cfg)
     log.close()
     plot_loss(out / "train_log.jsonl", out / "loss_curve.png")
     return out
