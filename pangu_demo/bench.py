@@ -89,7 +89,7 @@ class ForwardTimer:
         self.model, self.seconds, self.calls = model, 0.0, 0
         self._inner = model.forward
 
-    def _timed(self, *args, **kwargs):
+    def _timed(self, *args: object, **kwargs: object) -> object:
         start = time.perf_counter()
         try:
             return self._inner(*args, **kwargs)

@@ -63,7 +63,7 @@ class _Fmt(string.Formatter):
         super().__init__()
         self.nouns = {"@": item, "@c": cont}
 
-    def format_field(self, value, spec):
+    def format_field(self, value: object, spec: str) -> str:
         if spec and isinstance(value, int):
             return count_of(value, self.nouns.get(spec, spec))
         return super().format_field(value, spec)

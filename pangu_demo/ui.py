@@ -30,7 +30,7 @@ from .chat import prompt_ids
 from .engine import ALGORITHMS, DecodeConfig, Decoder, check_context, fit_context, run
 from .explainer import explainer_html
 from .loading import EMBEDDED_MODEL, LoadedModel, ModelLoadError, load_model
-from .streaming import FrameOptions, Recording, build_frame, stream_frames
+from .streaming import Frame, FrameOptions, Recording, build_frame, stream_frames
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CSS_PATH = ASSETS / "app.css"
@@ -653,8 +653,9 @@ class DemoApp:
         return {self.chatbot: sess.chat, self.stats_box: empty_stats(), self.notice: message_html(message),
                 self.prompt: text, **self._buttons(running=False), self.session: sess}
 
-    def generate(self, text, think_on, mode_v, alg, thr, sb, temp, tp, tk, mx, sd, model_label, view_label,
-                 sess: Session, request: gr.Request):
+    def generate(self, text: str | None, think_on: bool, mode_v: str, alg: str, thr: float, sb: int | str,
+                 temp: float, tp: float, tk: int | float, mx: int | float, sd: int | float, model_label: str | None,
+                 view_label: str, sess: Session, request: gr.Request) -> Iterator[dict]:
         sess = sess if isinstance(sess, Session) else Session()
         sess.fresh = False  # what follows this request (trace file, slow replay) is for a run that finishes now
         try:
@@ -689,7 +690,7 @@ class DemoApp:
             finally:
                 sess.running = False
 
-    def _frame_update(self, frame, text: str, sess: Session, base: list[dict], model_label: str | None) -> dict:
+    def _frame_update(self, frame: Frame, text: str, sess: Session, base: list[dict], model_label: str | None) -> dict:
         """A streamed frame as component updates; the final one also files the run in the session."""
         rec = frame.recording
         update = {self.chatbot: base + render.assistant_messages(frame.reply, rec.thinking_seconds(),
@@ -708,7 +709,7 @@ class DemoApp:
                          self.replay: gr.Slider(minimum=1, maximum=max(n, 2), value=n), **self._buttons(running=False),
                          self.session: sess}
 
-    def compare_with_ar(self, sess: Session, request: gr.Request):
+    def compare_with_ar(self, sess: Session, request: gr.Request) -> Iterator[tuple]:
         """Decode the recorded run's prompt again by AR and show both speeds, and both runs as lines of tokens
         against forwards and seconds (the recording is kept)."""
         rec = recording_of(sess)
@@ -726,7 +727,7 @@ class DemoApp:
             figure = render.race_figure([("block diffusion", rec.steps), ("AR", ar_steps)], rec.stop_ids)
             yield render.comparison_html(rec.result, ar), gr.Plot(value=plot_value(figure), visible=True), *self._idle()
 
-    def sweep_thresholds(self, sess: Session, request: gr.Request):
+    def sweep_thresholds(self, sess: Session, request: gr.Request) -> Iterator[tuple]:
         """Decode the recorded run's prompt again at other thresholds, the other settings the same: a table of
         forwards, tokens per forward, guesses and answers, and every run as a line of tokens against forwards."""
         rec = recording_of(sess)
@@ -861,13 +862,13 @@ class DemoApp:
         start = 1 if int(k) >= len(rec.steps) else int(k)  # at the end: play from the start
         return True, start, *self._play(speed)
 
-    def trace_file(self, sess: Session | None):
+    def trace_file(self, sess: Session | None) -> str | dict | None:
         """The download button's file after a run: the run's trace, naming the model (not the menu label)."""
         if not isinstance(sess, Session) or not sess.fresh:
             return gr.skip()
         return write_trace(sess, self.models.name_of(sess.model_label))
 
-    def gif_file(self, speed: float | None, sess: Session | None):
+    def gif_file(self, speed: float | None, sess: Session | None) -> gr.Image | dict:
         """The recorded run as a GIF, shown under the buttons (with its own download button)."""
         rec = recording_of(sess)
         path = None if rec is None or sess.running else write_gif(rec, sess.token_text, sess.mask_id, speed)
