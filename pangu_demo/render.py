@@ -312,10 +312,13 @@ def _block_caption(current: BlockState, mask_id: int, n_masked: int, num_small_b
     return caption
 
 
+FINISHED_SHOWN = 32  # finished blocks drawn above the current one (1,024 tokens, about 250 KB of HTML)
+
+
 def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_id: int,
               num_small_blocks: int = 1, top: int | None = None,
               threshold: float | None = None, run_over: bool = False, stop_ids: Collection[int] = ()) -> str:
-    """The current block as a grid of cells, finished blocks above it as compact rows; with a `threshold`,
+    """The current block as a grid of cells, the latest finished blocks above it as compact rows; with a `threshold`,
     commits that did not clear it are marked. `run_over`: the caption says "last", not "so far"."""
     upto = clamp_upto(steps, upto)
     top = scale_max(steps) if top is None else top
@@ -335,8 +338,12 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     padding = bool(current.padding)
     # Newest first in the page source: the box is flex column-reverse, so it reads top to bottom in block order
     # and stays scrolled to the newest row.
-    rows = "".join(_row_html(b, token_text, mask_id, top) for b in reversed(finished))
-    done_part = ('<div class="pg-caption">Finished blocks (decoding order by colour)</div>'
+    shown = finished[-FINISHED_SHOWN:]  # every frame carries the whole grid: keep a long reply's frames small
+    rows = "".join(_row_html(b, token_text, mask_id, top) for b in reversed(shown))
+    older = len(finished) - len(shown)
+    note = (f" · the latest {len(shown)}; blocks 1-{older} are in the chat, the whole-answer heatmap and the "
+            "trace") if older else ""
+    done_part = (f'<div class="pg-caption">Finished blocks (decoding order by colour){note}</div>'
                  f'<div class="pg-finished">{rows}</div>') if rows else ""
     caption = _block_caption(current, mask_id, len(masked), num_small_blocks, size, run_over, stop_ids)
     return (f'<div class="pg-grid">{legend_html(top, threshold, padding)}{done_part}'

@@ -37,6 +37,9 @@ CSS_PATH = ASSETS / "app.css"
 SMALL_BLOCKS = [1, 2, 4, 8, 16, 32]
 SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)  # "Try other thresholds" (the recorded run's own is kept)
 MAX_PROMPT_CHARS = 20_000
+# The page's ceiling on Max new tokens (the API's is the context): a longer reply's trace file and whole-answer
+# figure get heavy for a browser. Its context (32k) lets the real model think for longer than 1,024 tokens.
+MAX_NEW_TOKENS_PAGE = 8192
 EMBEDDED_LABEL = "Embedded teaching model (assets/model)"
 PRESETS = {  # the openPangu-R-7B-Diffusion model card's three, then one of ours
     "Throughput": {"algorithm": "confidence_threshold", "threshold": 0.9, "num_small_blocks": 1},
@@ -167,6 +170,11 @@ class ModelRegistry:
         lm = self._loaded.get(self.resolve(label))
         return lm.name if lm is not None else label
 
+    def context_length(self, label: str | None) -> int | None:
+        """The loaded model's context, None if it is not loaded."""
+        lm = self._loaded.get(self.resolve(label))
+        return lm.context_length if lm is not None else None
+
     def describe(self, label: str | None) -> str:
         label = self.resolve(label)
         lm = self._loaded.get(label)
@@ -176,6 +184,19 @@ class ModelRegistry:
         if label in self.errors:
             return f"**Not loaded:** {_md_escape(self.errors[label])}"
         return f"**{_md_escape(label)}** is loaded on first use."
+
+
+def max_new_limit(context_length: int | None) -> int:
+    """The top of the Max new tokens slider for a model: its context in whole blocks, at most MAX_NEW_TOKENS_PAGE
+    (1,024 while no model is loaded)."""
+    limit = min(context_length or 1024, MAX_NEW_TOKENS_PAGE)
+    return max(32, limit // 32 * 32)
+
+
+def max_new_default(embedded: bool, top: int) -> int:
+    """Where Max new tokens starts for a model: 256 for the teaching model, whose replies are short, and 1,024 for
+    others, whose slow-thinking traces need room; never above the slider's top."""
+    return min(256 if embedded else 1024, top)
 
 
 def _md_escape(text: str) -> str:
@@ -514,7 +535,12 @@ class DemoApp:
                 self.top_k = gr.Slider(0, 200, value=0, step=1, label="top_k",
                                        info="0 = off. At temperature 0: higher confidences.")
                 # Whole blocks: the reference decodes whole blocks of 32 and cuts the result.
-                self.max_new = gr.Slider(32, 1024, value=256, step=32, label="Max new tokens", elem_id="pg-max-new")
+                top = max_new_limit(self.models.context_length(self.models.default))
+                self.max_new = gr.Slider(32, top, value=max_new_default(self.models.is_embedded(None), top), step=32,
+                                         label="Max new tokens", elem_id="pg-max-new",
+                                         info=f"Up to the model's context, at most {MAX_NEW_TOKENS_PAGE:,} here; "
+                                              "choosing a model sets its default (teaching model 256, others "
+                                              "1,024).")
                 # A browser number is exact up to 2^53 - 1; beyond it a typed seed would be rounded.
                 self.seed = gr.Number(0, precision=0, minimum=0, maximum=2**53 - 1, label="Seed",
                                       info="Same seed + settings = same answer.")
@@ -606,7 +632,7 @@ class DemoApp:
 
     def _wire_model_panel(self) -> None:
         # The note is drawn afresh (open) when it reappears: fold it again on a phone.
-        self.model_choice.change(self.choose_model, [self.model_choice], [self.model_info, self.teaching],
+        self.model_choice.change(self.choose_model, [self.model_choice], [self.model_info, self.teaching, self.max_new],
                                  api_visibility="private").then(None, None, None, js=CLOSE_NOTE_ON_PHONE)
         self.custom_btn.click(self.load_custom, [self.custom_source], [self.model_choice, self.model_info],
                               api_visibility="private")
@@ -900,11 +926,15 @@ class DemoApp:
 
     # -- model panel ----------------------------------------------------------------------------
     def choose_model(self, label: str) -> tuple:
+        """Load the chosen model; Max new tokens goes up to its context and starts at its default."""
         try:
             self.models.get(label)
         except ModelLoadError as e:
             warn(str(e))
-        return self.models.describe(label), gr.Markdown(visible=self.models.is_embedded(label))
+        top = max_new_limit(self.models.context_length(label))
+        embedded = self.models.is_embedded(label)
+        return (self.models.describe(label), gr.Markdown(visible=embedded),
+                gr.Slider(maximum=top, value=max_new_default(embedded, top)))
 
     def load_custom(self, source: str | None) -> tuple:
         source = (source or "").strip()

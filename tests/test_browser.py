@@ -168,6 +168,7 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     page.locator("#pg-threshold").wait_for(state="visible")
     page.get_by_label("Coding").check()
     page.locator("#pg-threshold").wait_for(state="hidden")
+    assert page.locator("#pg-max-new input[type=range]").get_attribute("max") == "2048"  # this model's context
     set_number(page, "pg-max-new", 1024)
     send(page, "Tell me a long story.")
     page.wait_for_function("() => +(document.querySelector('.pg-stats')?.dataset.nfe || 0) > 5 &&"
@@ -213,8 +214,9 @@ def test_dark_mode_screenshot(browser, app_url):
     page.close()
 
 
-def test_teaching_note_follows_the_model(browser, app_url):
-    """The note about the embedded teaching model shows only while that model is selected."""
+def test_teaching_note_and_max_new_tokens_follow_the_model(browser, app_url):
+    """The note about the embedded teaching model shows only while that model is selected, and Max new tokens
+    goes up to the selected model's context."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url)
     page.wait_for_selector("#pg-prompt textarea")
@@ -223,6 +225,9 @@ def test_teaching_note_follows_the_model(browser, app_url):
     assert note.count() == 0 or not note.first.is_visible()
     choose_embedded(page)
     assert "small teaching model" in page.locator("#pg-teaching").inner_text()
+    page.click("#pg-settings")
+    page.wait_for_function("() => document.querySelector('#pg-max-new input[type=range]')?.max === '1024'",
+                           timeout=10_000)  # the teaching model's context (the host's model has 2048)
     page.close()
 
 
@@ -282,6 +287,8 @@ def test_compare_with_ar_trace_and_gif(browser, app_url, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url)
     page.wait_for_selector("#pg-prompt textarea")
+    page.click("#pg-settings")
+    set_number(page, "pg-max-new", 256)  # the GIF keeps every forward up to animation.MAX_FRAMES
     send(page, "Compare me.")
     wait_finished(page)
     before = nfe(page)

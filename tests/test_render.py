@@ -448,3 +448,17 @@ def test_any_stop_id_ends_the_reply_in_the_grid_as_in_the_figures():
     assert not any("pg-below" in t for t in tags[21:]) and labels[21:] == [f"t{j}" for j in range(21, L)]
     figures = render.stats(steps, None, threshold=0.9, stop_ids=stop_ids)
     assert figures["tokens"] == 21 and sum("pg-below" in t for t in tags) == figures["below_threshold"] == 20
+
+
+def test_a_long_reply_draws_only_the_latest_finished_blocks(tiny_decoder: Decoder, monkeypatch) -> None:
+    monkeypatch.setattr(render, "FINISHED_SHOWN", 2)
+    steps, result = run(tiny_decoder, tiny_decoder.tok.encode("How many eggs?"),
+                        DecodeConfig(max_new_tokens=160, threshold=0.5, stop_ids=(-1,)))  # no stop: five blocks
+    assert len(result.tokens) == 160
+    text_of = tiny_decoder.tok.token_text
+    whole = render.grid_html(steps, len(steps), text_of, tiny_decoder.mask_id)
+    assert re.findall(r"block (\d+) · \d+ fwd", whole) == ["4", "3"]  # newest first in the page source
+    assert "the latest 2; blocks 1-2 are in the chat" in whole
+    third = next(i for i, s in enumerate(steps, 1) if s.block == 2)  # the first forward of block 3
+    early = render.grid_html(steps, third, text_of, tiny_decoder.mask_id)
+    assert re.findall(r"block (\d+) · \d+ fwd", early) == ["2", "1"] and "blocks 1-" not in early

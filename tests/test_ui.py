@@ -283,3 +283,21 @@ def test_a_finished_run_is_replayed_in_slow_motion_when_asked(app: ui.DemoApp) -
     list(generate(app, sess))
     sess.recording.result.stop_reason = "cancelled"  # nor is a run the user stopped
     assert skipped()
+
+
+def test_max_new_tokens_follows_the_chosen_model(app: ui.DemoApp) -> None:
+    assert (app.max_new.maximum, app.max_new.value) == (512, 512)  # the tiny checkpoint's context caps 1,024
+    _, _, slider = app.choose_model(ui.EMBEDDED_LABEL)
+    assert (slider.maximum, slider.value) == (1024, 256)  # the teaching model: its context, short replies
+    _, _, slider = app.choose_model(app.models.labels()[1])
+    assert (slider.maximum, slider.value) == (512, 512)
+    embedded_host = ui.DemoApp(ui.ModelRegistry())
+    embedded_host.build()
+    assert (embedded_host.max_new.maximum, embedded_host.max_new.value) == (1024, 256)
+
+
+def test_the_page_caps_max_new_tokens_for_a_long_context_model() -> None:
+    assert ui.max_new_limit(32768) == ui.MAX_NEW_TOKENS_PAGE == 8192  # openPangu-R-7B-Diffusion
+    assert ui.max_new_limit(1000) == 992  # whole blocks of 32
+    assert ui.max_new_limit(None) == 1024  # no model loaded yet
+    assert ui.max_new_default(False, 8192) == 1024 and ui.max_new_default(True, 8192) == 256
