@@ -63,6 +63,18 @@ EXAMPLES = [
     ("Free text, hard for it: Sonnet 18",
      "Continue this passage:\nShall I compare thee to a summer's day?\nThou art more lovely and more temperate:"),
 ]
+# For any other model (the real one): prompts that show what block diffusion does with open text. Lists and code
+# are predictable, so many tokens clear the threshold per forward; a proof and a word problem think first.
+GENERAL_EXAMPLES = [
+    ("A list: the planets", "Name the eight planets of the solar system in order from the Sun, one per line."),
+    ("Code: is it prime?", "Write a Python function is_prime(n) that says whether n is a prime number."),
+    ("Word problem: a train", "A train leaves at 9:40 and arrives at 13:15. How long is the journey?"),
+    ("A proof: √2", "Prove that the square root of 2 is irrational."),
+    ("中文：块扩散", "用三句话解释块扩散语言模型是怎样生成文本的。"),
+    ("Rewrite in French", "Translate into French: The library opens at nine and closes at six."),
+]
+PLACEHOLDER = {True: "Ask a word problem: the examples below show the kind it knows.",
+               False: "Ask anything, in English or Chinese: the examples below are a start."}
 # The note's first sentence stays in view; the rest folds away on a phone (closed on load, see CLOSE_NOTE_ON_PHONE)
 # so that the chat is on the first screen.
 TEACHING_SUMMARY = (
@@ -437,9 +449,10 @@ class DemoApp:
 
     def _chat_column(self) -> None:
         with gr.Column(scale=5, min_width=360):
+            embedded = self.models.is_embedded(self.models.default)
             self.chatbot = gr.Chatbot(label="Chat", height=460, buttons=["copy"], elem_id="pg-chat",
                                       render_markdown=False, feedback_options=None, autoscroll=True,
-                                      placeholder="Ask a word problem: the examples below show the kind it knows.")
+                                      placeholder=PLACEHOLDER[embedded])
             # One line that grows: Gradio sends a one-line box on Enter (a taller one only on Shift+Enter).
             self.prompt = gr.Textbox(label="Message", placeholder="Type a message and press Enter", lines=1,
                                      info="Enter sends, Shift+Enter starts a new line. The prompt and the reply must "
@@ -456,13 +469,18 @@ class DemoApp:
             self.notice = gr.HTML(message_html(""), elem_id="pg-notice")
             # Example buttons fill the prompt in the browser (js, no server round trip): with gr.Examples a
             # Generate click sent before the example's round trip returned went out with the old, empty prompt.
+            # The teaching model's examples while it is selected, open-text ones for any other model.
             with gr.Column(elem_id="pg-examples", variant="panel"):
                 gr.Markdown("**Examples** (click one, then Generate)")
-                with gr.Row(elem_classes=["pg-example-row"]):
-                    for label, text in EXAMPLES:
-                        button = gr.Button(label, size="sm", variant="secondary", scale=0,
-                                           elem_classes=["pg-example"])
-                        button.click(None, None, [self.prompt], js=f"() => {json.dumps(text)}", queue=False)
+                self.examples = {True: self._example_row(EXAMPLES, embedded, "pg-examples-teaching"),
+                                 False: self._example_row(GENERAL_EXAMPLES, not embedded, "pg-examples-general")}
+
+    def _example_row(self, examples: list[tuple[str, str]], visible: bool, elem_id: str) -> gr.Row:
+        with gr.Row(elem_classes=["pg-example-row"], visible=visible, elem_id=elem_id) as row:
+            for label, text in examples:
+                button = gr.Button(label, size="sm", variant="secondary", scale=0, elem_classes=["pg-example"])
+                button.click(None, None, [self.prompt], js=f"() => {json.dumps(text)}", queue=False)
+        return row
 
     def _run_column(self) -> None:
         with gr.Column(scale=7, min_width=480):
@@ -632,7 +650,8 @@ class DemoApp:
 
     def _wire_model_panel(self) -> None:
         # The note is drawn afresh (open) when it reappears: fold it again on a phone.
-        self.model_choice.change(self.choose_model, [self.model_choice], [self.model_info, self.teaching, self.max_new],
+        self.model_choice.change(self.choose_model, [self.model_choice],
+                                 [self.model_info, self.teaching, self.max_new, self.chatbot, *self.examples.values()],
                                  api_visibility="private").then(None, None, None, js=CLOSE_NOTE_ON_PHONE)
         self.custom_btn.click(self.load_custom, [self.custom_source], [self.model_choice, self.model_info],
                               api_visibility="private")
@@ -926,7 +945,8 @@ class DemoApp:
 
     # -- model panel ----------------------------------------------------------------------------
     def choose_model(self, label: str) -> tuple:
-        """Load the chosen model; Max new tokens goes up to its context and starts at its default."""
+        """Load the chosen model; Max new tokens goes up to its context and starts at its default; the teaching
+        note, the chat's placeholder and the examples follow the model."""
         try:
             self.models.get(label)
         except ModelLoadError as e:
@@ -934,7 +954,9 @@ class DemoApp:
         top = max_new_limit(self.models.context_length(label))
         embedded = self.models.is_embedded(label)
         return (self.models.describe(label), gr.Markdown(visible=embedded),
-                gr.Slider(maximum=top, value=max_new_default(embedded, top)))
+                gr.Slider(maximum=top, value=max_new_default(embedded, top)),
+                gr.Chatbot(placeholder=PLACEHOLDER[embedded]),
+                *(gr.Row(visible=embedded == teaching) for teaching in self.examples))
 
     def load_custom(self, source: str | None) -> tuple:
         source = (source or "").strip()

@@ -71,9 +71,21 @@ def status(page) -> str:
 
 
 def set_number(page, elem_id: str, value: int) -> None:
+    """Type a slider's value and wait until the slider holds it, so that a click on Generate sends it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
+    for _ in range(5):
+        box.fill(str(value))
+        box.press("Enter")
+        try:  # the track follows the component's value
+            page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[type=range]`)?.value === v",
+                                   arg=[elem_id, str(value)], timeout=2_000)
+            return
+        except PlaywrightTimeout:
+            # A value typed while the slider mounts (its accordion just opened) gives way to the initial one.
+            continue
+    raise AssertionError(f"#{elem_id} did not take the value {value}")
 
 
 def send(page, text: str) -> None:
@@ -102,12 +114,16 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     page.goto(app_url)
     page.wait_for_selector("#pg-prompt textarea")
     page.screenshot(path=str(SHOTS / "00-start.png"), full_page=True)
+    # Short replies (this model never stops by itself), so that the chat's turns stay within its context.
+    page.click("#pg-settings")
+    set_number(page, "pg-max-new", 256)
 
     # The example buttons show their whole labels; a click puts the whole prompt in the textbox at once, so
     # Generate pressed right after it sends that prompt (on a fresh server it once went out empty).
-    from pangu_demo.ui import EXAMPLES
+    from pangu_demo.ui import GENERAL_EXAMPLES as EXAMPLES  # this host's model is not the teaching one
 
-    buttons = page.locator("#pg-examples button.pg-example")
+    assert page.locator("#pg-examples-teaching").is_hidden()
+    buttons = page.locator("#pg-examples-general button.pg-example")
     assert buttons.all_inner_texts() == [label for label, _ in EXAMPLES]
     buttons.first.click()
     page.click("#pg-generate")
@@ -160,7 +176,6 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
 
     # Stop on a long run: it ends early, keeps what was decoded and the app is ready again.
     # Controls that do not apply are hidden: AR has no algorithm or threshold; entropy has no threshold.
-    page.click("#pg-settings")
     page.get_by_label("Autoregressive (AR)").check()
     page.locator("#pg-threshold").wait_for(state="hidden")
     assert page.locator("#pg-algorithm").is_hidden()
@@ -225,6 +240,8 @@ def test_teaching_note_and_max_new_tokens_follow_the_model(browser, app_url):
     assert note.count() == 0 or not note.first.is_visible()
     choose_embedded(page)
     assert "small teaching model" in page.locator("#pg-teaching").inner_text()
+    page.locator("#pg-examples-teaching").wait_for(state="visible")  # and its examples replace the general ones
+    assert page.locator("#pg-examples-general").is_hidden()
     page.click("#pg-settings")
     page.wait_for_function("() => document.querySelector('#pg-max-new input[type=range]')?.max === '1024'",
                            timeout=10_000)  # the teaching model's context (the host's model has 2048)
@@ -383,8 +400,8 @@ def test_phone_layout_keeps_the_grid_near_generate_and_aligns_the_sampling_slide
     page = browser.new_page(viewport={"width": 390, "height": 844})
     page.goto(app_url)
     page.wait_for_selector("#pg-prompt textarea")
-    row = page.locator("#pg-examples .pg-example-row")
-    one_button = page.locator("#pg-examples .pg-example").first.bounding_box()["height"]
+    row = page.locator("#pg-examples-general")
+    one_button = row.locator(".pg-example").first.bounding_box()["height"]
     assert row.bounding_box()["height"] < 2 * one_button
     assert row.evaluate("r => r.scrollWidth > r.clientWidth")
     gap = page.locator("#pg-stats").bounding_box()["y"] - page.locator("#pg-generate").bounding_box()["y"]

@@ -287,9 +287,9 @@ def test_a_finished_run_is_replayed_in_slow_motion_when_asked(app: ui.DemoApp) -
 
 def test_max_new_tokens_follows_the_chosen_model(app: ui.DemoApp) -> None:
     assert (app.max_new.maximum, app.max_new.value) == (512, 512)  # the tiny checkpoint's context caps 1,024
-    _, _, slider = app.choose_model(ui.EMBEDDED_LABEL)
+    _, _, slider, *_ = app.choose_model(ui.EMBEDDED_LABEL)
     assert (slider.maximum, slider.value) == (1024, 256)  # the teaching model: its context, short replies
-    _, _, slider = app.choose_model(app.models.labels()[1])
+    _, _, slider, *_ = app.choose_model(app.models.labels()[1])
     assert (slider.maximum, slider.value) == (512, 512)
     embedded_host = ui.DemoApp(ui.ModelRegistry())
     embedded_host.build()
@@ -301,3 +301,12 @@ def test_the_page_caps_max_new_tokens_for_a_long_context_model() -> None:
     assert ui.max_new_limit(1000) == 992  # whole blocks of 32
     assert ui.max_new_limit(None) == 1024  # no model loaded yet
     assert ui.max_new_default(False, 8192) == 1024 and ui.max_new_default(True, 8192) == 256
+
+
+def test_the_examples_and_the_chat_placeholder_follow_the_model(app: ui.DemoApp) -> None:
+    teaching, general = app.examples[True], app.examples[False]
+    assert not teaching.visible and general.visible  # the host's model is not the teaching one
+    *_, chat, teaching_row, general_row = app.choose_model(ui.EMBEDDED_LABEL)
+    assert teaching_row.visible and not general_row.visible and "word problem" in chat.placeholder
+    *_, chat, teaching_row, general_row = app.choose_model(app.models.labels()[1])
+    assert not teaching_row.visible and general_row.visible and "Ask anything" in chat.placeholder
