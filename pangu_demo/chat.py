@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from .tokenizer import NO_THINK_SUFFIX, ROLE_TOKENS, PanguTokenizer
+from .tokenizer import AUTO_THINK_SUFFIX, NO_THINK_SUFFIX, ROLE_TOKENS, PanguTokenizer
 
 THINK_START, THINK_END = ROLE_TOKENS["think_start"], ROLE_TOKENS["think_end"]
+# True: think first; False: answer at once (/no_think); "auto": the model decides (/auto_think).
+Think = bool | Literal["auto"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ def _clean(answer: str) -> str:
     return answer.strip()
 
 
-def build_messages(history: list[tuple[str, str]], user: str, think: bool = True,
+def build_messages(history: list[tuple[str, str]], user: str, think: Think = True,
                    system: str | None = None) -> list[dict]:
     """Chat messages for the template.
 
@@ -47,11 +50,18 @@ def build_messages(history: list[tuple[str, str]], user: str, think: bool = True
     for old_user, old_answer in history:
         messages.append({"role": "user", "content": old_user})
         messages.append({"role": "assistant", "content": f"{THINK_START}{THINK_END}{old_answer}"})
-    messages.append({"role": "user", "content": user if think else user + NO_THINK_SUFFIX})
+    messages.append({"role": "user", "content": user + think_suffix(think)})
     return messages
 
 
-def prompt_ids(tok: PanguTokenizer, history: list[tuple[str, str]], user: str, think: bool = True,
+def think_suffix(think: Think) -> str:
+    """What the user's text ends with: nothing to think first, a switch for the other two modes."""
+    if think == "auto":
+        return AUTO_THINK_SUFFIX
+    return "" if think else NO_THINK_SUFFIX
+
+
+def prompt_ids(tok: PanguTokenizer, history: list[tuple[str, str]], user: str, think: Think = True,
                system: str | None = None) -> list[int]:
     """Render the chat template and encode it the way the authors do (BOS first)."""
     return tok.encode(tok.apply_chat_template(build_messages(history, user, think, system)))

@@ -80,7 +80,10 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
                               description="Answer one chat prompt; print the thinking trace, the answer, "
                                           "and NFE / tokens per forward / tokens per second.")
     p.add_argument("prompt", help="the user message")
-    p.add_argument("--no-think", action="store_true", help="ask for no thinking trace (appends /no_think)")
+    thinking = p.add_mutually_exclusive_group()
+    thinking.add_argument("--no-think", action="store_true", help="ask for no thinking trace (appends /no_think)")
+    thinking.add_argument("--auto-think", action="store_true",
+                          help="let the model decide whether to think (appends /auto_think; the real R model)")
     p.add_argument("--system", default=None, help="a system message")
     p.add_argument("--trace", type=Path, default=None, metavar="FILE.json",
                    help="write every forward pass and the result as JSON")
@@ -96,7 +99,8 @@ def generate(args: argparse.Namespace) -> int:
     _check_output_folders(("trace", args.trace), ("GIF", args.gif))  # before the model loads and decodes
     lm = load(args)
     tok = lm.tokenizer
-    ids = chat.prompt_ids(tok, [], args.prompt, think=not args.no_think, system=args.system)
+    think = "auto" if args.auto_think else not args.no_think
+    ids = chat.prompt_ids(tok, [], args.prompt, think=think, system=args.system)
     decoder = engine.Decoder(lm.model, tok)
     stop_ids = config.stop_ids if config.stop_ids is not None else tok.stop_ids
     rec = Recording(config=config, stop_ids=tuple(stop_ids))

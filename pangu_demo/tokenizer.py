@@ -26,6 +26,7 @@ ROLE_TOKENS = {
     "think_end": "[unused17]",
 }
 NO_THINK_SUFFIX = " /no_think"
+AUTO_THINK_SUFFIX = " /auto_think"  # the R model decides whether to think
 # SentencePiece's decode turns every byte of an invalid UTF-8 sequence into U+FFFD; the stream does the same.
 _PER_BYTE_ERRORS = "pangu_per_byte_replace"
 codecs.register_error(_PER_BYTE_ERRORS, lambda e: ("\ufffd" * (e.end - e.start), e.end))

@@ -26,7 +26,7 @@ import gradio as gr
 from gradio.components.plot import PlotData
 
 from . import animation, render, trace
-from .chat import prompt_ids
+from .chat import Think, prompt_ids
 from .engine import ALGORITHMS, DecodeConfig, Decoder, check_context, fit_context, run
 from .explainer import explainer_html
 from .loading import EMBEDDED_MODEL, LoadedModel, ModelLoadError, load_model
@@ -37,6 +37,7 @@ CSS_PATH = ASSETS / "app.css"
 SMALL_BLOCKS = [1, 2, 4, 8, 16, 32]
 SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)  # "Try other thresholds" (the recorded run's own is kept)
 MAX_PROMPT_CHARS = 20_000
+THINK_CHOICES = {"Think first": "on", "Answer at once": "off", "Model decides": "auto"}
 # The page's ceiling on Max new tokens (the API's is the context): a longer reply's trace file and whole-answer
 # figure get heavy for a browser. Its context (32k) lets the real model think for longer than 1,024 tokens.
 MAX_NEW_TOKENS_PAGE = 8192
@@ -261,6 +262,14 @@ def warn(text: str) -> None:
     gr.Warning(html.escape(text))
 
 
+def think_mode(value: object) -> Think:
+    """The Thinking control's value (or the API's `think`: a bool, or "on" / "off" / "auto") as chat's Think."""
+    modes = {"on": True, "off": False, "auto": "auto", True: True, False: False}
+    if isinstance(value, (str, bool)) and value in modes:
+        return modes[value]
+    raise ValueError(f"Thinking must be one of on, off or auto (got {value!r}).")
+
+
 def check_prompt(prompt: str | None) -> str:
     """The message to send, or ValueError with what is wrong with it."""
     if prompt is None or not prompt.strip():
@@ -463,9 +472,9 @@ class DemoApp:
                 self.generate_btn = gr.Button("Generate", variant="primary", elem_id="pg-generate")
                 self.stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="pg-stop")
                 self.clear_btn = gr.Button("Clear", elem_id="pg-clear")
-            self.think = gr.Checkbox(value=True, label="Think first (show the thinking trace)",
-                                     info="Off adds /no_think: the model answers without a trace. The teaching "
-                                          "model then mostly guesses the numbers.")
+            self.think = gr.Radio(list(THINK_CHOICES.items()), value="on", label="Thinking", elem_id="pg-think",
+                                  info="Adds /no_think or /auto_think to your message. The teaching model knows "
+                                       "only the first two.")
             self.notice = gr.HTML(message_html(""), elem_id="pg-notice")
             # Example buttons fill the prompt in the browser (js, no server round trip): with gr.Examples a
             # Generate click sent before the example's round trip returned went out with the old, empty prompt.
@@ -668,14 +677,14 @@ class DemoApp:
             if self.stops.get(key) is event:
                 del self.stops[key]
 
-    def prepare(self, text: str | None, think: bool, settings: tuple, model_label: str | None,
+    def prepare(self, text: str | None, think: object, settings: tuple, model_label: str | None,
                 history: list[tuple[str, str]], fit: bool = False) -> Prepared:
         """Check a request, or raise ValueError / ModelLoadError saying what is wrong. With `fit`, max new tokens
         is lowered to what the context leaves after the prompt (and a note says so) instead of refused."""
         text = check_prompt(text)
         cfg = make_config(*settings)
         lm, decoder = self.models.get(model_label)
-        ids = prompt_ids(lm.tokenizer, history, text, bool(think))
+        ids = prompt_ids(lm.tokenizer, history, text, think_mode(think))
         if not fit:
             check_context(len(ids), cfg, lm.context_length)
             return Prepared(lm, decoder, cfg, ids, text)
@@ -698,7 +707,7 @@ class DemoApp:
         return {self.chatbot: sess.chat, self.stats_box: empty_stats(), self.notice: message_html(message),
                 self.prompt: text, **self._buttons(running=False), self.session: sess}
 
-    def generate(self, text: str | None, think_on: bool, mode_v: str, alg: str, thr: float, sb: int | str,
+    def generate(self, text: str | None, think_on: str | bool, mode_v: str, alg: str, thr: float, sb: int | str,
                  temp: float, tp: float, tk: int | float, mx: int | float, sd: int | float, model_label: str | None,
                  view_label: str, sess: Session, request: gr.Request) -> Iterator[dict]:
         sess = sess if isinstance(sess, Session) else Session()
@@ -972,13 +981,14 @@ class DemoApp:
         return gr.Dropdown(choices=self.models.labels(), value=label), self.models.describe(label)
 
     # -- the API endpoint -----------------------------------------------------------------------
-    def api_generate(self, prompt: str, think: bool = True, mode: str = "diffusion",
+    def api_generate(self, prompt: str, think: bool | str = True, mode: str = "diffusion",
                      algorithm: str = "confidence_threshold", threshold: float = 0.9,
                      num_small_blocks: int = 1, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
                      max_new_tokens: int = 256, seed: int = 0, history: list | None = None,
                      model: str = "") -> Iterator[dict]:
         """Generate a reply. Streams {"thinking", "answer", "stats", "done": false} while decoding; the last
         message adds "trace" (the JSON of every step record, as the CLI's --trace writes) and "done": true.
+        think: True (think first), False (adds /no_think) or "auto" (adds /auto_think: the model decides).
         history: earlier turns as [[user, answer], ...]. model: a label of the model panel ('' = default)."""
         try:
             turns = [(str(u), str(a)) for u, a in (history or [])]

@@ -55,11 +55,22 @@ def test_history_goes_into_the_prompt(client):
     assert prompt_len([["Tom has 3 apples.", "Yes."]]) > prompt_len([])
 
 
+def test_think_takes_a_bool_or_auto(client):
+    def prompt_of(think) -> list[int]:
+        out = client.predict(prompt="Hi", think=think, max_new_tokens=16, api_name="/generate")
+        return json.loads(out["trace"])["result"]["prompt_ids"]
+
+    on, off, auto = prompt_of(True), prompt_of(False), prompt_of("auto")
+    assert len(on) < len(off) and len(on) < len(auto) and off != auto  # " /no_think", " /auto_think" appended
+
+
 def test_bad_input_gives_a_clear_error(client):
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError, match="Type a message"):
         client.predict(prompt="   ", api_name="/generate")
+    with pytest.raises(AppError, match="Thinking must be one of"):
+        client.predict(prompt="Hi", think="maybe", api_name="/generate")
     with pytest.raises(AppError, match="num_small_blocks must divide"):
         client.predict(prompt="Hi", num_small_blocks=3, api_name="/generate")
     with pytest.raises(AppError, match="context"):

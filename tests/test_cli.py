@@ -91,6 +91,19 @@ def test_generate_ar_no_think(tiny_checkpoint: Path, tiny_model: LoadedModel, tm
     assert prompt.endswith("[unused9]用户：Hi /no_think[unused10][unused9]助手：")
 
 
+def test_auto_think_asks_the_model_to_decide(tiny_checkpoint: Path, tiny_model: LoadedModel, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    trace = tmp_path / "auto.json"
+    code, _, err = generate(capsys, "Hi", "--model", str(tiny_checkpoint), "--auto-think", "--max-new-tokens", "32",
+                            "--dtype", "float64", "--trace", str(trace))
+    assert code == 0, err
+    prompt = tiny_model.tokenizer.decode(json.loads(trace.read_text(encoding="utf-8"))["result"]["prompt_ids"])
+    assert prompt.endswith("[unused9]用户：Hi /auto_think[unused10][unused9]助手：")
+    with pytest.raises(SystemExit):  # one or the other
+        cli.main(["generate", "Hi", "--auto-think", "--no-think"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_bad_choice_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["generate", "Hi", "--alg", "origin"])

@@ -310,3 +310,16 @@ def test_the_examples_and_the_chat_placeholder_follow_the_model(app: ui.DemoApp)
     assert teaching_row.visible and not general_row.visible and "word problem" in chat.placeholder
     *_, chat, teaching_row, general_row = app.choose_model(app.models.labels()[1])
     assert not teaching_row.visible and general_row.visible and "Ask anything" in chat.placeholder
+
+
+@pytest.mark.parametrize(("choice", "suffix"), [("on", "Hi"), ("off", "Hi /no_think"), ("auto", "Hi /auto_think"),
+                                                (True, "Hi"), (False, "Hi /no_think")])
+def test_each_thinking_choice_ends_the_users_text_as_the_template_expects(app: ui.DemoApp, choice, suffix) -> None:
+    req = app.prepare("Hi", choice, DEFAULTS, None, [])
+    assert app.models.get(None)[0].tokenizer.decode(req.ids).endswith(f"用户：{suffix}[unused10][unused9]助手：")
+
+
+@pytest.mark.parametrize("choice", ["yes", None, 1, "AUTO"])
+def test_an_unknown_thinking_choice_is_refused_in_words(app: ui.DemoApp, choice) -> None:
+    with pytest.raises(ValueError, match="Thinking must be one of on, off or auto"):
+        app.prepare("Hi", choice, DEFAULTS, None, [])
