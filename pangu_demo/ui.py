@@ -563,7 +563,8 @@ class DemoApp:
                                        info="0 = off. At temperature 0: higher confidences.")
                 # Whole blocks: the reference decodes whole blocks of 32 and cuts the result.
                 top = max_new_limit(self.models.context_length(self.models.default))
-                self.max_new = gr.Slider(32, top, value=max_new_default(self.models.is_embedded(None), top), step=32,
+                start = max_new_default(self.models.is_embedded(self.models.default), top)
+                self.max_new = gr.Slider(32, top, value=start, step=32,
                                          label="Max new tokens", elem_id="pg-max-new",
                                          info=f"Up to the model's context, at most {MAX_NEW_TOKENS_PAGE:,} here; "
                                               "choosing a model sets its default (teaching model 256, others "

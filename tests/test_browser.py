@@ -229,22 +229,27 @@ def test_dark_mode_screenshot(browser, app_url):
     page.close()
 
 
-def test_teaching_note_and_max_new_tokens_follow_the_model(browser, app_url):
-    """The note about the embedded teaching model shows only while that model is selected, and Max new tokens
-    goes up to the selected model's context."""
+def test_teaching_note_examples_and_max_new_tokens_follow_the_model(browser, app_url):
+    """The note about the embedded teaching model and its examples show only while that model is selected, Max
+    new tokens goes up to the selected model's context, and the chat so far stays."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url)
     page.wait_for_selector("#pg-prompt textarea")
     # Checked by its words, not its id, so that the check holds for any way of showing the note.
     note = page.get_by_text("small teaching model trained by this project")
     assert note.count() == 0 or not note.first.is_visible()
+    page.click("#pg-settings")
+    set_number(page, "pg-max-new", 32)
+    send(page, "Still here after the switch?")
+    wait_finished(page)
     choose_embedded(page)
     assert "small teaching model" in page.locator("#pg-teaching").inner_text()
-    page.locator("#pg-examples-teaching").wait_for(state="visible")  # and its examples replace the general ones
+    page.locator("#pg-examples-teaching").wait_for(state="visible")
     assert page.locator("#pg-examples-general").is_hidden()
-    page.click("#pg-settings")
     page.wait_for_function("() => document.querySelector('#pg-max-new input[type=range]')?.max === '1024'",
                            timeout=10_000)  # the teaching model's context (the host's model has 2048)
+    assert page.locator("#pg-max-new input[type=number]").input_value() == "256"  # its default
+    assert page.locator("#pg-chat").get_by_text("Still here after the switch?").count() == 1
     page.close()
 
 
