@@ -270,6 +270,16 @@ def think_mode(value: object) -> Think:
     raise ValueError(f"Thinking must be one of on, off or auto (got {value!r}).")
 
 
+def check_system(system: str | None) -> str | None:
+    """The system message to put first (None for none), or ValueError if it is too long."""
+    if system is None or not str(system).strip():
+        return None
+    if len(system) > MAX_PROMPT_CHARS:
+        raise ValueError(f"The system message has {len(system):,} characters; the limit here is "
+                         f"{MAX_PROMPT_CHARS:,}.")
+    return str(system)
+
+
 def check_prompt(prompt: str | None) -> str:
     """The message to send, or ValueError with what is wrong with it."""
     if prompt is None or not prompt.strip():
@@ -572,6 +582,10 @@ class DemoApp:
                 # A browser number is exact up to 2^53 - 1; beyond it a typed seed would be rounded.
                 self.seed = gr.Number(0, precision=0, minimum=0, maximum=2**53 - 1, label="Seed",
                                       info="Same seed + settings = same answer.")
+            self.system = gr.Textbox(label="System message", lines=1, max_lines=4, max_length=MAX_PROMPT_CHARS,
+                                     elem_id="pg-system", placeholder="None. For example: You are a helpful assistant.",
+                                     info="Goes before the chat, for every turn. The teaching model saw a few short "
+                                          "ones in training.")
             self.slow_replay = gr.Checkbox(self.slow_replay_default, label="Slow-motion replay after each run",
                                            elem_id="pg-slow-replay",
                                            info="A run of the teaching model takes well under a second: after it, "
@@ -600,8 +614,8 @@ class DemoApp:
         outputs = [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row, self.replay, self.notice,
                    self.prompt, self.generate_btn, self.stop_btn, self.session]
         triggers = [self.generate_btn.click, self.prompt.submit]
-        gr.on(triggers, self.generate, inputs=[self.prompt, self.think, *self.settings, self.model_choice, self.view,
-                                               self.session],
+        gr.on(triggers, self.generate, inputs=[self.prompt, self.think, self.system, *self.settings, self.model_choice,
+                                               self.view, self.session],
               outputs=outputs, api_name="ui_generate", api_visibility="private", concurrency_limit=self.concurrency,
               concurrency_id="decode").then(
             self.trace_file, [self.session], [self.trace_btn], api_visibility="private",
@@ -679,13 +693,13 @@ class DemoApp:
                 del self.stops[key]
 
     def prepare(self, text: str | None, think: object, settings: tuple, model_label: str | None,
-                history: list[tuple[str, str]], fit: bool = False) -> Prepared:
+                history: list[tuple[str, str]], fit: bool = False, system: str | None = None) -> Prepared:
         """Check a request, or raise ValueError / ModelLoadError saying what is wrong. With `fit`, max new tokens
         is lowered to what the context leaves after the prompt (and a note says so) instead of refused."""
-        text = check_prompt(text)
+        text, system = check_prompt(text), check_system(system)
         cfg = make_config(*settings)
         lm, decoder = self.models.get(model_label)
-        ids = prompt_ids(lm.tokenizer, history, text, think_mode(think))
+        ids = prompt_ids(lm.tokenizer, history, text, think_mode(think), system)
         if not fit:
             check_context(len(ids), cfg, lm.context_length)
             return Prepared(lm, decoder, cfg, ids, text)
@@ -708,14 +722,14 @@ class DemoApp:
         return {self.chatbot: sess.chat, self.stats_box: empty_stats(), self.notice: message_html(message),
                 self.prompt: text, **self._buttons(running=False), self.session: sess}
 
-    def generate(self, text: str | None, think_on: str | bool, mode_v: str, alg: str, thr: float, sb: int | str,
-                 temp: float, tp: float, tk: int | float, mx: int | float, sd: int | float, model_label: str | None,
-                 view_label: str, sess: Session, request: gr.Request) -> Iterator[dict]:
+    def generate(self, text: str | None, think_on: str | bool, system: str | None, mode_v: str, alg: str,
+                 thr: float, sb: int | str, temp: float, tp: float, tk: int | float, mx: int | float, sd: int | float,
+                 model_label: str | None, view_label: str, sess: Session, request: gr.Request) -> Iterator[dict]:
         sess = sess if isinstance(sess, Session) else Session()
         sess.fresh = False  # what follows this request (trace file, slow replay) is for a run that finishes now
         try:
             req = self.prepare(text, think_on, (mode_v, alg, thr, sb, temp, tp, tk, mx, sd), model_label,
-                               sess.history, fit=True)
+                               sess.history, fit=True, system=system)
         except (ValueError, ModelLoadError) as e:
             warn(str(e))
             yield {self.notice: message_html(str(e))}
@@ -986,15 +1000,16 @@ class DemoApp:
                      algorithm: str = "confidence_threshold", threshold: float = 0.9,
                      num_small_blocks: int = 1, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
                      max_new_tokens: int = 256, seed: int = 0, history: list | None = None,
-                     model: str = "") -> Iterator[dict]:
+                     model: str = "", system: str = "") -> Iterator[dict]:
         """Generate a reply. Streams {"thinking", "answer", "stats", "done": false} while decoding; the last
         message adds "trace" (the JSON of every step record, as the CLI's --trace writes) and "done": true.
         think: True (think first), False (adds /no_think) or "auto" (adds /auto_think: the model decides).
-        history: earlier turns as [[user, answer], ...]. model: a label of the model panel ('' = default)."""
+        history: earlier turns as [[user, answer], ...]. model: a label of the model panel ('' = default).
+        system: a system message, put before the chat ('' = none)."""
         try:
             turns = [(str(u), str(a)) for u, a in (history or [])]
             req = self.prepare(prompt, think, (mode, algorithm, threshold, num_small_blocks, temperature, top_p,
-                                               top_k, max_new_tokens, seed), model or None, turns)
+                                               top_k, max_new_tokens, seed), model or None, turns, system=system)
         except (ValueError, ModelLoadError, TypeError) as e:
             raise gr.Error(str(e)) from e
         for frame in stream_frames(req.decoder, req.ids, req.cfg, figures=False):  # the API returns no figures

@@ -64,6 +64,14 @@ def test_think_takes_a_bool_or_auto(client):
     assert len(on) < len(off) and len(on) < len(auto) and off != auto  # " /no_think", " /auto_think" appended
 
 
+def test_a_system_message_goes_into_the_prompt(client):
+    def prompt_of(**system) -> list[int]:
+        out = client.predict(prompt="Hi", max_new_tokens=16, api_name="/generate", **system)
+        return json.loads(out["trace"])["result"]["prompt_ids"]
+
+    assert len(prompt_of(system="Be brief.")) > len(prompt_of())
+
+
 def test_bad_input_gives_a_clear_error(client):
     from gradio_client.exceptions import AppError
 

@@ -29,7 +29,7 @@ def request(name: str = "s1") -> SimpleNamespace:
 
 
 def generate(app: ui.DemoApp, sess: ui.Session, text: str = "Tom has 3 apples.", settings: tuple = DEFAULTS):
-    return app.generate(text, True, *settings, app.models.default, ui.VIEWS[0], sess, request())
+    return app.generate(text, True, "", *settings, app.models.default, ui.VIEWS[0], sess, request())
 
 
 def test_a_run_files_its_turn_in_the_session(app: ui.DemoApp) -> None:
@@ -323,3 +323,14 @@ def test_each_thinking_choice_ends_the_users_text_as_the_template_expects(app: u
 def test_an_unknown_thinking_choice_is_refused_in_words(app: ui.DemoApp, choice) -> None:
     with pytest.raises(ValueError, match="Thinking must be one of on, off or auto"):
         app.prepare("Hi", choice, DEFAULTS, None, [])
+
+
+def test_a_system_message_goes_first_and_a_blank_one_is_none(app: ui.DemoApp) -> None:
+    decode = app.models.get(None)[0].tokenizer.decode
+    with_system = decode(app.prepare("Hi", "on", DEFAULTS, None, [], system="You are <b>terse</b>.").ids)
+    assert "系统：You are <b>terse</b>.[unused10]" in with_system
+    assert with_system.index("系统") < with_system.index("用户：Hi")
+    blank = decode(app.prepare("Hi", "on", DEFAULTS, None, [], system="  ").ids)
+    assert blank == decode(app.prepare("Hi", "on", DEFAULTS, None, []).ids) and "系统：[unused10]" in blank
+    with pytest.raises(ValueError, match="The system message has 20,001 characters"):
+        app.prepare("Hi", "on", DEFAULTS, None, [], system="x" * 20_001)
