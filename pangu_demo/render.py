@@ -394,7 +394,7 @@ def block_heatmap_data(steps: list[Step], upto: int | None, block: int | None = 
 
 def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", token_text: TokenText | None = None,
                    colour: str = "confidence", threshold: float | None = None,
-                   stop_ids: Collection[int] = ()) -> dict:
+                   stop_ids: Collection[int] = (), latest_blocks: int | None = None) -> dict:
     """A plotly figure (as a dict) of the decoding so far.
 
     view "block": x = position in the block, y = denoising forward, colour = confidence of that
@@ -402,13 +402,15 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
     view "answer": x = token index in the answer, y = forward (NFE) at which it was committed,
     colour = confidence when committed (colour="confidence") or step within its block ("step").
     With a `threshold`, commits that did not clear it get their own markers, in the reply only: as in the grid
-    and the stats, what follows a stop id (`stop_ids`) is padding.
+    and the stats, what follows a stop id (`stop_ids`) is padding. `latest_blocks`: the answer view draws only
+    that many of the newest blocks (a browser redraws thousands of markers slowly, and frames come several a
+    second while a run streams or plays).
     """
     upto = clamp_upto(steps, upto)
     if upto == 0:
         return _empty_figure("The heatmap appears when decoding starts.")
     if view == "answer":
-        return _answer_figure(steps, upto, token_text, colour, threshold, stop_ids)
+        return _answer_figure(steps, upto, token_text, colour, threshold, stop_ids, latest_blocks)
     block, z = block_heatmap_data(steps, upto)
     if not z:
         return _empty_figure("No denoising forwards in this view (AR mode decodes one token per forward): "
@@ -447,8 +449,11 @@ def _marks(x: list, y: list, text: list, name: str, symbol: str, colour: str, wi
 
 
 def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, colour: str,
-                   threshold: float | None = None, stop_ids: Collection[int] = ()) -> dict:
+                   threshold: float | None = None, stop_ids: Collection[int] = (),
+                   latest_blocks: int | None = None) -> dict:
     blocks = block_states(steps, upto, threshold, stop_ids)
+    older = max(0, len(blocks) - latest_blocks) if latest_blocks else 0
+    blocks = blocks[older:]
     top = scale_max(steps)
     xs, ys, cs, texts, bx, by, btext = [], [], [], [], [], [], []
     for b in blocks:
@@ -469,12 +474,14 @@ def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, c
     if colour == "confidence":
         marker = {"color": cs, "cmin": 0, "cmax": 1, "colorscale": CONFIDENCE_SCALE,
                   "colorbar": {"title": {"text": "confidence"}, "thickness": 12}}
-        title = _title("Whole answer: when each token was committed", "coloured by its confidence")
+        title = _title("Whole answer: when each token was committed", "coloured by its confidence"
+                       + (f"; blocks {older + 1}-{older + len(blocks)} while it runs" if older else ""))
     else:
         marker = {"color": cs, "cmin": 0, "cmax": top, "colorscale": scale_stops(),
                   "colorbar": {"title": {"text": "step in block"}, "thickness": 12}}
         title = _title("Whole answer: when each token was committed",
-                       "coloured by its step in the block, as in the grid")
+                       "coloured by its step in the block, as in the grid"
+                       + (f"; blocks {older + 1}-{older + len(blocks)} while it runs" if older else ""))
     marker.update(symbol="square", size=8, line={"width": 0})
     trace = {"type": "scatter", "mode": "markers", "x": xs, "y": ys, "text": texts, "marker": marker,
              "name": "committed token", "hovertemplate": "token %{x} · forward %{y}<br>%{text}<extra></extra>"}

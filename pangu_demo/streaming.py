@@ -20,6 +20,11 @@ from . import render
 from .chat import THINK_END, THINK_START, Reply
 from .engine import DecodeConfig, Decoder, Result, Step
 
+# Blocks the whole-answer view draws in a moving frame. Chromium redraws a few hundred markers at the figure rate
+# with time to spare, thousands not: an 8,160-token run with that view open took 213 s with every block drawn
+# (the page stalled for over a minute), 74 s with 32 (stalls of seconds) and 62 s with 8 (the page responsive).
+ANSWER_BLOCKS_MOVING = 8
+
 
 @dataclass
 class Recording:
@@ -79,9 +84,11 @@ class FrameOptions:
 
 
 def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, options: FrameOptions,
-                final: bool, with_figure: bool = True, upto: int | None = None) -> Frame:
+                final: bool, with_figure: bool = True, upto: int | None = None, moving: bool | None = None) -> Frame:
     """Render the state after `upto` forwards (default: the latest recorded) for the grid, stats and chat
-    split, and the figure when asked. `final`: the run is over, so the last state shows its result."""
+    split, and the figure when asked. `final`: the run is over, so the last state shows its result. `moving`
+    (default: not final): frames follow each other quickly (a live run, Play), so the whole-answer view draws
+    only the newest blocks."""
     cfg = rec.config or DecodeConfig()
     steps = rec.steps[:]  # the worker thread may append while we render
     upto = render.clamp_upto(steps, upto)
@@ -90,8 +97,9 @@ def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, opti
     grid = render.grid_html(steps, upto, token_text, mask_id, num_small_blocks=cfg.num_small_blocks
                             if cfg.mode == "diffusion" else 1, threshold=threshold, run_over=result is not None,
                             stop_ids=rec.stop_ids)
-    figure = render.heatmap_figure(steps, upto, options.view, token_text, options.colour,
-                                   threshold, rec.stop_ids) if with_figure else None
+    moving = not final if moving is None else moving
+    figure = render.heatmap_figure(steps, upto, options.view, token_text, options.colour, threshold, rec.stop_ids,
+                                   ANSWER_BLOCKS_MOVING if moving else None) if with_figure else None
     stats = render.stats(steps, upto, result, cfg.max_new_tokens, cfg.block_length, threshold, rec.stop_ids)
     reply = render.reply_at(steps, upto, result)
     return Frame(rec, upto, final, grid, figure, stats, reply)

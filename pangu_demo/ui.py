@@ -37,6 +37,7 @@ CSS_PATH = ASSETS / "app.css"
 SMALL_BLOCKS = [1, 2, 4, 8, 16, 32]
 SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)  # "Try other thresholds" (the recorded run's own is kept)
 MAX_PROMPT_CHARS = 20_000
+SLOW_REPLAY_MAX_SECONDS = 3.0  # a longer run could be watched as it ran: no replay after it
 THINK_CHOICES = {"Think first": "on", "Answer at once": "off", "Model decides": "auto"}
 # The page's ceiling on Max new tokens (the API's is the context): a longer reply's trace file and whole-answer
 # figure get heavy for a browser. Its context (32k) lets the real model think for longer than 1,024 tokens.
@@ -586,11 +587,12 @@ class DemoApp:
                                      elem_id="pg-system", placeholder="None. For example: You are a helpful assistant.",
                                      info="Goes before the chat, for every turn. The teaching model saw a few short "
                                           "ones in training.")
-            self.slow_replay = gr.Checkbox(self.slow_replay_default, label="Slow-motion replay after each run",
+            self.slow_replay = gr.Checkbox(self.slow_replay_default, label="Slow-motion replay after a fast run",
                                            elem_id="pg-slow-replay",
-                                           info="A run of the teaching model takes well under a second: after it, "
-                                                "the grid and heatmap play it again, forward by forward, at the "
-                                                "replay speed (the chat keeps the answer).")
+                                           info="A run of the teaching model takes well under a second: after a run "
+                                                f"of less than {SLOW_REPLAY_MAX_SECONDS:g} s, the grid and heatmap "
+                                                "play it again, forward by forward, at the replay speed (the chat "
+                                                "keeps the answer).")
         self.settings = [self.mode, self.algorithm, self.threshold, self.small_blocks, self.temperature, self.top_p,
                          self.top_k, self.max_new, self.seed]
 
@@ -902,12 +904,13 @@ class DemoApp:
                 self.timer: timer, self.play_btn: play, self.playing: False} | self._stale()
 
     # -- replay ---------------------------------------------------------------------------------
-    def show_step(self, k: float, view_label: str, sess: Session) -> tuple:
+    def show_step(self, k: float, view_label: str, sess: Session, moving: bool = False) -> tuple:
+        """The recorded run after `k` forwards; `moving`: a frame of Play."""
         rec = recording_of(sess)
         if rec is None or not rec.steps or sess.running:
             return gr.skip(), gr.skip(), gr.skip()
         frame = build_frame(rec, sess.token_text or str, sess.mask_id, options_for(view_label), final=True,
-                            upto=int(k))
+                            upto=int(k), moving=moving and int(k) < len(rec.steps))
         return frame.grid, plot_value(frame.figure), render.stats_html(frame.stats)
 
     def change_view(self, view_label: str, k: float, sess: Session) -> tuple:
@@ -947,10 +950,11 @@ class DemoApp:
         return gr.Image(value=path, visible=True)
 
     def replay_after_run(self, on: bool, speed: float, view_label: str, sess: Session) -> tuple:
-        """With slow-motion replay on, play a finished run again from its first forward (not a stopped one)."""
+        """With slow-motion replay on, play a finished run again from its first forward (not a stopped one, nor
+        one slow enough to have been watched as it ran)."""
         rec = recording_of(sess)
         if (not on or rec is None or rec.result is None or len(rec.steps) < 2 or sess.running or not sess.fresh
-                or rec.result.stop_reason == "cancelled"):
+                or rec.result.stop_reason == "cancelled" or rec.result.seconds > SLOW_REPLAY_MAX_SECONDS):
             return (gr.skip(),) * 7
         sess.fresh = False  # replayed once
         grid_v, plot_v, stats_v = self.show_step(1, view_label, sess)
@@ -962,7 +966,7 @@ class DemoApp:
             return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), False, *self._pause())
         per_tick = max(1, round(float(speed or 5) * play_interval(speed)))
         k = min(len(rec.steps), int(k) + per_tick)
-        grid_v, plot_v, stats_v = self.show_step(k, view_label, sess)
+        grid_v, plot_v, stats_v = self.show_step(k, view_label, sess, moving=True)
         if k >= len(rec.steps):
             return (k, grid_v, plot_v, stats_v, False, *self._pause())
         return (k, grid_v, plot_v, stats_v, True, gr.skip(), gr.skip())

@@ -462,3 +462,25 @@ def test_a_long_reply_draws_only_the_latest_finished_blocks(tiny_decoder: Decode
     third = next(i for i, s in enumerate(steps, 1) if s.block == 2)  # the first forward of block 3
     early = render.grid_html(steps, third, text_of, tiny_decoder.mask_id)
     assert re.findall(r"block (\d+) · \d+ fwd", early) == ["2", "1"] and "blocks 1-" not in early
+
+
+def test_moving_frames_of_a_long_reply_draw_the_latest_blocks_of_the_answer(tiny_decoder: Decoder,
+                                                                            monkeypatch) -> None:
+    from pangu_demo import streaming
+    from pangu_demo.streaming import FrameOptions, Recording, build_frame
+
+    monkeypatch.setattr(streaming, "ANSWER_BLOCKS_MOVING", 2)
+    steps, result = run(tiny_decoder, tiny_decoder.tok.encode("How many eggs?"),
+                        DecodeConfig(max_new_tokens=160, threshold=0.5, stop_ids=(-1,)))
+    rec = Recording(steps=steps, result=result, config=DecodeConfig(max_new_tokens=160, threshold=0.5))
+    answer = FrameOptions(view="answer")
+
+    def token_indices(**frame) -> list[int]:
+        figure = build_frame(rec, tiny_decoder.tok.token_text, tiny_decoder.mask_id, answer, **frame).figure
+        return figure["data"][0]["x"]
+
+    assert sorted(token_indices(final=True)) == list(range(160))  # at rest: every token
+    assert sorted(token_indices(final=False)) == list(range(96, 160))  # streaming: blocks 4 and 5
+    assert sorted(token_indices(final=True, moving=True)) == list(range(96, 160))  # Play
+    title = render.heatmap_figure(steps, len(steps), "answer", latest_blocks=2)["layout"]["title"]["text"]
+    assert "blocks 4-5 while it runs" in title

@@ -283,6 +283,11 @@ def test_a_finished_run_is_replayed_in_slow_motion_when_asked(app: ui.DemoApp) -
     list(generate(app, sess))
     sess.recording.result.stop_reason = "cancelled"  # nor is a run the user stopped
     assert skipped()
+    list(generate(app, sess))
+    sess.recording.result.seconds = ui.SLOW_REPLAY_MAX_SECONDS + 1  # nor one slow enough to watch as it ran
+    assert skipped()
+    list(generate(app, sess))
+    assert not skipped()
 
 
 def test_max_new_tokens_follows_the_chosen_model(app: ui.DemoApp) -> None:
