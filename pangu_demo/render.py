@@ -471,17 +471,16 @@ def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, c
                 bx.append(xs[-1])
                 by.append(nfe)
                 btext.append(texts[-1])
+    window = f"; blocks {older + 1}-{older + len(blocks)} while it runs" if older else ""
     if colour == "confidence":
         marker = {"color": cs, "cmin": 0, "cmax": 1, "colorscale": CONFIDENCE_SCALE,
                   "colorbar": {"title": {"text": "confidence"}, "thickness": 12}}
-        title = _title("Whole answer: when each token was committed", "coloured by its confidence"
-                       + (f"; blocks {older + 1}-{older + len(blocks)} while it runs" if older else ""))
+        title = _title("Whole answer: when each token was committed", "coloured by its confidence" + window)
     else:
         marker = {"color": cs, "cmin": 0, "cmax": top, "colorscale": scale_stops(),
                   "colorbar": {"title": {"text": "step in block"}, "thickness": 12}}
         title = _title("Whole answer: when each token was committed",
-                       "coloured by its step in the block, as in the grid"
-                       + (f"; blocks {older + 1}-{older + len(blocks)} while it runs" if older else ""))
+                       "coloured by its step in the block, as in the grid" + window)
     marker.update(symbol="square", size=8, line={"width": 0})
     trace = {"type": "scatter", "mode": "markers", "x": xs, "y": ys, "text": texts, "marker": marker,
              "name": "committed token", "hovertemplate": "token %{x} · forward %{y}<br>%{text}<extra></extra>"}

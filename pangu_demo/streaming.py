@@ -21,7 +21,7 @@ from .chat import THINK_END, THINK_START, Reply
 from .engine import DecodeConfig, Decoder, Result, Step
 
 # Blocks the whole-answer view draws in a moving frame. Chromium redraws a few hundred markers at the figure rate
-# with time to spare, thousands not: an 8,160-token run with that view open took 213 s with every block drawn
+# with time to spare, thousands not: an 8,128-token run with that view open took 213 s with every block drawn
 # (the page stalled for over a minute), 74 s with 32 (stalls of seconds) and 62-74 s with 8 (the page answering).
 ANSWER_BLOCKS_MOVING = 8
 
