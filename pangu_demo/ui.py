@@ -577,9 +577,7 @@ class DemoApp:
                 start = max_new_default(self.models.is_embedded(self.models.default), top)
                 self.max_new = gr.Slider(32, top, value=start, step=32,
                                          label="Max new tokens", elem_id="pg-max-new",
-                                         info=f"Up to the model's context, at most {MAX_NEW_TOKENS_PAGE:,} here; "
-                                              "choosing a model sets its default (teaching model 256, others "
-                                              "1,024).")
+                                         info=f"Up to the model's context ({MAX_NEW_TOKENS_PAGE:,} at most).")
                 # A browser number is exact up to 2^53 - 1; beyond it a typed seed would be rounded.
                 self.seed = gr.Number(0, precision=0, minimum=0, maximum=2**53 - 1, label="Seed",
                                       info="Same seed + settings = same answer.")
