@@ -273,12 +273,13 @@ def think_mode(value: object) -> Think:
 
 def check_system(system: str | None) -> str | None:
     """The system message to put first (None for none), or ValueError if it is too long."""
-    if system is None or not str(system).strip():
+    text = "" if system is None else str(system)
+    if not text.strip():
         return None
-    if len(system) > MAX_PROMPT_CHARS:
-        raise ValueError(f"The system message has {len(system):,} characters; the limit here is "
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(f"The system message has {len(text):,} characters; the limit here is "
                          f"{MAX_PROMPT_CHARS:,}.")
-    return str(system)
+    return text
 
 
 def check_prompt(prompt: str | None) -> str:
