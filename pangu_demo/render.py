@@ -317,9 +317,11 @@ FINISHED_SHOWN = 32  # finished blocks drawn above the current one (1,024 tokens
 
 def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_id: int,
               num_small_blocks: int = 1, top: int | None = None,
-              threshold: float | None = None, run_over: bool = False, stop_ids: Collection[int] = ()) -> str:
+              threshold: float | None = None, run_over: bool = False, stop_ids: Collection[int] = (),
+              blocks: list[BlockState] | None = None) -> str:
     """The current block as a grid of cells, the latest finished blocks above it as compact rows; with a `threshold`,
-    commits that did not clear it are marked. `run_over`: the caption says "last", not "so far"."""
+    commits that did not clear it are marked. `run_over`: the caption says "last", not "so far". `blocks`:
+    `block_states(steps, upto, threshold, stop_ids)` if the caller has it already."""
     upto = clamp_upto(steps, upto)
     top = scale_max(steps) if top is None else top
     how_to = HOW_TO_READ + (HOW_TO_READ_BELOW if threshold is not None else "")
@@ -327,7 +329,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
         return (f'<div class="pg-grid">{legend_html(top, threshold)}'
                 '<div class="pg-empty">The decoding grid appears here when you send a message.</div>'
                 f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
-    blocks = block_states(steps, upto, threshold, stop_ids)
+    blocks = block_states(steps, upto, threshold, stop_ids) if blocks is None else blocks
     current, finished = blocks[-1], blocks[:-1]
     size = max(1, len(current.tokens) // max(1, num_small_blocks))
     masked = [i for i, t in enumerate(current.tokens) if t == mask_id]
@@ -394,7 +396,8 @@ def block_heatmap_data(steps: list[Step], upto: int | None, block: int | None = 
 
 def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", token_text: TokenText | None = None,
                    colour: str = "confidence", threshold: float | None = None,
-                   stop_ids: Collection[int] = (), latest_blocks: int | None = None) -> dict:
+                   stop_ids: Collection[int] = (), latest_blocks: int | None = None,
+                   blocks: list[BlockState] | None = None) -> dict:
     """A plotly figure (as a dict) of the decoding so far.
 
     view "block": x = position in the block, y = denoising forward, colour = confidence of that
@@ -404,13 +407,14 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
     With a `threshold`, commits that did not clear it get their own markers, in the reply only: as in the grid
     and the stats, what follows a stop id (`stop_ids`) is padding. `latest_blocks`: the answer view draws only
     that many of the newest blocks (a browser redraws thousands of markers slowly, and frames come several a
-    second while a run streams or plays).
+    second while a run streams or plays). `blocks`: as for `grid_html`.
     """
     upto = clamp_upto(steps, upto)
     if upto == 0:
         return _empty_figure("The heatmap appears when decoding starts.")
+    blocks = block_states(steps, upto, threshold, stop_ids) if blocks is None else blocks
     if view == "answer":
-        return _answer_figure(steps, upto, token_text, colour, threshold, stop_ids, latest_blocks)
+        return _answer_figure(steps, blocks, token_text, colour, latest_blocks)
     block, z = block_heatmap_data(steps, upto)
     if not z:
         return _empty_figure("No denoising forwards in this view (AR mode decodes one token per forward): "
@@ -419,7 +423,7 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
     text = [[_hover(token_text, s.candidates.get(j)) for j in range(len(z[0]))] for s in rows]
     marks: dict[bool, tuple[list, list, list]] = {False: ([], [], []), True: ([], [], [])}
     # A position is committed once per block, so the block's below set says which of its commits were below.
-    below = next(b for b in block_states(steps, upto, threshold, stop_ids) if b.index == block).below
+    below = next(b for b in blocks if b.index == block).below
     for r, s in enumerate(rows, start=1):
         for p, t, c in zip(s.committed, s.committed_tokens, s.committed_confidence, strict=True):
             mx, my, mtext = marks[p in below]
@@ -448,10 +452,8 @@ def _marks(x: list, y: list, text: list, name: str, symbol: str, colour: str, wi
             "hovertemplate": hover + "<extra></extra>"}
 
 
-def _answer_figure(steps: list[Step], upto: int, token_text: TokenText | None, colour: str,
-                   threshold: float | None = None, stop_ids: Collection[int] = (),
+def _answer_figure(steps: list[Step], blocks: list[BlockState], token_text: TokenText | None, colour: str,
                    latest_blocks: int | None = None) -> dict:
-    blocks = block_states(steps, upto, threshold, stop_ids)
     older = max(0, len(blocks) - latest_blocks) if latest_blocks else 0
     blocks = blocks[older:]
     top = scale_max(steps)
