@@ -184,10 +184,11 @@ class ModelRegistry:
         lm = self._loaded.get(self.resolve(label))
         return lm.name if lm is not None else label
 
-    def context_length(self, label: str | None) -> int | None:
-        """The loaded model's context, None if it is not loaded."""
+    def max_new_tokens(self, label: str | None) -> tuple[int, int]:
+        """The top and the starting value of the Max new tokens slider for `label`'s model."""
         lm = self._loaded.get(self.resolve(label))
-        return lm.context_length if lm is not None else None
+        top = max_new_limit(lm.context_length if lm is not None else None)
+        return top, max_new_default(self.is_embedded(label), top)
 
     def describe(self, label: str | None) -> str:
         label = self.resolve(label)
@@ -271,24 +272,23 @@ def think_mode(value: object) -> Think:
     raise ValueError(f"Thinking must be one of on, off or auto (got {value!r}).")
 
 
+def _within_limit(what: str, text: str) -> str:
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(f"{what} has {len(text):,} characters; the limit here is {MAX_PROMPT_CHARS:,}.")
+    return text
+
+
 def check_system(system: str | None) -> str | None:
     """The system message to put first (None for none), or ValueError if it is too long."""
     text = "" if system is None else str(system)
-    if not text.strip():
-        return None
-    if len(text) > MAX_PROMPT_CHARS:
-        raise ValueError(f"The system message has {len(text):,} characters; the limit here is "
-                         f"{MAX_PROMPT_CHARS:,}.")
-    return text
+    return _within_limit("The system message", text) if text.strip() else None
 
 
 def check_prompt(prompt: str | None) -> str:
     """The message to send, or ValueError with what is wrong with it."""
     if prompt is None or not prompt.strip():
         raise ValueError("Type a message first.")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise ValueError(f"The message has {len(prompt):,} characters; the limit here is {MAX_PROMPT_CHARS:,}.")
-    return prompt
+    return _within_limit("The message", prompt)
 
 
 def plot_value(figure: dict | None) -> PlotData | None:
@@ -574,8 +574,7 @@ class DemoApp:
                 self.top_k = gr.Slider(0, 200, value=0, step=1, label="top_k",
                                        info="0 = off. At temperature 0: higher confidences.")
                 # Whole blocks: the reference decodes whole blocks of 32 and cuts the result.
-                top = max_new_limit(self.models.context_length(self.models.default))
-                start = max_new_default(self.models.is_embedded(self.models.default), top)
+                top, start = self.models.max_new_tokens(self.models.default)
                 self.max_new = gr.Slider(32, top, value=start, step=32,
                                          label="Max new tokens", elem_id="pg-max-new",
                                          info=f"Up to the model's context ({MAX_NEW_TOKENS_PAGE:,} at most).")
@@ -978,10 +977,9 @@ class DemoApp:
             self.models.get(label)
         except ModelLoadError as e:
             warn(str(e))
-        top = max_new_limit(self.models.context_length(label))
+        top, start = self.models.max_new_tokens(label)
         embedded = self.models.is_embedded(label)
-        return (self.models.describe(label), gr.Markdown(visible=embedded),
-                gr.Slider(maximum=top, value=max_new_default(embedded, top)),
+        return (self.models.describe(label), gr.Markdown(visible=embedded), gr.Slider(maximum=top, value=start),
                 gr.Chatbot(placeholder=PLACEHOLDER[embedded]),
                 *(gr.Row(visible=embedded == teaching) for teaching in self.examples))
 
