@@ -53,18 +53,19 @@ FORWARDS = [
 
 def _matrix_html(f: Forward) -> str:
     keys = f.cached + f.queries
-    head = "".join(f'<th class="pg-att-key{" pg-att-cached" if k < len(f.cached) else ""}">{html.escape(name)}</th>'
-                   for k, name in enumerate(keys))
+    head = "".join(f'<th scope="col" class="pg-att-key{" pg-att-cached" if k < len(f.cached) else ""}">'
+                   f'{html.escape(name)}</th>' for k, name in enumerate(keys))
     rows = []
     for name, row in zip(f.queries, f.allowed(), strict=True):
         cells = []
         for k, seen in enumerate(row):
             kind = ("pg-att-cache" if k < len(f.cached) else "pg-att-yes") if seen else "pg-att-no"
             verb = "sees" if seen else "does not see"
-            cells.append(f'<td class="{kind}" title="{html.escape(f"{name} {verb} {keys[k]}")}"></td>')
-        rows.append(f'<tr><th class="pg-att-query">{html.escape(name)}</th>{"".join(cells)}</tr>')
+            cells.append(f'<td class="{kind}" title="{html.escape(f"{name} {verb} {keys[k]}")}">'
+                         f'<span class="pg-sr">{"yes" if seen else "no"}</span></td>')
+        rows.append(f'<tr><th scope="row" class="pg-att-query">{html.escape(name)}</th>{"".join(cells)}</tr>')
     return (f'<table class="pg-att" aria-label="{html.escape(f.title)}: which tokens each query sees">'
-            f'<tr><th></th>{head}</tr>{"".join(rows)}</table>')
+            f'<tr><th scope="col"><span class="pg-sr">row sees column</span></th>{head}</tr>{"".join(rows)}</table>')
 
 
 def explainer_html() -> str:

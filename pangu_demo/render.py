@@ -67,8 +67,21 @@ def step_colour(step: int, scale_max: int) -> tuple[str, str]:
     a, b = _hex_rgb(VIRIDIS[i]), _hex_rgb(VIRIDIS[i + 1])
     f = x - i
     r, g, bl = (round(a[k] + (b[k] - a[k]) * f) for k in range(3))
-    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * bl
-    return f"#{r:02x}{g:02x}{bl:02x}", "#111111" if luminance > 140 else "#ffffff"
+    bg = f"#{r:02x}{g:02x}{bl:02x}"
+    # Black or white, whichever contrasts more: one of them always reaches WCAG AA's 4.5:1 (at worst about 4.6).
+    return bg, "#000000" if contrast(bg, "#000000") > contrast(bg, "#ffffff") else "#ffffff"
+
+
+def relative_luminance(colour: str) -> float:
+    """WCAG 2 relative luminance of a #rrggbb colour."""
+    lin = [c / 255 / 12.92 if c <= 10 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in _hex_rgb(colour)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours (1 to 21)."""
+    la, lb = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
 
 
 def scale_stops(n: int = 10) -> list[list]:
@@ -655,7 +668,8 @@ def reply_curve(steps: list[Step], stop_ids: Collection[int] = ()) -> list[int]:
     return out
 
 
-RACE_COLOURS = ("#4f46e5", "#f59e0b", "#10b981", "#ef4444", "#0ea5e9", "#a855f7", "#64748b")
+# Each line at least 3:1 against both themes' figure backgrounds (white, slate #1e293b), as WCAG asks of graphics.
+RACE_COLOURS = ("#6366f1", "#d97706", "#059669", "#ef4444", "#0284c7", "#a855f7", "#64748b")
 
 
 def race_figure(runs: Sequence[tuple[str, list[Step]]], stop_ids: Collection[int] = (),

@@ -229,6 +229,33 @@ def test_dark_mode_screenshot(browser, app_url):
     page.close()
 
 
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_no_serious_accessibility_violations(browser, app_url, theme):
+    """axe-core over the whole page after a run, its AR comparison and the whole-answer view, with every accordion
+    open: no violation that axe rates serious or critical (text contrast, unnamed or nested controls, ...)."""
+    axe = pytest.importorskip("axe_playwright_python.sync_playwright", reason="pip install axe-playwright-python")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme=theme)
+    page.goto(app_url + ("?__theme=dark" if theme == "dark" else ""))
+    page.wait_for_selector("#pg-prompt textarea")
+    page.click("#pg-settings")
+    set_number(page, "pg-max-new", 96)
+    send(page, "Check me.")
+    wait_finished(page)
+    page.click("#pg-compare")
+    page.wait_for_function("() => /Speed-up over AR|Slower than AR/.test("
+                           "document.querySelector('#pg-compare-out').textContent)", timeout=60_000)
+    page.get_by_text("Whole answer: step", exact=True).click()
+    page.click("#pg-how")
+    page.click("#pg-model")
+    page.wait_for_selector(".pg-att", state="visible")
+    page.wait_for_selector("#pg-model-choice", state="visible")
+    violations = axe.Axe().run(page).response["violations"]
+    serious = [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:5]} {v['help']}"
+               for v in violations if v["impact"] in ("serious", "critical")]
+    assert not serious, "\n".join(serious)
+    page.close()
+
+
 def test_teaching_note_examples_and_max_new_tokens_follow_the_model(browser, app_url):
     """The note about the embedded teaching model and its examples show only while that model is selected, Max
     new tokens goes up to the selected model's context, and the chat so far stays."""

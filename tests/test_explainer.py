@@ -27,6 +27,8 @@ def test_the_html_draws_every_cell_and_says_whether_it_is_cached() -> None:
     panel = page.split("4. Denoising block 2", 1)[1]
     assert re.findall(r'<td class="(pg-att-\w+)"', panel) == (["pg-att-cache"] * 7 + ["pg-att-yes"] * 4) * 4
     assert 'title="a2 does not see a3"' in page and 'title="M sees b1"' in page
+    # A screen reader reads each cell and every header: none is empty.
+    assert re.findall(r"<(th|td)[^>]*></\1>", page) == []
 
 
 def test_the_pictures_follow_the_engine(monkeypatch) -> None:

@@ -95,6 +95,25 @@ def test_colour_by_step():
     assert 'data-step="3"' in tags[5]
 
 
+def test_contrast_follows_wcag():
+    assert render.contrast("#000000", "#ffffff") == pytest.approx(21.0)
+    assert render.contrast("#777777", "#777777") == pytest.approx(1.0)
+    assert render.contrast("#ffffff", "#767676") == pytest.approx(4.54, abs=0.01)  # the usual AA grey
+
+
+def test_race_lines_stand_out_on_light_and_dark_backgrounds():
+    for colour in render.RACE_COLOURS:
+        assert render.contrast(colour, "#ffffff") >= 3 and render.contrast(colour, "#1e293b") >= 3, colour
+
+
+@pytest.mark.parametrize("top", [1, 8, 17, 31])
+def test_every_step_colour_keeps_its_text_readable(top):
+    """WCAG AA asks 4.5:1 of text; mid-scale teal with white or near-black text reached only 3.6-3.9."""
+    for step in range(top + 1):
+        bg, fg = render.step_colour(step, top)
+        assert render.contrast(bg, fg) >= 4.5, (step, top, bg, fg)
+
+
 def test_latest_forward_highlighted():
     steps, table = fake_run(SEVEN)
     tags = cells(render.grid_html(steps, 4, table.get, MASK))
