@@ -237,22 +237,47 @@ def test_no_serious_accessibility_violations(browser, app_url, theme):
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme=theme)
     page.goto(app_url + ("?__theme=dark" if theme == "dark" else ""))
     page.wait_for_selector("#pg-prompt textarea")
+    choose_embedded(page)  # its replies open with a thinking trace: the chat shows a thought panel
     page.click("#pg-settings")
-    set_number(page, "pg-max-new", 96)
-    send(page, "Check me.")
+    send(page, "Ann has 12 pens and buys 7 more. How many pens does she have?")
     wait_finished(page)
+    page.wait_for_selector("#pg-chat [role=button]")
     page.click("#pg-compare")
     page.wait_for_function("() => /Speed-up over AR|Slower than AR/.test("
                            "document.querySelector('#pg-compare-out').textContent)", timeout=60_000)
     page.get_by_text("Whole answer: step", exact=True).click()
     page.click("#pg-how")
-    page.click("#pg-model")
     page.wait_for_selector(".pg-att", state="visible")
     page.wait_for_selector("#pg-model-choice", state="visible")
     violations = axe.Axe().run(page).response["violations"]
     serious = [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:5]} {v['help']}"
                for v in violations if v["impact"] in ("serious", "critical")]
     assert not serious, "\n".join(serious)
+    page.close()
+
+
+def test_tab_reaches_every_control(browser, app_url):
+    """Tab walks through the page's controls after a run; the chat thought's fold arrow, a nameless button
+    inside the thought's title, is not a stop of its own."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.wait_for_selector("#pg-prompt textarea")
+    choose_embedded(page)
+    send(page, "Ann has 12 pens and buys 7 more. How many pens does she have?")
+    wait_finished(page)
+    page.wait_for_selector("#pg-chat [role=button]")  # the thought panel's title
+    page.mouse.click(2, 2)
+    stops = []
+    for _ in range(120):
+        page.keyboard.press("Tab")
+        stops.append(page.evaluate("() => { const e = document.activeElement;"
+                                   " return [e.closest('[id]')?.id || '', e.tagName === 'BUTTON' &&"
+                                   " e.parentElement.closest('[role=button]') !== null] }"))
+    ids = {i for i, _ in stops}
+    for control in ("pg-settings", "pg-prompt", "pg-generate", "pg-clear", "pg-think", "pg-replay", "pg-play",
+                    "pg-compare", "pg-sweep", "pg-trace", "pg-gif-btn", "pg-open", "pg-how", "pg-model"):
+        assert control in ids, (control, sorted(ids))
+    assert not [s for s in stops if s[1]], "a button inside another control took the focus"
     page.close()
 
 
