@@ -703,11 +703,21 @@ class SweepRow:
     this_run: bool = False  # the recorded run, not one decoded for the sweep
 
 
+def sweep_view(rows: list[SweepRow], stop_ids: Collection[int] = ()) -> tuple[str, dict]:
+    """One prompt decoded at several thresholds, lowest first: the table (`sweep_html`) and every run as a line
+    of tokens against forwards and seconds."""
+    rows = sorted(rows, key=lambda r: r.threshold)
+    figure = race_figure([(f"threshold {r.threshold:g}", r.steps) for r in rows], stop_ids,
+                         title="The same prompt at other thresholds")
+    return sweep_html(rows, stop_ids), figure
+
+
 def sweep_html(rows: list[SweepRow], stop_ids: Collection[int] = ()) -> str:
-    """One prompt decoded at several thresholds, as a table: forwards, tokens per forward, guesses below the
-    threshold, and the answer each gave (lower thresholds commit more per forward and guess more)."""
+    """One prompt decoded at several thresholds, as a table in the order given: forwards, tokens per forward,
+    guesses below the threshold, and the answer each gave (lower thresholds commit more per forward and guess
+    more)."""
     body = []
-    for row in sorted(rows, key=lambda r: r.threshold):
+    for row in rows:
         r = row.result
         below = reply_commits(row.steps, None, stop_ids, row.threshold)[1]
         answer = split_reply(r.text).answer.strip() or "(no answer)"

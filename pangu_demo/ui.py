@@ -825,10 +825,8 @@ class DemoApp:
                 rows.append(render.SweepRow(threshold, steps, result))
                 if stop.is_set():
                     break
-        rows.sort(key=lambda r: r.threshold)
-        figure = render.race_figure([(f"threshold {r.threshold:g}", r.steps) for r in rows], rec.stop_ids,
-                                    title="The same prompt at other thresholds")
-        yield render.sweep_html(rows, rec.stop_ids), gr.Plot(value=plot_value(figure), visible=True), *self._idle()
+        table, figure = render.sweep_view(rows, rec.stop_ids)
+        yield table, gr.Plot(value=plot_value(figure), visible=True), *self._idle()
 
     def _rerun_decoder(self, sess: Session, doing: str) -> tuple[Decoder | None, str | None]:
         """The decoder of the recorded run's model, or why its prompt cannot be decoded again now."""

@@ -306,8 +306,9 @@ def test_the_threshold_sweep_table_lists_each_run_in_order():
                         config={})
         return render.SweepRow(threshold, steps, result, this_run)
 
-    html_text = render.sweep_html([row(0.9, "[unused16]t[unused17]It is <b>7</b>.", this_run=True),
-                                   row(0.5, "[unused16]t[unused17]" + "x" * 100)])
+    html_text, figure = render.sweep_view([row(0.9, "[unused16]t[unused17]It is <b>7</b>.", this_run=True),
+                                           row(0.5, "[unused16]t[unused17]" + "x" * 100)])
+    assert [t["name"] for t in figure["data"][::2]] == ["threshold 0.5", "threshold 0.9"]  # a line each
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", html_text)[1:]
     cells = [re.findall(r"<td>(.*?)</td>", r) for r in rows]
     assert [c[0] for c in cells] == ["0.5", "0.9 · this run"]  # by threshold, the recorded run marked
