@@ -580,18 +580,20 @@ class DemoApp:
                                        info="1 = off. At temperature 0: higher confidences.")
                 self.top_k = gr.Slider(0, 200, value=0, step=1, label="top_k",
                                        info="0 = off. At temperature 0: higher confidences.")
-                # Whole blocks: the reference decodes whole blocks of 32 and cuts the result.
-                top, start = self.models.max_new_tokens(self.models.default)
-                self.max_new = gr.Slider(32, top, value=start, step=32,
-                                         label="Max new tokens", elem_id="pg-max-new",
-                                         info=f"Up to the model's context ({MAX_NEW_TOKENS_PAGE:,} at most).")
                 # A browser number is exact up to 2^53 - 1; beyond it a typed seed would be rounded.
                 self.seed = gr.Number(0, precision=0, minimum=0, maximum=2**53 - 1, label="Seed",
                                       info="Same seed + settings = same answer.")
-            self.system = gr.Textbox(label="System message", lines=1, max_lines=4, max_length=MAX_PROMPT_CHARS,
-                                     elem_id="pg-system", placeholder="None. For example: You are a helpful assistant.",
-                                     info="Goes before the chat, for every turn. The teaching model saw a few short "
-                                          "ones in training.")
+            with gr.Row(equal_height=True):
+                # Whole blocks: the reference decodes whole blocks of 32 and cuts the result.
+                top, start = self.models.max_new_tokens(self.models.default)
+                self.max_new = gr.Slider(32, top, value=start, step=32, label="Max new tokens", elem_id="pg-max-new",
+                                         info=f"Up to the model's context ({MAX_NEW_TOKENS_PAGE:,} at most).",
+                                         scale=1, min_width=240)
+                self.system = gr.Textbox(label="System message", lines=1, max_lines=4, max_length=MAX_PROMPT_CHARS,
+                                         elem_id="pg-system", scale=3,
+                                         placeholder="None. For example: You are a helpful assistant.",
+                                         info="Goes before the chat, for every turn. The teaching model saw a few "
+                                              "short ones in training.")
             self.slow_replay = gr.Checkbox(self.slow_replay_default, label="Slow-motion replay after a fast run",
                                            elem_id="pg-slow-replay",
                                            info="A run of the teaching model takes well under a second: after a run "

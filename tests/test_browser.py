@@ -472,5 +472,5 @@ def test_phone_layout_keeps_the_grid_near_generate_and_aligns_the_sampling_slide
     page.wait_for_function("""() => {
         const ys = [...document.querySelectorAll('#pg-sampling input[type=range]')]
             .map(t => { const r = t.getBoundingClientRect(); return r.top + r.height / 2; });
-        return ys.length === 4 && Math.max(...ys) - Math.min(...ys) <= 2; }""", timeout=10_000)
+        return ys.length === 3 && Math.max(...ys) - Math.min(...ys) <= 2; }""", timeout=10_000)
     page.close()
