@@ -669,7 +669,7 @@ def reply_curve(steps: list[Step], stop_ids: Collection[int] = ()) -> list[int]:
 
 
 # Each line at least 3:1 against both themes' figure backgrounds (white, slate #1e293b), as WCAG asks of graphics.
-RACE_COLOURS = ("#6366f1", "#d97706", "#059669", "#ef4444", "#0284c7", "#a855f7", "#64748b")
+RACE_COLOURS = ("#6366f1", "#d97706", "#059669", "#ef4444", "#0284c7", "#64748b", "#a855f7")
 
 
 def race_figure(runs: Sequence[tuple[str, list[Step]]], stop_ids: Collection[int] = (),
@@ -697,40 +697,42 @@ def race_figure(runs: Sequence[tuple[str, list[Step]]], stop_ids: Collection[int
 
 @dataclass
 class SweepRow:
-    threshold: float
+    label: str  # the first column: a threshold ("0.7") or a rule ("elastic 0.9")
     steps: list[Step]
     result: Result
+    threshold: float | None = None  # the rule's threshold, to count commits below it (None: the rule has none)
     this_run: bool = False  # the recorded run, not one decoded for the sweep
 
 
-def sweep_view(rows: list[SweepRow], stop_ids: Collection[int] = ()) -> tuple[str, dict]:
-    """One prompt decoded at several thresholds, lowest first: the table (`sweep_html`) and every run as a line
-    of tokens against forwards and seconds."""
-    rows = sorted(rows, key=lambda r: r.threshold)
-    figure = race_figure([(f"threshold {r.threshold:g}", r.steps) for r in rows], stop_ids,
-                         title="The same prompt at other thresholds")
-    return sweep_html(rows, stop_ids), figure
+SWEEPS = {  # what varies: (the first column's header, the title)
+    "threshold": ("threshold", "The same prompt at other thresholds"),
+    "rule": ("rule", "The same prompt by other rules"),
+}
 
 
-def sweep_html(rows: list[SweepRow], stop_ids: Collection[int] = ()) -> str:
-    """One prompt decoded at several thresholds, as a table in the order given: forwards, tokens per forward,
-    guesses below the threshold, and the answer each gave (lower thresholds commit more per forward and guess
-    more)."""
+def sweep_view(rows: list[SweepRow], stop_ids: Collection[int] = (), varies: str = "threshold") -> tuple[str, dict]:
+    """One prompt decoded several ways, one setting changed (`varies`, a key of SWEEPS): a table, in the order
+    given, of forwards, tokens per forward, guesses below the threshold and the answer each gave; and every run
+    as a line of tokens against forwards and seconds."""
+    column, title = SWEEPS[varies]
+    figure = race_figure([(f"{column} {r.label}" if varies == "threshold" else r.label, r.steps) for r in rows],
+                         stop_ids, title=title)
     body = []
     for row in rows:
         r = row.result
-        below = reply_commits(row.steps, None, stop_ids, row.threshold)[1]
+        below = "—" if row.threshold is None else reply_commits(row.steps, None, stop_ids, row.threshold)[1]
         answer = split_reply(r.text).answer.strip() or "(no answer)"
         answer = answer if len(answer) <= 70 else answer[:69] + "…"
         stopped = " (stopped)" if r.stop_reason == "cancelled" else ""
-        label = f"{row.threshold:g}" + (" · this run" if row.this_run else "")
+        label = row.label + (" · this run" if row.this_run else "")
         css = ' class="pg-this-run"' if row.this_run else ""
-        body.append(f"<tr{css}><td>{label}</td><td>{r.nfe}{stopped}</td><td>{r.tpf:.2f}</td><td>{below}</td>"
-                    f"<td>{html.escape(answer)}</td></tr>")
-    head = ("<tr><th>threshold</th><th>forwards</th><th>tokens / forward</th><th>below threshold</th>"
+        body.append(f"<tr{css}><td>{html.escape(label)}</td><td>{r.nfe}{stopped}</td><td>{r.tpf:.2f}</td>"
+                    f"<td>{below}</td><td>{html.escape(answer)}</td></tr>")
+    head = (f"<tr><th>{column}</th><th>forwards</th><th>tokens / forward</th><th>below threshold</th>"
             "<th>answer</th></tr>")
-    return (f'<div class="pg-compare"><b>The same prompt at other thresholds</b> (the settings of this run '
-            f'otherwise; one run each on this machine)<table class="pg-sweep">{head}{"".join(body)}</table></div>')
+    table = (f'<div class="pg-compare"><b>{title}</b> (the settings of this run otherwise; one run each on this '
+             f'machine)<table class="pg-sweep">{head}{"".join(body)}</table></div>')
+    return table, figure
 
 
 # -- chat ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -389,6 +389,13 @@ def play_interval(speed: float | None) -> float:
     return max(0.1, 1.0 / float(speed or 5))
 
 
+class SweepPlan(NamedTuple):
+    label: str  # the table's first column
+    doing: str  # the progress message's words: "at threshold 0.7", "by entropy"
+    config: DecodeConfig
+    threshold: float | None  # the rule's threshold, to count commits below it
+
+
 def recording_of(sess: object) -> Recording | None:
     return sess.recording if isinstance(sess, Session) else None
 
@@ -528,9 +535,11 @@ class DemoApp:
                     self.speed = gr.Dropdown([1, 2, 5, 10, 20, 50], value=5, label="Speed (forwards/s)", scale=1,
                                              elem_id="pg-speed")
                     self.play_btn = gr.Button("▶ Play", scale=1, elem_id="pg-play")
-                with gr.Row():
+                with gr.Row():  # the same prompt decoded again, other ways
                     self.compare_btn = gr.Button("Compare with AR", size="sm", elem_id="pg-compare")
                     self.sweep_btn = gr.Button("Try other thresholds", size="sm", elem_id="pg-sweep")
+                    self.rules_btn = gr.Button("Try other rules", size="sm", elem_id="pg-rules")
+                with gr.Row():  # the run as files
                     self.trace_btn = gr.DownloadButton("Download trace (JSON)", size="sm", elem_id="pg-trace",
                                                        variant="secondary")
                     self.gif_btn = gr.Button("Make a GIF", size="sm", elem_id="pg-gif-btn")
@@ -539,7 +548,8 @@ class DemoApp:
                                     label="GIF: one frame per forward",
                                     elem_id="pg-gif")
             self.compare_out = gr.HTML("", elem_id="pg-compare-out")
-            self.race = gr.Plot(visible=False, show_label=False, elem_id="pg-race")  # after "Compare with AR"
+            # After "Compare with AR", "Try other thresholds" or "Try other rules".
+            self.race = gr.Plot(visible=False, show_label=False, elem_id="pg-race")
             self.timer = gr.Timer(0.2, active=False)
             # Always shown, below the run: a saved run replays here with no model (on a phone, below the grid).
             with gr.Column(elem_id="pg-open-row"):
@@ -636,7 +646,8 @@ class DemoApp:
               show_progress="hidden", api_visibility="private")
         self.gif_btn.click(self.gif_file, [self.speed, self.session], [self.gif], api_visibility="private",
                            concurrency_limit=self.concurrency, concurrency_id="decode")
-        for button, handler in ((self.compare_btn, self.compare_with_ar), (self.sweep_btn, self.sweep_thresholds)):
+        for button, handler in ((self.compare_btn, self.compare_with_ar), (self.sweep_btn, self.sweep_thresholds),
+                                (self.rules_btn, self.sweep_rules)):
             button.click(handler, [self.session], [self.compare_out, self.race, button, self.stop_btn],
                          api_visibility="private", concurrency_limit=self.concurrency, concurrency_id="decode")
         self.stop_btn.click(self.request_stop, None, None, queue=False, api_visibility="private")
@@ -806,28 +817,52 @@ class DemoApp:
             yield render.comparison_html(rec.result, ar), gr.Plot(value=plot_value(figure), visible=True), *self._idle()
 
     def sweep_thresholds(self, sess: Session, request: gr.Request) -> Iterator[tuple]:
-        """Decode the recorded run's prompt again at other thresholds, the other settings the same: a table of
-        forwards, tokens per forward, guesses and answers, and every run as a line of tokens against forwards."""
+        """Decode the recorded run's prompt again at other thresholds, the other settings the same."""
+        def plans(cfg: DecodeConfig) -> list[SweepPlan] | str:
+            if render.commit_threshold(cfg) is None:
+                return (f"This run has no threshold ({'AR' if cfg.mode == 'ar' else cfg.algorithm}): generate one "
+                        "with confidence_threshold or elastic (Decoding settings), then try.")
+            others = [t for t in SWEEP_THRESHOLDS if not math.isclose(t, cfg.threshold)]
+            return [SweepPlan(f"{t:g}", f"at threshold {t:g}", replace(cfg, threshold=t), t)
+                    for t in sorted([*others, cfg.threshold])]
+
+        yield from self._sweep(sess, request, "trying other thresholds", plans, "threshold")
+
+    def sweep_rules(self, sess: Session, request: gr.Request) -> Iterator[tuple]:
+        """Decode the recorded run's prompt again by every commit rule and by AR, the other settings the same."""
+        def plans(cfg: DecodeConfig) -> list[SweepPlan]:
+            out = []
+            for algorithm in ALGORITHMS:
+                rule = replace(cfg, mode="diffusion", algorithm=algorithm)
+                threshold = render.commit_threshold(rule)
+                label = algorithm + ("" if threshold is None else f" {threshold:g}")
+                out.append(SweepPlan(label, f"by {label}", rule, threshold))
+            return [*out, SweepPlan("AR", "by AR", replace(cfg, mode="ar"), None)]
+
+        yield from self._sweep(sess, request, "trying other rules", plans, "rule")
+
+    def _sweep(self, sess: Session, request: gr.Request, doing: str,
+               make_plans: Callable[[DecodeConfig], list[SweepPlan] | str], varies: str) -> Iterator[tuple]:
+        """Decode the recorded run's prompt once per plan (a plan with this run's settings is this run): a table and
+        a figure of every run in the plans' order. Stop keeps the runs finished so far, and this one."""
         rec = recording_of(sess)
-        decoder, refusal = self._rerun_decoder(sess, "trying other thresholds")
-        if refusal:
-            yield self._said(refusal)
+        decoder, refusal = self._rerun_decoder(sess, doing)
+        plans = make_plans(rec.config) if not refusal else []
+        if refusal or isinstance(plans, str):
+            yield self._said(refusal or plans)
             return
-        if render.commit_threshold(rec.config) is None:
-            yield self._said(f"This run has no threshold ({'AR' if rec.config.mode == 'ar' else rec.config.algorithm}"
-                             "): generate one with confidence_threshold or elastic (Decoding settings), then try.")
-            return
-        rows = [render.SweepRow(rec.config.threshold, rec.steps, rec.result, this_run=True)]
-        others = [t for t in SWEEP_THRESHOLDS if not math.isclose(t, rec.config.threshold)]
+        rows = {i: render.SweepRow(p.label, rec.steps, rec.result, p.threshold, this_run=True)
+                for i, p in enumerate(plans) if p.config == rec.config}
+        todo = [i for i in range(len(plans)) if i not in rows]
         with self.stop_event(request) as stop:
-            for i, threshold in enumerate(others, 1):
-                yield self._said(f"Decoding the same prompt at threshold {threshold:g} ({i} of {len(others)})…",
-                                 running=True)
-                steps, result = run(decoder, rec.result.prompt_ids, replace(rec.config, threshold=threshold), stop)
-                rows.append(render.SweepRow(threshold, steps, result))
+            for n, i in enumerate(todo, 1):
+                plan = plans[i]
+                yield self._said(f"Decoding the same prompt {plan.doing} ({n} of {len(todo)})…", running=True)
+                steps, result = run(decoder, rec.result.prompt_ids, plan.config, stop)
+                rows[i] = render.SweepRow(plan.label, steps, result, plan.threshold)
                 if stop.is_set():
                     break
-        table, figure = render.sweep_view(rows, rec.stop_ids)
+        table, figure = render.sweep_view([rows[i] for i in sorted(rows)], rec.stop_ids, varies)
         yield table, gr.Plot(value=plot_value(figure), visible=True), *self._idle()
 
     def _rerun_decoder(self, sess: Session, doing: str) -> tuple[Decoder | None, str | None]:

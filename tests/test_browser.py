@@ -275,7 +275,7 @@ def test_tab_reaches_every_control(browser, app_url):
                                    " e.parentElement.closest('[role=button]') !== null] }"))
     ids = {i for i, _ in stops}
     for control in ("pg-settings", "pg-prompt", "pg-generate", "pg-clear", "pg-think", "pg-replay", "pg-play",
-                    "pg-compare", "pg-sweep", "pg-trace", "pg-gif-btn", "pg-open", "pg-how", "pg-model"):
+                    "pg-compare", "pg-sweep", "pg-rules", "pg-trace", "pg-gif-btn", "pg-open", "pg-how", "pg-model"):
         assert control in ids, (control, sorted(ids))
     assert not [s for s in stops if s[1]], "a button inside another control took the focus"
     page.close()
@@ -432,6 +432,15 @@ def test_compare_with_ar_trace_and_gif(browser, app_url, tmp_path):
     }""")
     assert fits and answer_below
     page.set_viewport_size({"width": 1400, "height": 1000})
+
+    # ... and by every rule and AR.
+    page.click("#pg-rules")
+    page.wait_for_function("() => document.querySelector('#pg-compare-out th')?.textContent === 'rule'"
+                           " && document.querySelectorAll('#pg-compare-out table.pg-sweep tr').length === 7",
+                           timeout=60_000)
+    assert page.locator("#pg-compare-out tr.pg-this-run").inner_text().startswith("confidence_threshold 0.9")
+    page.wait_for_function("() => document.querySelectorAll('#pg-race .scatterlayer .trace').length === 12",
+                           timeout=30_000)
 
     send(page, "Again.")  # a new run clears the stale comparison and GIF
     page.wait_for_function("() => document.querySelector('#pg-compare-out').textContent.trim() === ''",

@@ -297,24 +297,35 @@ def test_the_race_figure_climbs_by_the_commits_of_each_forward():
     assert run_by_time["xaxis"] == ar_by_time["xaxis"] == "x2" and "xaxis" not in ar_by_nfe
 
 
-def test_the_threshold_sweep_table_lists_each_run_in_order():
+def sweep_row(label: str, text: str, threshold: float | None, this_run: bool = False) -> render.SweepRow:
     steps, _ = fake_run(SEVEN)
     with_confidences(steps, {3: 0.41, 4: 0.6})  # below 0.7 and 0.9: one guess at 0.5, two at 0.9
+    result = Result(tokens=[1] * 10, text=text, nfe=4, seconds=0.1, stop_reason="stop_token", prompt_ids=[],
+                    config={})
+    return render.SweepRow(label, steps, result, threshold, this_run)
 
-    def row(threshold: float, text: str, this_run: bool = False) -> render.SweepRow:
-        result = Result(tokens=[1] * 10, text=text, nfe=4, seconds=0.1, stop_reason="stop_token", prompt_ids=[],
-                        config={})
-        return render.SweepRow(threshold, steps, result, this_run)
 
-    html_text, figure = render.sweep_view([row(0.9, "[unused16]t[unused17]It is <b>7</b>.", this_run=True),
-                                           row(0.5, "[unused16]t[unused17]" + "x" * 100)])
+def test_the_threshold_sweep_table_lists_each_run_in_order():
+    html_text, figure = render.sweep_view([sweep_row("0.5", "[unused16]t[unused17]" + "x" * 100, 0.5),
+                                           sweep_row("0.9", "[unused16]t[unused17]It is <b>7</b>.", 0.9, True)])
     assert [t["name"] for t in figure["data"][::2]] == ["threshold 0.5", "threshold 0.9"]  # a line each
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", html_text)[1:]
     cells = [re.findall(r"<td>(.*?)</td>", r) for r in rows]
-    assert [c[0] for c in cells] == ["0.5", "0.9 · this run"]  # by threshold, the recorded run marked
+    assert [c[0] for c in cells] == ["0.5", "0.9 · this run"]  # in the order given, the recorded run marked
     assert [c[1:4] for c in cells] == [["4", "2.50", "1"], ["4", "2.50", "2"]]
     assert cells[1][4] == "It is &lt;b&gt;7&lt;/b&gt;." and cells[0][4] == "x" * 69 + "…"
-    assert 'class="pg-this-run"' in html_text
+    assert 'class="pg-this-run"' in html_text and "<th>threshold</th>" in html_text
+
+
+def test_the_rule_sweep_counts_guesses_only_for_rules_with_a_threshold():
+    html_text, figure = render.sweep_view([sweep_row("confidence_threshold 0.9", "[unused16][unused17]7", 0.9),
+                                           sweep_row("entropy", "[unused16][unused17]7", None, True),
+                                           sweep_row("<AR>", "[unused16][unused17]7", None)], varies="rule")
+    assert [t["name"] for t in figure["data"][::2]] == ["confidence_threshold 0.9", "entropy", "<AR>"]
+    cells = [re.findall(r"<td>(.*?)</td>", r) for r in re.findall(r"<tr[^>]*>(.*?)</tr>", html_text)[1:]]
+    assert [c[0] for c in cells] == ["confidence_threshold 0.9", "entropy · this run", "&lt;AR&gt;"]
+    assert [c[3] for c in cells] == ["2", "—", "—"]
+    assert "<th>rule</th>" in html_text and "other rules" in html_text
 
 
 def test_the_race_figure_gives_each_run_its_colour():

@@ -248,6 +248,32 @@ def test_stop_ends_a_threshold_sweep_with_what_it_has(app: ui.DemoApp) -> None:
     assert rows[0][1].endswith("(stopped)") and button.interactive and not stop.interactive
 
 
+def test_other_rules_decode_the_same_prompt_by_every_rule_and_ar(app: ui.DemoApp) -> None:
+    sess = ui.Session()
+    assert "Generate a reply first" in list(app.sweep_rules(sess, request()))[-1][0]
+    list(generate(app, sess, settings=("diffusion", "entropy", 0.8, 1, 0.0, 1.0, 0, 40, 0)))
+    updates = list(app.sweep_rules(sess, request()))
+    assert "by confidence_threshold 0.8 (1 of 5)" in updates[0][0] and updates[0][2].interactive is False
+    text, race, button, stop = updates[-1]
+    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td>", text)
+    assert [r[0] for r in rows] == ["confidence_threshold 0.8", "entropy · this run", "low_confidence",
+                                    "topk_margin", "elastic 0.8", "AR"]
+    assert int(rows[1][1]) == sess.recording.result.nfe and button.interactive and not stop.interactive
+    assert rows[5][2] == "1.00"  # AR: one token per forward
+    assert [r[3] != "—" for r in rows] == [True, False, False, False, True, False]  # guesses need a threshold
+    names = [line["name"] for line in json.loads(race.value["plot"])["data"][::2]]
+    assert names == ["confidence_threshold 0.8", "entropy", "low_confidence", "topk_margin", "elastic 0.8", "AR"]
+
+
+def test_other_rules_after_an_ar_run_mark_ar_as_this_run(app: ui.DemoApp) -> None:
+    sess = ui.Session()
+    list(generate(app, sess, settings=("ar", "confidence_threshold", 0.9, 1, 0.0, 1.0, 0, 16, 0)))
+    text, *_ = list(app.sweep_rules(sess, request()))[-1]
+    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>(\d+)", text)
+    assert [r[0] for r in rows][-1] == "AR · this run" and int(rows[-1][1]) == sess.recording.result.nfe
+    assert sum("this run" in r[0] for r in rows) == 1
+
+
 @pytest.mark.parametrize("settings, words", [(("ar", "confidence_threshold"), "no threshold (AR)"),
                                              (("diffusion", "entropy"), "no threshold (entropy)")])
 def test_other_thresholds_need_a_run_with_a_threshold(app: ui.DemoApp, settings: tuple, words: str) -> None:
