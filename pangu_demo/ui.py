@@ -260,10 +260,19 @@ def make_config(mode: str, algorithm: str, threshold: float, small_blocks: int |
 
 
 def _number(name: str, value: object, kind: type) -> int | float:
+    """`value` as a float, or as an int when `kind` is int: a slider sends 256.0, which is whole; 33.7 is not,
+    and is refused rather than cut."""
     try:
-        return kind(value)
+        if kind is float or isinstance(value, int):
+            return kind(value)
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)  # exact, also beyond a float's 2^53
+        number = float(value)
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{name} must be a number (got {'nothing' if value is None else repr(value)}).") from None
+    if not number.is_integer():
+        raise ValueError(f"{name} must be a whole number (got {value!r}).")
+    return int(number)
 
 
 def warn(text: str) -> None:
@@ -293,9 +302,21 @@ def check_system(system: str | None) -> str | None:
 
 def check_prompt(prompt: str | None) -> str:
     """The message to send, or ValueError with what is wrong with it."""
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValueError(f"The message must be text (got {type(prompt).__name__}).")
     if prompt is None or not prompt.strip():
         raise ValueError("Type a message first.")
     return _within_limit("The message", prompt)
+
+
+def check_history(history: object) -> list[tuple[str, str]]:
+    """The API's earlier turns, [[user, answer], ...] of strings, or ValueError saying what shape is expected."""
+    if history is None:
+        return []
+    if isinstance(history, list) and all(isinstance(turn, list | tuple) and len(turn) == 2
+                                         and all(isinstance(part, str) for part in turn) for turn in history):
+        return [(user, answer) for user, answer in history]
+    raise ValueError('history must be a list of [user message, answer] pairs of text, e.g. [["Hi", "Hello!"]].')
 
 
 def plot_value(figure: dict | None) -> PlotData | None:
@@ -1050,7 +1071,9 @@ class DemoApp:
         history: earlier turns as [[user, answer], ...]. model: a label of the model panel ('' = default).
         system: a system message, put before the chat ('' = none)."""
         try:
-            turns = [(str(u), str(a)) for u, a in (history or [])]
+            turns = check_history(history)
+            if model and model not in self.models.sources:
+                raise ValueError(f"Unknown model {model!r}; this host offers: {', '.join(self.models.sources)}.")
             req = self.prepare(prompt, think, (mode, algorithm, threshold, num_small_blocks, temperature, top_p,
                                                top_k, max_new_tokens, seed), model or None, turns, system=system)
         except (ValueError, ModelLoadError, TypeError) as e:

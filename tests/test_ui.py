@@ -115,6 +115,44 @@ def test_impossible_seeds_are_refused_in_words(seed, message) -> None:
         ui.make_config(*DEFAULTS[:8], seed)
 
 
+@pytest.mark.parametrize(("index", "value", "message"), [(7, 33.7, "Max new tokens must be a whole number"),
+                                                         (6, 2.5, "top_k must be a whole number"),
+                                                         (7, float("inf"), "Max new tokens must be a whole number"),
+                                                         (3, "two", "Small blocks must be a number")])
+def test_whole_number_settings_refuse_fractions_in_words(index: int, value: object, message: str) -> None:
+    settings = list(DEFAULTS)
+    settings[index] = value
+    with pytest.raises(ValueError, match=message):
+        ui.make_config(*settings)
+
+
+def test_whole_numbers_arrive_as_floats_or_text() -> None:
+    cfg = ui.make_config(*DEFAULTS[:6], 5.0, 256.0, "123456789012345678901"[:19])  # a slider sends floats
+    assert (cfg.top_k, cfg.max_new_tokens, cfg.seed) == (5, 256, 1234567890123456789)
+
+
+@pytest.mark.parametrize("history", ["abc", 5, [["only one"]], [[["x"], {"y": 1}]], [["q", "a", "b"]], {"q": "a"}])
+def test_the_api_refuses_a_history_of_the_wrong_shape(app: ui.DemoApp, history: object) -> None:
+    with pytest.raises(gr.Error, match=r"history must be a list of \[user message, answer\] pairs"):
+        next(app.api_generate("Hi", history=history))
+
+
+def test_the_api_takes_a_history_of_pairs(app: ui.DemoApp) -> None:
+    assert ui.check_history([["Hi", "Hello!"], ("And you?", "Fine.")]) == [("Hi", "Hello!"), ("And you?", "Fine.")]
+    assert ui.check_history(None) == ui.check_history([]) == []
+    last = list(app.api_generate("And then?", history=[["Hi", "Hello!"]], max_new_tokens=16))[-1]
+    assert last["done"]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"model": "nope"}, "Unknown model 'nope'; this host offers: "),
+                                                 ({"prompt": 12345}, "The message must be text"),
+                                                 ({"prompt": ["Hi"]}, "The message must be text")])
+def test_the_api_refuses_an_unknown_model_and_a_prompt_that_is_not_text(app: ui.DemoApp, kwargs: dict,
+                                                                       message: str) -> None:
+    with pytest.raises(gr.Error, match=message):
+        next(app.api_generate(**({"prompt": "Hi"} | kwargs)))
+
+
 def test_the_largest_seed_is_accepted() -> None:
     assert ui.make_config(*DEFAULTS[:8], 2**63 - 1).seed == 2**63 - 1
 
