@@ -209,7 +209,7 @@ def fit_context(prompt_len: int, cfg: DecodeConfig, context: int | None) -> Deco
     if room < 1:
         wanted = "a new token" if unit == 1 else f"a block of {unit} new tokens"
         raise ValueError(f"The prompt is {prompt_len} tokens: the model's context of {context} tokens leaves no "
-                         f"room for {wanted}. Shorten the prompt (or press Clear to drop earlier turns).")
+                         f"room for {wanted}. Shorten the prompt or the conversation before it.")
     return cfg if cfg.max_new_tokens <= room else replace(cfg, max_new_tokens=room)
 
 
