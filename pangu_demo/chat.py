@@ -21,9 +21,13 @@ class Reply:
 
 
 def split_reply(text: str) -> Reply:
-    """Split decoded reply text at [unused16] / [unused17]; works on a partial (streaming) reply."""
+    """Split decoded reply text at [unused16] / [unused17]; works on a partial (streaming) reply. A reply that
+    closes a trace it never opened thought up to the close, as if its template had opened the trace."""
     start = text.find(THINK_START)
     if start < 0:
+        end = text.find(THINK_END)
+        if end >= 0:
+            return Reply(text[:end].strip(), _clean(text[end + len(THINK_END):]), False, True)
         return Reply("", _clean(text), False, False)
     rest = text[start + len(THINK_START):]
     end = rest.find(THINK_END)

@@ -173,6 +173,16 @@ def test_prompts_and_replies_are_escaped_in_chat():
     assert '"q"' in text and render.escape_chat("Don't \"go\"") == "Don't \"go\""
 
 
+@pytest.mark.parametrize(("text", "thinking", "answer", "open_", "traced"), [
+    ("[unused16]Add 3 and 4.[unused17]It is 7.", "Add 3 and 4.", "It is 7.", False, True),
+    ("[unused16]Add 3", "Add 3", "", True, True),  # still thinking
+    ("It is 7.", "", "It is 7.", False, False),  # no trace at all
+    ("Add 3 and 4.[unused17]It is 7.", "Add 3 and 4.", "It is 7.", False, True),  # closes a trace it never opened
+])
+def test_a_reply_splits_into_its_trace_and_its_answer(text, thinking, answer, open_, traced):
+    assert render.split_reply(text) == render.Reply(thinking, answer, open_, traced)
+
+
 def test_a_byte_piece_says_what_it_is():
     steps, table = fake_run(SEVEN, texts={token_id(1): "<0xE6>", token_id(2): "<0x41>"})
     tags = cells(render.grid_html(steps, 2, table.get, MASK))
