@@ -103,7 +103,7 @@ CLOSE_NOTE_ON_PHONE = ("() => document.querySelectorAll('#pg-teaching details').
 # button: a screen reader announces an empty button and Tab stops twice. Made inert, the arrow is skipped by
 # both and a click on it lands on the title, which folds the thought as before.
 THOUGHT_ARROW_FIX = """<script>
-new MutationObserver(() => document.querySelectorAll('[role="button"] button:not([inert])').forEach(b => {
+new MutationObserver(() => document.querySelectorAll('#pg-chat [role="button"] button:not([inert])').forEach(b => {
   b.inert = true; })).observe(document, {childList: true, subtree: true});
 </script>"""
 HOW_TO_GET = (
