@@ -95,6 +95,8 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def generate(args: argparse.Namespace) -> int:
+    if not args.prompt.strip():  # as the page and the API refuse it: the model would answer nothing asked
+        raise CliError("the prompt is empty: give the message to answer, e.g. generate \"What is 3 + 4?\"")
     config = decode_config(args)
     _check_output_folders(("trace", args.trace), ("GIF", args.gif))  # before the model loads and decodes
     lm = load(args)

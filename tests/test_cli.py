@@ -118,6 +118,12 @@ def test_invalid_value_is_one_clean_line(tiny_checkpoint: Path, capsys: pytest.C
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1  # rejected before loading
 
 
+@pytest.mark.parametrize("prompt", ["", "  \n"])
+def test_an_empty_prompt_is_refused_before_loading(prompt: str, capsys: pytest.CaptureFixture) -> None:
+    code, out, err = generate(capsys, prompt)
+    assert code == 2 and out == "" and err.startswith("error: the prompt is empty") and "Loading" not in err
+
+
 def test_missing_default_model_is_one_clean_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setattr(loading, "EMBEDDED_MODEL", tmp_path / "assets" / "model")
