@@ -1102,7 +1102,9 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
 
 def launch_options() -> dict:
     """Arguments for `launch()`: in Gradio 6 the theme and CSS belong there, not to Blocks."""
-    return {"css_paths": [CSS_PATH], "theme": theme(), "head": THOUGHT_ARROW_FIX}
+    # max_file_size: a larger upload is refused before the server stores it (a public Space takes any file).
+    return {"css_paths": [CSS_PATH], "theme": theme(), "head": THOUGHT_ARROW_FIX,
+            "max_file_size": trace.MAX_BYTES}
 
 
 def theme() -> gr.themes.Base:

@@ -406,6 +406,14 @@ def test_compare_with_ar_trace_and_gif(browser, app_url, tmp_path):
     other.click("#pg-compare")  # nothing here recorded it: said, not attempted
     other.wait_for_function("() => /opened from a trace/.test(document.querySelector('#pg-compare-out')"
                             ".textContent)", timeout=30_000)
+    # A file larger than any trace is refused before the server stores it, with the limit in words.
+    from pangu_demo.trace import MAX_BYTES
+
+    huge = tmp_path / "huge.json"
+    huge.write_bytes(b" " * (MAX_BYTES + 1))
+    other.locator("#pg-open-row input[type=file]").set_input_files(huge)
+    other.get_by_text("exceed the maximum allowed size of 20.0 Mb").wait_for(timeout=30_000)
+    assert other.locator("#pg-chat").get_by_text("Compare me.").count() == 1  # the opened run stays
     other.close()
 
     # ... and as a GIF shown on the page: one frame per forward.
