@@ -16,6 +16,7 @@ import os
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -410,6 +411,58 @@ def play_interval(speed: float | None) -> float:
     return max(0.1, 1.0 / float(speed or 5))
 
 
+# A link opens the page with a question and its settings filled in (not run: Generate stays the reader's).
+LINK_SETTINGS = ("mode", "algorithm", "threshold", "small_blocks", "temperature", "top_p", "top_k",
+                 "max_new_tokens", "seed")  # make_config's order, which is also self.settings'
+# What a link's settings are checked with where it gives no value (the controls' starting values; 32 new tokens
+# fits every model). Only the settings it gives are applied.
+LINK_BASE = ("diffusion", "confidence_threshold", 0.9, 1, 0.0, 1.0, 0, 32, 0)
+
+
+def link_query(text: str, think: str, system: str | None, settings: tuple) -> str:
+    """The query string of a link to `text` asked with these controls' values (`settings` in make_config's
+    order); ValueError if they could not be run as they are."""
+    cfg = make_config(*settings)
+    values = {"prompt": check_prompt(text), "think": think if think in THINK_CHOICES.values() else "on"}
+    if check_system(system):
+        values["system"] = system
+    values |= dict(zip(LINK_SETTINGS, (cfg.mode, cfg.algorithm, f"{cfg.threshold:g}", cfg.num_small_blocks,
+                                       f"{cfg.temperature:g}", f"{cfg.top_p:g}", cfg.top_k, cfg.max_new_tokens,
+                                       cfg.seed), strict=True))
+    return "?" + urllib.parse.urlencode(values)
+
+
+def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object], list[str]]:
+    """The controls' values a link gives (by name: prompt, think, system and LINK_SETTINGS) and what is wrong
+    with the rest, in words. Settings come all or none: they are checked together, as a run would use them."""
+    values: dict[str, object] = {}
+    problems = []
+    checks = (("prompt", check_prompt), ("system", check_system),
+              ("think", lambda v: v if v in THINK_CHOICES.values() else think_mode(v)))
+    for name, check in checks:
+        if query.get(name, "").strip():  # an empty one is no value, as in a form
+            try:
+                values[name] = check(query[name])
+            except ValueError as e:
+                problems.append(f"Its {name} was left out: {e}")
+    given = [name for name in LINK_SETTINGS if name in query]
+    if given:
+        settings = [query.get(name, base) for name, base in zip(LINK_SETTINGS, LINK_BASE, strict=True)]
+        try:
+            cfg = make_config(*settings)
+            if cfg.max_new_tokens % 32 or cfg.max_new_tokens > max_new_top:
+                raise ValueError(f"max_new_tokens must be a multiple of 32 up to {max_new_top} here, "
+                                 f"got {cfg.max_new_tokens}.")
+        except ValueError as e:
+            problems.append(f"Its settings were left out: {e}")
+        else:
+            checked = dict(zip(LINK_SETTINGS, (cfg.mode, cfg.algorithm, cfg.threshold, cfg.num_small_blocks,
+                                               cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, cfg.seed),
+                               strict=True))
+            values |= {name: checked[name] for name in given}
+    return values, problems
+
+
 class SweepPlan(NamedTuple):
     label: str  # the table's first column
     doing: str  # the progress message's words: "at threshold 0.7", "by entropy"
@@ -486,6 +539,9 @@ class DemoApp:
             self._wire_settings()
             self._wire_model_panel()
             demo.load(None, None, None, js=CLOSE_NOTE_ON_PHONE, queue=False)
+            demo.load(self.from_link, None, [self.prompt, self.think, self.system, *self.settings, self.preset,
+                                             self.settings_box, self.notice], api_visibility="private",
+                      show_progress="hidden")
             gr.api(self.api_generate, api_name="generate", concurrency_limit=self.concurrency,
                    concurrency_id="decode")
         demo.queue(default_concurrency_limit=self.concurrency, max_size=max_queue)
@@ -564,6 +620,10 @@ class DemoApp:
                     self.trace_btn = gr.DownloadButton("Download trace (JSON)", size="sm", elem_id="pg-trace",
                                                        variant="secondary")
                     self.gif_btn = gr.Button("Make a GIF", size="sm", elem_id="pg-gif-btn")
+                    self.link_btn = gr.Button("Link to this question", size="sm", elem_id="pg-link-btn")
+                self.link_box = gr.Textbox(visible=False, label="Link: opens this page with the question and the "
+                                           "settings filled in (press Generate there)", buttons=["copy"],
+                                           interactive=False, elem_id="pg-link")
                 # For slides and posts: the grid, one frame per forward, at the replay speed.
                 self.gif = gr.Image(visible=False, type="filepath", interactive=False, buttons=["download"],
                                     label="GIF: one frame per forward",
@@ -580,7 +640,7 @@ class DemoApp:
                                                 variant="secondary", elem_id="pg-open")
 
     def _settings_panel(self) -> None:
-        with gr.Accordion("Decoding settings", open=False, elem_id="pg-settings"):
+        with gr.Accordion("Decoding settings", open=False, elem_id="pg-settings") as self.settings_box:
             self.preset = gr.Radio(list(PRESETS) + ["Custom"], value="Throughput",
                                    label="Preset (the model card's three, and one of ours)",
                                    info=" · ".join(f"{name}: {describe_preset(p)}" for name, p in PRESETS.items()))
@@ -663,10 +723,15 @@ class DemoApp:
             self.replay_after_run, [self.slow_replay, self.speed, self.view, self.session],
             [self.playing, self.replay, self.grid, self.plot, self.stats_box, self.timer, self.play_btn],
             api_visibility="private", show_progress="hidden")
-        gr.on(triggers, self._stale, None, [self.compare_out, self.race, self.gif], queue=False,
+        gr.on(triggers, self._stale, None, list(self._stale()), queue=False,
               show_progress="hidden", api_visibility="private")
         self.gif_btn.click(self.gif_file, [self.speed, self.session], [self.gif], api_visibility="private",
                            concurrency_limit=self.concurrency, concurrency_id="decode")
+        # The server knows the query, the page its own address: the browser puts the two together.
+        self.link_btn.click(self.make_link, [self.prompt, self.think, self.system, *self.settings, self.session],
+                            [self.link_box], api_visibility="private", show_progress="hidden").then(
+            None, [self.link_box], [self.link_box], show_progress="hidden",
+            js="(q) => q.startsWith('?') ? window.location.origin + window.location.pathname + q : q")
         for button, handler in ((self.compare_btn, self.compare_with_ar), (self.sweep_btn, self.sweep_thresholds),
                                 (self.rules_btn, self.sweep_rules)):
             button.click(handler, [self.session], [self.compare_out, self.race, button, self.stop_btn],
@@ -675,15 +740,15 @@ class DemoApp:
         self.open_btn.upload(
             self.open_trace, [self.open_btn, self.view, self.session],
             [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row, self.replay, self.notice,
-             self.session, self.trace_btn, self.timer, self.play_btn, self.playing, self.compare_out, self.race,
-             self.gif], api_visibility="private").then(
+             self.session, self.trace_btn, self.timer, self.play_btn, self.playing, *self._stale()],
+            api_visibility="private").then(
             self.replay_after_run, [self.slow_replay, self.speed, self.view, self.session],
             [self.playing, self.replay, self.grid, self.plot, self.stats_box, self.timer, self.play_btn],
             api_visibility="private", show_progress="hidden")
         for trigger in (self.clear_btn.click, self.chatbot.clear):
             trigger(self.clear, [self.session], [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row,
                                                  self.notice, self.session, self.timer, self.play_btn, self.playing,
-                                                 self.compare_out, self.race, self.gif],
+                                                 *self._stale()],
                     api_visibility="private")
 
     def _wire_replay(self) -> None:
@@ -819,6 +884,29 @@ class DemoApp:
                          self.replay: gr.Slider(minimum=1, maximum=max(n, 2), value=n), **self._buttons(running=False),
                          self.session: sess}
 
+    def make_link(self, text: str | None, think: str, system: str | None, *values: object) -> gr.Textbox:
+        """A link to the question in the message box (else the last one asked) with the current settings."""
+        *settings, sess = values
+        asked = sess.history[-1][0] if isinstance(sess, Session) and sess.history else ""
+        try:
+            query = link_query((text or "").strip() or asked, think, system, tuple(settings))
+        except ValueError as e:
+            return gr.Textbox(value=f"No link: {e}", visible=True)
+        return gr.Textbox(value=query, visible=True)
+
+    def from_link(self, request: gr.Request) -> dict:
+        """The page opened from a link: its question and settings in the controls, and what was wrong with it."""
+        query = dict(request.query_params) if request is not None else {}
+        values, problems = read_link(query, self.models.max_new_tokens(self.models.default)[0])
+        controls = {"prompt": self.prompt, "think": self.think, "system": self.system,
+                    **dict(zip(LINK_SETTINGS, self.settings, strict=True))}
+        update: dict = {controls[name]: value for name, value in values.items()}
+        if any(name in values for name in LINK_SETTINGS):
+            update |= {self.preset: "Custom", self.settings_box: gr.Accordion(open=True)}
+        if problems:
+            update[self.notice] = message_html(" ".join(["This page's link was not taken whole.", *problems]))
+        return update
+
     def compare_with_ar(self, sess: Session, request: gr.Request) -> Iterator[tuple]:
         """Decode the recorded run's prompt again by AR and show both speeds, and both runs as lines of tokens
         against forwards and seconds (the recording is kept)."""
@@ -945,8 +1033,9 @@ class DemoApp:
                 self.play_btn: play, self.playing: False} | self._stale()
 
     def _stale(self) -> dict:
-        """What a new run or Clear makes stale: the comparison with AR, its figure and the GIF."""
-        return {self.compare_out: "", self.race: gr.Plot(visible=False), self.gif: gr.Image(value=None, visible=False)}
+        """What a new run or Clear makes stale: the comparisons, their figure, the GIF and the link."""
+        return {self.compare_out: "", self.race: gr.Plot(visible=False), self.gif: gr.Image(value=None, visible=False),
+                self.link_box: gr.Textbox(value="", visible=False)}
 
     def request_stop(self, request: gr.Request) -> None:
         event = self.stops.get(request.session_hash or "direct")

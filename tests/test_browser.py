@@ -281,6 +281,31 @@ def test_tab_reaches_every_control(browser, app_url):
     page.close()
 
 
+def test_a_link_opens_the_page_with_its_question_and_settings(browser, app_url):
+    """A link fills the message box and the settings (it does not run them); "Link to this question" writes one
+    that gives the same page back; a broken link says what it left out."""
+    query = "?prompt=Ann+has+12+pens+%26+7+more%3F&think=off&algorithm=elastic&threshold=0.7&max_new_tokens=64"
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url + query)
+    page.wait_for_function("() => document.querySelector('#pg-prompt textarea')?.value.startsWith('Ann')")
+    assert page.locator("#pg-prompt textarea").input_value() == "Ann has 12 pens & 7 more?"
+    assert page.locator("#pg-threshold input[type=number]").input_value() == "0.7"
+    assert page.locator("#pg-max-new input[type=number]").input_value() == "64"
+    assert page.locator("#pg-algorithm input").input_value() == "elastic"
+    assert page.locator("#pg-think input:checked").get_attribute("value") == "off"
+    assert page.locator(".pg-status").inner_text().startswith("ready")  # filled in, not run
+    page.click("#pg-generate")
+    wait_finished(page)
+    page.click("#pg-link-btn")
+    page.wait_for_function("() => document.querySelector('#pg-link textarea')?.value.startsWith('http')")
+    link = page.locator("#pg-link textarea").input_value()
+    assert link.startswith(app_url.rstrip("/") + "/?prompt=Ann+has+12+pens+%26+7+more%3F&think=off&")
+    assert "algorithm=elastic&threshold=0.7&" in link and "max_new_tokens=64" in link
+    page.goto(app_url + "?threshold=3")
+    page.get_by_text("This page's link was not taken whole.").wait_for()
+    page.close()
+
+
 def test_teaching_note_examples_and_max_new_tokens_follow_the_model(browser, app_url):
     """The note about the embedded teaching model and its examples show only while that model is selected, Max
     new tokens goes up to the selected model's context, and the chat so far stays."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -403,3 +404,59 @@ def test_a_system_message_goes_first_and_a_blank_one_is_none(app: ui.DemoApp) ->
     assert blank == decode(app.prepare("Hi", "on", DEFAULTS, None, []).ids) and "系统：[unused10]" in blank
     with pytest.raises(ValueError, match="The system message has 20,001 characters"):
         app.prepare("Hi", "on", DEFAULTS, None, [], system="x" * 20_001)
+
+
+# -- links --------------------------------------------------------------------------------------
+LINKED = ("diffusion", "elastic", 0.7, 4, 0.5, 0.9, 20, 64, 7)
+
+
+def test_a_link_gives_back_the_question_and_the_settings_it_was_made_with() -> None:
+    text = 'Is 3 + 4 = 7? & what about "8"? <b>'
+    query = ui.link_query(text, "auto", "Be brief.", LINKED)
+    parsed = urllib.parse.parse_qs(query.removeprefix("?"), keep_blank_values=True)
+    values, problems = ui.read_link({k: v[0] for k, v in parsed.items()}, 1024)
+    assert problems == []
+    assert values == {"prompt": text, "think": "auto", "system": "Be brief.",
+                      **dict(zip(ui.LINK_SETTINGS, LINKED, strict=True))}
+
+
+def test_a_link_is_refused_for_settings_that_could_not_run() -> None:
+    with pytest.raises(ValueError, match="num_small_blocks"):
+        ui.link_query("Hi", "on", "", ("diffusion", "confidence_threshold", 0.9, 3, 0.0, 1.0, 0, 64, 0))
+    with pytest.raises(ValueError, match="Type a message first"):
+        ui.link_query("  ", "on", "", LINKED)
+
+
+@pytest.mark.parametrize(("query", "values", "words"), [
+    ({"threshold": "0.7", "utm_source": "x"}, {"threshold": 0.7}, []),  # unknown keys are someone else's
+    ({"prompt": "", "system": " "}, {}, []),  # empty is no value
+    ({"threshold": "2", "prompt": "Hi"}, {"prompt": "Hi"}, ["settings were left out: threshold must be between"]),
+    ({"max_new_tokens": "100"}, {}, ["multiple of 32 up to 1024"]),
+    ({"max_new_tokens": "2048"}, {}, ["multiple of 32 up to 1024"]),
+    ({"think": "maybe", "top_k": "2.5"}, {}, ["think was left out", "top_k must be a whole number"]),
+])
+def test_a_link_takes_what_it_can_and_says_what_it_left_out(query: dict, values: dict, words: list) -> None:
+    got, problems = ui.read_link(query, 1024)
+    assert got == values
+    assert len(problems) == len(words) and all(w in p for w, p in zip(words, problems, strict=True)), problems
+
+
+def test_a_page_opened_from_a_link_fills_the_controls(app: ui.DemoApp) -> None:
+    update = app.from_link(SimpleNamespace(query_params={"prompt": "Hi <b>", "algorithm": "elastic",
+                                                         "threshold": "0.7", "think": "off"}))
+    assert update[app.prompt] == "Hi <b>" and update[app.think] == "off"
+    assert (update[app.algorithm], update[app.threshold]) == ("elastic", 0.7)
+    assert app.temperature not in update  # only what the link gives
+    assert update[app.preset] == "Custom" and update[app.settings_box].open is True
+    assert app.from_link(SimpleNamespace(query_params={})) == {}
+    bad = app.from_link(SimpleNamespace(query_params={"threshold": "<b>2</b>"}))
+    assert "not taken whole" in bad[app.notice] and "<b>" not in bad[app.notice]  # escaped
+
+
+def test_the_link_button_takes_the_last_question_when_the_box_is_empty(app: ui.DemoApp) -> None:
+    sess = ui.Session()
+    assert app.make_link("", "on", "", *DEFAULTS, sess).value.startswith("No link: Type a message first")
+    list(generate(app, sess, text="Tom has 3 apples."))
+    query = app.make_link("", "off", "", *DEFAULTS, sess).value
+    assert query.startswith("?prompt=Tom+has+3+apples.&think=off&")
+    assert app.make_link("New one?", "on", "", *DEFAULTS, sess).value.startswith("?prompt=New+one%3F")
