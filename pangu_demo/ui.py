@@ -100,6 +100,8 @@ TEACHING_NOTE = (f'<details class="pg-teaching-more" open>\n<summary>{TEACHING_S
 # Only the stylesheet knows what width is a phone: its phone rules set --pg-phone, which this script reads.
 CLOSE_NOTE_ON_PHONE = ("() => document.querySelectorAll('#pg-teaching details').forEach(d => { "
                        "if (getComputedStyle(d).getPropertyValue('--pg-phone').trim() === '1') d.open = false; })")
+# The slow-motion replay plays the grid by itself after a run: not for a reader whose system asks for less motion.
+NO_AUTOPLAY_FOR_REDUCED_MOTION = "(on) => window.matchMedia('(prefers-reduced-motion: reduce)').matches ? false : on"
 # Gradio's Chatbot draws a thought's fold arrow as a nameless button inside the thought's title, itself a
 # button: a screen reader announces an empty button and Tab stops twice. Made inert, the arrow is skipped by
 # both and a click on it lands on the title, which folds the thought as before.
@@ -539,6 +541,7 @@ class DemoApp:
             self._wire_settings()
             self._wire_model_panel()
             demo.load(None, None, None, js=CLOSE_NOTE_ON_PHONE, queue=False)
+            demo.load(None, [self.slow_replay], [self.slow_replay], js=NO_AUTOPLAY_FOR_REDUCED_MOTION, queue=False)
             demo.load(self.from_link, None, [self.prompt, self.think, self.system, *self.settings, self.preset,
                                              self.settings_box, self.notice], api_visibility="private",
                       show_progress="hidden")

@@ -306,6 +306,23 @@ def test_a_link_opens_the_page_with_its_question_and_settings(browser, app_url):
     page.close()
 
 
+def test_the_slow_motion_replay_is_off_for_reduced_motion(browser):
+    """The replay plays the grid by itself after a fast run: on by default, off where the system asks for less
+    motion."""
+    from pangu_demo.loading import EMBEDDED_MODEL
+
+    with launched(str(EMBEDDED_MODEL), slow_replay=True) as url:
+        for motion, replay in (("reduce", False), ("no-preference", True)):
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, reduced_motion=motion)
+            page.goto(url)
+            page.click("#pg-settings")
+            box = page.locator("#pg-slow-replay input[type=checkbox]")
+            box.wait_for()
+            page.wait_for_timeout(500)  # the page's load events have run
+            assert box.is_checked() is replay, motion
+            page.close()
+
+
 def test_teaching_note_examples_and_max_new_tokens_follow_the_model(browser, app_url):
     """The note about the embedded teaching model and its examples show only while that model is selected, Max
     new tokens goes up to the selected model's context, and the chat so far stays."""
