@@ -325,6 +325,41 @@ def _block_caption(current: BlockState, mask_id: int, n_masked: int, num_small_b
     return caption
 
 
+def _quoted(token_text: TokenText, tokens: list[int], confidences: list[float], most: int = 6) -> str:
+    """'Each' 0.998, 'bag' 0.970 … : a forward's commits in words, at most `most` of them."""
+    words = [f"{visible_text(token_text(t))!r} {c:.3f}" for t, c in zip(tokens, confidences, strict=True)]
+    return ", ".join(words[:most]) + (f" and {len(words) - most} more" if len(words) > most else "")
+
+
+def forward_text(step: Step, token_text: TokenText, threshold: float | None = None) -> str:
+    """What one forward pass did, in a sentence or two: the line under the grid's caption while a run plays."""
+    first = (f"{visible_text(token_text(step.committed_tokens[0]))!r} ({step.committed_confidence[0]:.3f})"
+             if step.committed else "nothing")
+    head = f"Forward {step.nfe}: "
+    if step.kind == "prefill":
+        return (head + "the prefill. The prompt enters the KV cache, and its last position predicts the first "
+                f"token of block 1, {first}, as autoregressive decoding would.")
+    if step.kind == "commit":
+        return (head + f"the commit forward. Block {step.block} is finished and runs once more, causally, into "
+                f"the KV cache; its last position predicts the first token of block {step.block + 1}, {first}.")
+    if step.kind == "ar":
+        return head + f"autoregressive, one token: {first}."
+    masked = len(step.candidates)
+    left = masked - len(step.committed)
+    where = f"block {step.block + 1}" + (f", small block {step.small_block + 1}" if step.small_block else "")
+    what = (f"the commit of block {step.block} and the first denoising of block {step.block + 1} in one pass "
+            "(fused, this demo's option)" if step.kind == "fused" else f"denoising {where}")
+    count = "Its last MASK" if masked == 1 else f"{len(step.committed)} of its {masked} MASKs"
+    said = (f"{head}{what}. {count} committed: "
+            f"{_quoted(token_text, step.committed_tokens, step.committed_confidence)}.")
+    below = below_threshold(step, threshold)
+    if below and len(below) == len(step.committed):
+        said += f" None cleared {threshold:g}, and every forward commits at least one: a guess."
+    elif below:
+        said += f" {len(below)} of them below {threshold:g}, committed all the same."
+    return said + (f" {plural(left, 'MASK')} left." if left else " The block is complete.")
+
+
 FINISHED_SHOWN = 32  # finished blocks drawn above the current one (1,024 tokens, about 250 KB of HTML)
 
 
@@ -361,8 +396,9 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     done_part = (f'<div class="pg-caption">Finished blocks (decoding order by colour){note}</div>'
                  f'<div class="pg-finished">{rows}</div>') if rows else ""
     caption = _block_caption(current, mask_id, len(masked), num_small_blocks, size, run_over, stop_ids)
+    forward = html.escape(forward_text(steps[upto - 1], token_text, threshold))
     return (f'<div class="pg-grid">{legend_html(top, threshold, padding)}{done_part}'
-            f'<div class="pg-caption">{caption}</div>'
+            f'<div class="pg-caption">{caption}</div><div class="pg-forward">{forward}</div>'
             '<div class="pg-cells">'
             f'{"".join(cells)}</div>'
             f'<div class="pg-howto">{html.escape(how_to)}</div></div>')

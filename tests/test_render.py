@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from html import escape as html_escape
 
@@ -112,6 +113,31 @@ def test_every_step_colour_keeps_its_text_readable(top):
     for step in range(top + 1):
         bg, fg = render.step_colour(step, top)
         assert render.contrast(bg, fg) >= 4.5, (step, top, bg, fg)
+
+
+def test_each_forward_is_told_in_words():
+    steps, table = fake_run(SEVEN, texts={token_id(3): "<b>"})
+    with_confidences(steps, {3: 0.41})
+    prefill, first, second, third = (render.forward_text(s, table.get, 0.9) for s in steps[:4])
+    assert prefill.startswith("Forward 1: the prefill.") and "first token of block 1, 't0' (0.950)" in prefill
+    assert first == ("Forward 2: denoising block 1. 2 of its 31 MASKs committed: 't1' 0.950, 't2' 0.950. "
+                     "29 MASKs left.")
+    assert second == ("Forward 3: denoising block 1. 1 of its 29 MASKs committed: '<b>' 0.410. None cleared 0.9, "
+                      "and every forward commits at least one: a guess. 28 MASKs left.")
+    assert "3 of its 28 MASKs committed" in third and "guess" not in third
+    last = render.forward_text(steps[-2], table.get, 0.9)
+    assert last.startswith(f"Forward {len(steps) - 1}: denoising block 1. Its last MASK committed") \
+        and last.endswith("The block is complete.")
+    commit = render.forward_text(steps[-1], table.get)
+    assert "the commit forward. Block 1 is finished" in commit and "first token of block 2, 't0'" in commit
+    fused = dataclasses.replace(steps[1], kind="fused", block=1)
+    assert "the commit of block 1 and the first denoising of block 2 in one pass" in render.forward_text(
+        fused, table.get, 0.9)
+    # No threshold (entropy and the like commit one per forward): no word on guesses.
+    assert "guess" not in render.forward_text(steps[2], table.get, None)
+    # In the grid, under the caption, escaped.
+    grid = render.grid_html(steps, 3, table.get, MASK, threshold=0.9)
+    assert '<div class="pg-forward">Forward 3: denoising block 1. 1 of its 29 MASKs committed: &#x27;&lt;b&gt;' in grid
 
 
 def test_latest_forward_highlighted():
