@@ -624,9 +624,9 @@ class DemoApp:
                                                        variant="secondary")
                     self.gif_btn = gr.Button("Make a GIF", size="sm", elem_id="pg-gif-btn")
                     self.link_btn = gr.Button("Link to this question", size="sm", elem_id="pg-link-btn")
-                self.link_box = gr.Textbox(visible=False, label="Link: opens this page with the question and the "
-                                           "settings filled in (press Generate there)", buttons=["copy"],
-                                           interactive=False, elem_id="pg-link")
+                self.link_box = gr.Textbox(visible=False, label="Link", buttons=["copy"], interactive=False,
+                                           info="Opens this page with the question and the settings filled in; "
+                                                "press Generate there.", elem_id="pg-link")
                 # For slides and posts: the grid, one frame per forward, at the replay speed.
                 self.gif = gr.Image(visible=False, type="filepath", interactive=False, buttons=["download"],
                                     label="GIF: one frame per forward",
