@@ -102,12 +102,18 @@ CLOSE_NOTE_ON_PHONE = ("() => document.querySelectorAll('#pg-teaching details').
                        "if (getComputedStyle(d).getPropertyValue('--pg-phone').trim() === '1') d.open = false; })")
 # The slow-motion replay plays the grid by itself after a run: not for a reader whose system asks for less motion.
 NO_AUTOPLAY_FOR_REDUCED_MOTION = "(on) => window.matchMedia('(prefers-reduced-motion: reduce)').matches ? false : on"
-# Gradio's Chatbot draws a thought's fold arrow as a nameless button inside the thought's title, itself a
-# button: a screen reader announces an empty button and Tab stops twice. Made inert, the arrow is skipped by
-# both and a click on it lands on the title, which folds the thought as before.
-THOUGHT_ARROW_FIX = """<script>
+# In the page's head. (1) Gradio's Chatbot draws a thought's fold arrow as a nameless button inside the
+# thought's title, itself a button: a screen reader announces an empty button and Tab stops twice. Made inert,
+# the arrow is skipped by both and a click on it lands on the title, which folds the thought as before.
+# (2) A phone shows no hover titles: a tapped grid cell shows its title in the line under the grid.
+PAGE_SCRIPT = """<script>
 new MutationObserver(() => document.querySelectorAll('#pg-chat [role="button"] button:not([inert])').forEach(b => {
   b.inert = true; })).observe(document, {childList: true, subtree: true});
+document.addEventListener('click', (e) => {
+  const cell = e.target.closest('#pg-grid .pg-cell[title], #pg-grid .pg-chip[title]');
+  const line = cell && cell.closest('.pg-grid').querySelector('.pg-inspect');
+  if (line) line.textContent = cell.title.replaceAll('\\n', ' · ');
+});
 </script>"""
 HOW_TO_GET = (
     "**To run the real openPangu-R-7B-Diffusion** (about 16 GB, from "
@@ -1195,7 +1201,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
 def launch_options() -> dict:
     """Arguments for `launch()`: in Gradio 6 the theme and CSS belong there, not to Blocks."""
     # max_file_size: a larger upload is refused before the server stores it (a public Space takes any file).
-    return {"css_paths": [CSS_PATH], "theme": theme(), "head": THOUGHT_ARROW_FIX,
+    return {"css_paths": [CSS_PATH], "theme": theme(), "head": PAGE_SCRIPT,
             "max_file_size": trace.MAX_BYTES}
 
 

@@ -368,6 +368,11 @@ def test_a_phone_opens_on_the_chat_with_the_embedded_model(browser):
         answer = page.locator("#pg-chat [data-testid=bot]").last.bounding_box()
         assert chat["y"] <= question["y"] and answer["y"] + answer["height"] <= chat["y"] + chat["height"], \
             (chat, question, answer)
+        # A phone shows no hover titles: a tapped cell shows its details under the grid.
+        cell = page.locator("#pg-grid .pg-cell.pg-done").nth(3)
+        cell.click()
+        expected = cell.get_attribute("title").replace("\n", " · ")
+        assert expected.startswith("token ") and page.locator(".pg-inspect").inner_text() == expected
         page.close()
 
 
