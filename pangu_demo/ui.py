@@ -106,6 +106,9 @@ NO_AUTOPLAY_FOR_REDUCED_MOTION = "(on) => window.matchMedia('(prefers-reduced-mo
 # thought's title, itself a button: a screen reader announces an empty button and Tab stops twice. Made inert,
 # the arrow is skipped by both and a click on it lands on the title, which folds the thought as before.
 # (2) A phone shows no hover titles: a tapped grid cell shows its title in the line under the grid.
+PAGE_HEAD = ('<meta name="description" content="Watch a block-diffusion language model (openPangu-R-7B-Diffusion) '
+             'decode, forward by forward: token grid, confidence heatmap, replay, and the speed-up over '
+             'autoregressive decoding.">')
 PAGE_SCRIPT = """<script>
 new MutationObserver(() => document.querySelectorAll('#pg-chat [role="button"] button:not([inert])').forEach(b => {
   b.inert = true; })).observe(document, {childList: true, subtree: true});
@@ -1201,7 +1204,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
 def launch_options() -> dict:
     """Arguments for `launch()`: in Gradio 6 the theme and CSS belong there, not to Blocks."""
     # max_file_size: a larger upload is refused before the server stores it (a public Space takes any file).
-    return {"css_paths": [CSS_PATH], "theme": theme(), "head": PAGE_SCRIPT,
+    return {"css_paths": [CSS_PATH], "theme": theme(), "head": PAGE_HEAD + PAGE_SCRIPT,
             "max_file_size": trace.MAX_BYTES}
 
 
