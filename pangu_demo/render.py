@@ -331,7 +331,7 @@ def _quoted(token_text: TokenText, tokens: list[int], confidences: list[float], 
     return ", ".join(words[:most]) + (f" and {len(words) - most} more" if len(words) > most else "")
 
 
-def forward_text(step: Step, token_text: TokenText, threshold: float | None = None) -> str:
+def forward_text(step: Step, token_text: TokenText, threshold: float | None = None, num_small_blocks: int = 1) -> str:
     """What one forward pass did, in a sentence or two: the line under the grid's caption while a run plays."""
     first = (f"{visible_text(token_text(step.committed_tokens[0]))!r} ({step.committed_confidence[0]:.3f})"
              if step.committed else "nothing")
@@ -346,7 +346,8 @@ def forward_text(step: Step, token_text: TokenText, threshold: float | None = No
         return head + f"autoregressive, one token: {first}."
     masked = len(step.candidates)
     left = masked - len(step.committed)
-    where = f"block {step.block + 1}" + (f", small block {step.small_block + 1}" if step.small_block else "")
+    where = f"block {step.block + 1}" + (f", small block {(step.small_block or 0) + 1} of {num_small_blocks}"
+                                         if num_small_blocks > 1 else "")
     what = (f"the commit of block {step.block} and the first denoising of block {step.block + 1} in one pass "
             "(fused, this demo's option)" if step.kind == "fused" else f"denoising {where}")
     count = "Its last MASK" if masked == 1 else f"{len(step.committed)} of its {masked} MASKs"
@@ -396,7 +397,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     done_part = (f'<div class="pg-caption">Finished blocks (decoding order by colour){note}</div>'
                  f'<div class="pg-finished">{rows}</div>') if rows else ""
     caption = _block_caption(current, mask_id, len(masked), num_small_blocks, size, run_over, stop_ids)
-    forward = html.escape(forward_text(steps[upto - 1], token_text, threshold))
+    forward = html.escape(forward_text(steps[upto - 1], token_text, threshold, num_small_blocks))
     return (f'<div class="pg-grid">{legend_html(top, threshold, padding)}{done_part}'
             f'<div class="pg-caption">{caption}</div><div class="pg-forward">{forward}</div>'
             '<div class="pg-cells">'

@@ -130,6 +130,8 @@ def test_each_forward_is_told_in_words():
         and last.endswith("The block is complete.")
     commit = render.forward_text(steps[-1], table.get)
     assert "the commit forward. Block 1 is finished" in commit and "first token of block 2, 't0'" in commit
+    assert render.forward_text(steps[2], table.get, 0.9, num_small_blocks=4).startswith(
+        "Forward 3: denoising block 1, small block 1 of 4.")
     fused = dataclasses.replace(steps[1], kind="fused", block=1)
     assert "the commit of block 1 and the first denoising of block 2 in one pass" in render.forward_text(
         fused, table.get, 0.9)
