@@ -102,13 +102,13 @@ CLOSE_NOTE_ON_PHONE = ("() => document.querySelectorAll('#pg-teaching details').
                        "if (getComputedStyle(d).getPropertyValue('--pg-phone').trim() === '1') d.open = false; })")
 # The slow-motion replay plays the grid by itself after a run: not for a reader whose system asks for less motion.
 NO_AUTOPLAY_FOR_REDUCED_MOTION = "(on) => window.matchMedia('(prefers-reduced-motion: reduce)').matches ? false : on"
-# In the page's head. (1) Gradio's Chatbot draws a thought's fold arrow as a nameless button inside the
-# thought's title, itself a button: a screen reader announces an empty button and Tab stops twice. Made inert,
-# the arrow is skipped by both and a click on it lands on the title, which folds the thought as before.
-# (2) A phone shows no hover titles: a tapped grid cell shows its title in the line under the grid.
 PAGE_HEAD = ('<meta name="description" content="Watch a block-diffusion language model (openPangu-R-7B-Diffusion) '
              'decode, forward by forward: token grid, confidence heatmap, replay, and the speed-up over '
              'autoregressive decoding.">')
+# In the page's head too. (1) Gradio's Chatbot draws a thought's fold arrow as a nameless button inside the
+# thought's title, itself a button: a screen reader announces an empty button and Tab stops twice. Made inert,
+# the arrow is skipped by both and a click on it lands on the title, which folds the thought as before.
+# (2) A phone shows no hover titles: a tapped grid cell shows its title in the line under the grid.
 PAGE_SCRIPT = """<script>
 new MutationObserver(() => document.querySelectorAll('#pg-chat [role="button"] button:not([inert])').forEach(b => {
   b.inert = true; })).observe(document, {childList: true, subtree: true});
