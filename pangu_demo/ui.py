@@ -553,7 +553,7 @@ class DemoApp:
             demo.load(None, [self.slow_replay], [self.slow_replay], js=NO_AUTOPLAY_FOR_REDUCED_MOTION, queue=False)
             demo.load(self.from_link, None, [self.prompt, self.think, self.system, *self.settings, self.preset,
                                              self.settings_box, self.notice], api_visibility="private",
-                      show_progress="hidden")
+                      show_progress="hidden", queue=False)  # answered at once, outside the queue
             gr.api(self.api_generate, api_name="generate", concurrency_limit=self.concurrency,
                    concurrency_id="decode")
         demo.queue(default_concurrency_limit=self.concurrency, max_size=max_queue)
