@@ -221,10 +221,10 @@ def legend_html(top: int, threshold: float | None = None, padding: bool = False)
 HOW_TO_READ = (
     "How to read this: the answer is written 32 tokens (one block) at a time. Inside a block the model fills "
     "the MASK cells in any order, several per forward pass when it is confident. Step 0 (dark) is the first "
-    "token of the block, predicted left to right; bright cells were decided late. Hover or tap a cell for its token, "
-    "confidence and step. Finished blocks are listed above the current one, coloured the same way. Each block "
-    "counts its forwards with the one that opened it (they add up to the run's NFE) and its tokens per forward. "
-    "␣ is a space, ↵ a newline."
+    "token of the block, predicted left to right; bright cells were decided late. Hover or tap a cell (or Tab "
+    "to the block and use the arrow keys) for its token, confidence and step. Finished blocks are listed above "
+    "the current one, coloured the same way. Each block counts its forwards with the one that opened it (they "
+    "add up to the run's NFE) and its tokens per forward. ␣ is a space, ↵ a newline."
 )
 HOW_TO_READ_BELOW = (
     " A red corner (or underline) marks a token committed below the threshold: every forward must commit at least "
@@ -400,7 +400,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     forward = html.escape(forward_text(steps[upto - 1], token_text, threshold, num_small_blocks))
     return (f'<div class="pg-grid">{legend_html(top, threshold, padding)}{done_part}'
             f'<div class="pg-caption">{caption}</div><div class="pg-forward">{forward}</div>'
-            '<div class="pg-cells">'
+            '<div class="pg-cells" tabindex="0" aria-label="The current block: the arrow keys read its cells">'
             f'{"".join(cells)}</div>'
             # Filled by the page's script with the title of a tapped cell: a phone shows no hover titles.
             '<div class="pg-inspect" aria-live="polite"></div>'

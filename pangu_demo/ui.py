@@ -108,14 +108,36 @@ PAGE_HEAD = ('<meta name="description" content="Watch a block-diffusion language
 # In the page's head too. (1) Gradio's Chatbot draws a thought's fold arrow as a nameless button inside the
 # thought's title, itself a button: a screen reader announces an empty button and Tab stops twice. Made inert,
 # the arrow is skipped by both and a click on it lands on the title, which folds the thought as before.
-# (2) A phone shows no hover titles: a tapped grid cell shows its title in the line under the grid.
+# (2) A phone shows no hover titles: a tapped grid cell shows its title in the line under the grid. (3) Nor does
+# a keyboard: the current block is one tab stop whose arrow keys (Home, End) walk its cells and show each title
+# in that line, which a screen reader reads out.
 PAGE_SCRIPT = """<script>
 new MutationObserver(() => document.querySelectorAll('#pg-chat [role="button"] button:not([inert])').forEach(b => {
   b.inert = true; })).observe(document, {childList: true, subtree: true});
+function pgInspect(cell) {
+  const line = cell.closest('.pg-grid')?.querySelector('.pg-inspect');
+  if (line) line.textContent = cell.title.replaceAll('\\n', ' · ');
+}
+function pgFocusCell(cells, at) {
+  cells.forEach((c, i) => c.classList.toggle('pg-focus', i === at));
+  cells[at].parentElement.dataset.at = at;
+  pgInspect(cells[at]);
+}
 document.addEventListener('click', (e) => {
   const cell = e.target.closest('#pg-grid .pg-cell[title], #pg-grid .pg-chip[title]');
-  const line = cell && cell.closest('.pg-grid').querySelector('.pg-inspect');
-  if (line) line.textContent = cell.title.replaceAll('\\n', ' · ');
+  if (cell) pgInspect(cell);
+});
+document.addEventListener('focusin', (e) => {
+  if (e.target.matches('#pg-grid .pg-cells')) pgFocusCell([...e.target.children], Number(e.target.dataset.at || 0));
+});
+document.addEventListener('keydown', (e) => {
+  const grid = e.target.closest && e.target.closest('#pg-grid .pg-cells');
+  if (!grid) return;
+  const cells = [...grid.children], cols = getComputedStyle(grid).gridTemplateColumns.split(' ').length;
+  const moves = {ArrowRight: 1, ArrowLeft: -1, ArrowDown: cols, ArrowUp: -cols, Home: -cells.length, End: cells.length};
+  if (!(e.key in moves)) return;
+  e.preventDefault();
+  pgFocusCell(cells, Math.min(cells.length - 1, Math.max(0, Number(grid.dataset.at || 0) + moves[e.key])));
 });
 </script>"""
 HOW_TO_GET = (

@@ -271,13 +271,24 @@ def test_tab_reaches_every_control(browser, app_url):
     for _ in range(120):
         page.keyboard.press("Tab")
         stops.append(page.evaluate("() => { const e = document.activeElement;"
-                                   " return [e.closest('[id]')?.id || '', e.tagName === 'BUTTON' &&"
+                                   " return [e.closest('[id^=pg-]')?.id || '', e.tagName === 'BUTTON' &&"
                                    " e.parentElement.closest('[role=button]') !== null] }"))
     ids = {i for i, _ in stops}
     for control in ("pg-settings", "pg-prompt", "pg-generate", "pg-clear", "pg-think", "pg-replay", "pg-play",
                     "pg-compare", "pg-sweep", "pg-rules", "pg-trace", "pg-gif-btn", "pg-open", "pg-how", "pg-model"):
         assert control in ids, (control, sorted(ids))
     assert not [s for s in stops if s[1]], "a button inside another control took the focus"
+    # The current block is one stop; its arrow keys walk the cells (16 to a row here) and show each one's details.
+    assert "pg-grid" in ids
+    page.focus("#pg-grid .pg-cells")
+    for key in ("ArrowRight", "ArrowRight", "ArrowDown", "ArrowLeft"):
+        page.keyboard.press(key)
+    cell = page.locator("#pg-grid .pg-cell").nth(17)
+    assert "pg-focus" in cell.get_attribute("class")
+    assert page.locator(".pg-inspect").inner_text() == cell.get_attribute("title").replace("\n", " · ")
+    page.keyboard.press("End")
+    assert page.locator(".pg-inspect").inner_text().startswith("token ") and "position 31 of" in \
+        page.locator(".pg-inspect").inner_text()
     page.close()
 
 
