@@ -110,7 +110,8 @@ PAGE_HEAD = ('<meta name="description" content="Watch a block-diffusion language
 # the arrow is skipped by both and a click on it lands on the title, which folds the thought as before.
 # (2) A phone shows no hover titles: a tapped grid cell shows its title in the line under the grid. (3) Nor does
 # a keyboard: the current block is one tab stop whose arrow keys (Home, End) walk its cells and show each title
-# in that line, which a screen reader reads out.
+# in that line, which a screen reader reads out. (4) Escape stops a run, as Stop does (not while a list or a
+# dialog is open: there Escape closes it).
 PAGE_SCRIPT = """<script>
 new MutationObserver(() => document.querySelectorAll('#pg-chat [role="button"] button:not([inert])').forEach(b => {
   b.inert = true; })).observe(document, {childList: true, subtree: true});
@@ -138,6 +139,11 @@ document.addEventListener('keydown', (e) => {
   if (!(e.key in moves)) return;
   e.preventDefault();
   pgFocusCell(cells, Math.min(cells.length - 1, Math.max(0, Number(grid.dataset.at || 0) + moves[e.key])));
+});
+document.addEventListener('keydown', (e) => {
+  if (e.key !== 'Escape' || document.querySelector('[role=listbox], [role=dialog]')) return;
+  const stop = document.querySelector('#pg-stop');
+  if (stop && !stop.disabled) stop.click();
 });
 </script>"""
 HOW_TO_GET = (

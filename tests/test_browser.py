@@ -202,6 +202,16 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     page.get_by_text("And now a short one?").wait_for()
     assert page.locator("#pg-chat .message-row, #pg-chat [data-testid='user']").count() >= 3
 
+    # Escape stops a run as Stop does.
+    set_number(page, "pg-max-new", 1024)
+    send(page, "Tell me another long story.")
+    page.wait_for_function("() => +(document.querySelector('.pg-stats')?.dataset.nfe || 0) > 5 &&"
+                           " /decoding/.test(document.querySelector('.pg-status').textContent)", timeout=60_000)
+    page.keyboard.press("Escape")
+    wait_finished(page, timeout=30_000)
+    assert "stopped by you" in status(page) and nfe(page) < 1024
+    set_number(page, "pg-max-new", 32)
+
     # Slow-motion replay (the app's default; this server starts with it off): once the run is over, the grid
     # plays it again from the first forward and stops on the finished block.
     page.locator("#pg-slow-replay input").check()
