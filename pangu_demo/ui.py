@@ -35,6 +35,7 @@ from .streaming import Frame, FrameOptions, Recording, build_frame, stream_frame
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CSS_PATH = ASSETS / "app.css"
+HEAD_PATH = ASSETS / "head.html"  # the page's meta description and script
 SMALL_BLOCKS = [1, 2, 4, 8, 16, 32]
 SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)  # "Try other thresholds" (the recorded run's own is kept)
 MAX_PROMPT_CHARS = 20_000
@@ -102,50 +103,6 @@ CLOSE_NOTE_ON_PHONE = ("() => document.querySelectorAll('#pg-teaching details').
                        "if (getComputedStyle(d).getPropertyValue('--pg-phone').trim() === '1') d.open = false; })")
 # The slow-motion replay plays the grid by itself after a run: not for a reader whose system asks for less motion.
 NO_AUTOPLAY_FOR_REDUCED_MOTION = "(on) => window.matchMedia('(prefers-reduced-motion: reduce)').matches ? false : on"
-PAGE_HEAD = ('<meta name="description" content="Watch a block-diffusion language model (openPangu-R-7B-Diffusion) '
-             'decode, forward by forward: token grid, confidence heatmap, replay, and the speed-up over '
-             'autoregressive decoding.">')
-# In the page's head too. (1) Gradio's Chatbot draws a thought's fold arrow as a nameless button inside the
-# thought's title, itself a button: a screen reader announces an empty button and Tab stops twice. Made inert,
-# the arrow is skipped by both and a click on it lands on the title, which folds the thought as before.
-# (2) A phone shows no hover titles: a tapped grid cell shows its title in the line under the grid. (3) Nor does
-# a keyboard: the current block is one tab stop whose arrow keys (Home, End) walk its cells and show each title
-# in that line, which a screen reader reads out. (4) Escape stops a run, as Stop does (not while a list or a
-# dialog is open: there Escape closes it).
-PAGE_SCRIPT = """<script>
-new MutationObserver(() => document.querySelectorAll('#pg-chat [role="button"] button:not([inert])').forEach(b => {
-  b.inert = true; })).observe(document, {childList: true, subtree: true});
-function pgInspect(cell) {
-  const line = cell.closest('.pg-grid')?.querySelector('.pg-inspect');
-  if (line) line.textContent = cell.title.replaceAll('\\n', ' · ');
-}
-function pgFocusCell(cells, at) {
-  cells.forEach((c, i) => c.classList.toggle('pg-focus', i === at));
-  cells[at].parentElement.dataset.at = at;
-  pgInspect(cells[at]);
-}
-document.addEventListener('click', (e) => {
-  const cell = e.target.closest('#pg-grid .pg-cell[title], #pg-grid .pg-chip[title]');
-  if (cell) pgInspect(cell);
-});
-document.addEventListener('focusin', (e) => {
-  if (e.target.matches('#pg-grid .pg-cells')) pgFocusCell([...e.target.children], Number(e.target.dataset.at || 0));
-});
-document.addEventListener('keydown', (e) => {
-  const grid = e.target.closest && e.target.closest('#pg-grid .pg-cells');
-  if (!grid) return;
-  const cells = [...grid.children], cols = getComputedStyle(grid).gridTemplateColumns.split(' ').length;
-  const moves = {ArrowRight: 1, ArrowLeft: -1, ArrowDown: cols, ArrowUp: -cols, Home: -cells.length, End: cells.length};
-  if (!(e.key in moves)) return;
-  e.preventDefault();
-  pgFocusCell(cells, Math.min(cells.length - 1, Math.max(0, Number(grid.dataset.at || 0) + moves[e.key])));
-});
-document.addEventListener('keydown', (e) => {
-  if (e.key !== 'Escape' || document.querySelector('[role=listbox], [role=dialog]')) return;
-  const stop = document.querySelector('#pg-stop');
-  if (stop && !stop.disabled) stop.click();
-});
-</script>"""
 HOW_TO_GET = (
     "**To run the real openPangu-R-7B-Diffusion** (about 16 GB, from "
     "[Hugging Face](https://huggingface.co/openpangu/openPangu-R-7B-Diffusion) or "
@@ -1232,7 +1189,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
 def launch_options() -> dict:
     """Arguments for `launch()`: in Gradio 6 the theme and CSS belong there, not to Blocks."""
     # max_file_size: a larger upload is refused before the server stores it (a public Space takes any file).
-    return {"css_paths": [CSS_PATH], "theme": theme(), "head": PAGE_HEAD + PAGE_SCRIPT,
+    return {"css_paths": [CSS_PATH], "theme": theme(), "head_paths": [HEAD_PATH],
             "max_file_size": trace.MAX_BYTES}
 
 
