@@ -415,6 +415,12 @@ LINK_SETTINGS = ("mode", "algorithm", "threshold", "small_blocks", "temperature"
 LINK_BASE = ("diffusion", "confidence_threshold", 0.9, 1, 0.0, 1.0, 0, 32, 0)
 
 
+def config_values(cfg: DecodeConfig) -> tuple:
+    """A config's settings in make_config's (and LINK_SETTINGS') order."""
+    return (cfg.mode, cfg.algorithm, cfg.threshold, cfg.num_small_blocks, cfg.temperature, cfg.top_p, cfg.top_k,
+            cfg.max_new_tokens, cfg.seed)
+
+
 def link_query(text: str, think: str, system: str | None, settings: tuple) -> str:
     """The query string of a link to `text` asked with these controls' values (`settings` in make_config's
     order); ValueError if they could not be run as they are."""
@@ -422,9 +428,8 @@ def link_query(text: str, think: str, system: str | None, settings: tuple) -> st
     values = {"prompt": check_prompt(text), "think": think if think in THINK_CHOICES.values() else "on"}
     if check_system(system):
         values["system"] = system
-    values |= dict(zip(LINK_SETTINGS, (cfg.mode, cfg.algorithm, f"{cfg.threshold:g}", cfg.num_small_blocks,
-                                       f"{cfg.temperature:g}", f"{cfg.top_p:g}", cfg.top_k, cfg.max_new_tokens,
-                                       cfg.seed), strict=True))
+    values |= {name: f"{v:g}" if isinstance(v, float) else v  # 1 rather than 1.0
+               for name, v in zip(LINK_SETTINGS, config_values(cfg), strict=True)}
     return "?" + urllib.parse.urlencode(values)
 
 
@@ -452,9 +457,7 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
         except ValueError as e:
             problems.append(f"Its settings were left out: {e}")
         else:
-            checked = dict(zip(LINK_SETTINGS, (cfg.mode, cfg.algorithm, cfg.threshold, cfg.num_small_blocks,
-                                               cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, cfg.seed),
-                               strict=True))
+            checked = dict(zip(LINK_SETTINGS, config_values(cfg), strict=True))
             values |= {name: checked[name] for name in given}
     return values, problems
 
