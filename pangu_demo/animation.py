@@ -1,4 +1,5 @@
-"""A recorded run as an animated GIF, one frame per forward: the grid of the page, for slides and posts.
+"""A recorded run as an animated GIF, one frame per forward: the grid of the page and the line saying what the
+forward did, for slides and posts.
 
 Pure: it reads the same step records as the page (`render.block_states`) and recomputes nothing. A GIF
 plays everywhere (slides, chat, issue trackers) without the app. Characters that no installed font has
@@ -14,11 +15,14 @@ from functools import lru_cache
 from PIL import Image, ImageDraw, ImageFont
 
 from . import render
-from .engine import Result, Step
+from .engine import DecodeConfig, Result, Step
+from .streaming import Recording
 
 COLS = 16  # as on the page: a block of 32 in two rows
 CELL_W, CELL_H, GAP, MARGIN = 46, 30, 3, 12
-HEADER_H, CAPTION_H, BLOCK_GAP, FOOTER_H = 46, 20, 8, 22
+NARRATION_TOP, NARRATION_LINE, NARRATION_LINES = 36, 15, 3  # the forward's line under the counts, wrapped
+HEADER_H = NARRATION_TOP + NARRATION_LINE * NARRATION_LINES + 6
+CAPTION_H, BLOCK_GAP, FOOTER_H = 20, 8, 22
 MAX_BLOCKS = 4  # the newest blocks shown; older ones scroll out, as on the page
 MAX_FRAMES = 600  # a longer run keeps every k-th forward (and the last), so the file stays small
 HOLD_LAST_MS = 2500  # the finished state stays up before the loop starts again
@@ -93,11 +97,32 @@ def _fit(text: str, width: int) -> Runs:
     return font_runs(text + "…", size)
 
 
-def _draw_centred(draw: ImageDraw.ImageDraw, centre: tuple[float, float], runs: Runs, fill: str) -> None:
-    x, y = centre[0] - _width(runs) / 2, centre[1]
+def wrap(text: str, size: int, width: int, max_lines: int) -> list[Runs]:
+    """`text` broken at spaces into lines no wider than `width` at `size`, at most `max_lines` of them (the last cut
+    with … if the text goes on)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and _width(font_runs(f"{lines[-1]} {word}", size)) <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        while len(lines[-1]) > 1 and _width(font_runs(lines[-1] + " …", size)) > width:
+            lines[-1] = lines[-1][:-1]
+        lines[-1] += " …"
+    return [font_runs(line, size) for line in lines]
+
+
+def _draw_runs(draw: ImageDraw.ImageDraw, xy: tuple[float, float], runs: Runs, fill: str, anchor: str) -> None:
+    x, y = xy
     for text, font in runs:
-        draw.text((x, y), text, fill=fill, font=font, anchor="lm")
+        draw.text((x, y), text, fill=fill, font=font, anchor=anchor)
         x += font.getlength(text)
+
+
+def _draw_centred(draw: ImageDraw.ImageDraw, centre: tuple[float, float], runs: Runs, fill: str) -> None:
+    _draw_runs(draw, (centre[0] - _width(runs) / 2, centre[1]), runs, fill, "lm")
 
 
 def frame_indices(n_steps: int, max_frames: int = MAX_FRAMES) -> list[int]:
@@ -147,9 +172,10 @@ def _draw_block(draw: ImageDraw.ImageDraw, block: render.BlockState, top_y: int,
 
 def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_id: int, *,
                result: Result | None = None, threshold: float | None = None, stop_ids: Collection[int] = (),
-               n_blocks: int | None = None, scale: int | None = None) -> Image.Image:
+               n_blocks: int | None = None, scale: int | None = None, num_small_blocks: int = 1) -> Image.Image:
     """The state after `upto` forwards: a header with the counts (and the tokens AR would have after as many
-    forwards: one each), then the newest blocks as grids."""
+    forwards: one each) and what the forward did (the page's line under the grid), then the newest blocks as
+    grids."""
     blocks = render.block_states(steps, upto, threshold, stop_ids)
     n_blocks = len({s.block for s in steps}) if n_blocks is None else n_blocks
     scale = render.scale_max(steps) if scale is None else scale
@@ -159,6 +185,9 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
     draw.text((MARGIN, 10), f"forward {upto} of {len(steps)}", fill=INK, font=_font(16))
     counts = f"{s['tokens']} tokens · {s['tokens_per_forward']:.2f} per forward · AR would have {upto}"
     draw.text((image.width - MARGIN, 12), counts, fill=INK, font=_font(14), anchor="ra")
+    said = render.forward_text(steps[upto - 1], token_text, threshold, num_small_blocks)
+    for k, runs in enumerate(wrap(said, 12, image.width - 2 * MARGIN, NARRATION_LINES)):
+        _draw_runs(draw, (MARGIN, NARRATION_TOP + k * NARRATION_LINE), runs, LEGEND_INK, "la")
     for k, block in enumerate(blocks[-MAX_BLOCKS:]):
         _draw_block(draw, block, HEADER_H + k * _block_height(), token_text, mask_id, scale)
     draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold), fill=LEGEND_INK, font=_font(11))
@@ -167,7 +196,7 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
 
 def run_gif(steps: list[Step], token_text: render.TokenText, mask_id: int, *, result: Result | None = None,
             threshold: float | None = None, stop_ids: Collection[int] = (), forwards_per_second: float = 5.0,
-            max_frames: int = MAX_FRAMES) -> bytes:
+            max_frames: int = MAX_FRAMES, num_small_blocks: int = 1) -> bytes:
     """The whole run as a looping GIF: one frame per forward (see `frame_indices`), the last one held."""
     if not steps:
         raise ValueError("no forwards recorded: generate a reply first")
@@ -176,7 +205,7 @@ def run_gif(steps: list[Step], token_text: render.TokenText, mask_id: int, *, re
 
     def frame(k: int) -> Image.Image:
         return draw_frame(steps, k, token_text, mask_id, result=result, threshold=threshold, stop_ids=stop_ids,
-                          n_blocks=n_blocks, scale=scale)
+                          n_blocks=n_blocks, scale=scale, num_small_blocks=num_small_blocks)
 
     # One palette for every frame, from the last one (it holds the most colours): Pillow then stores only the
     # part of each frame that changed, several times smaller than a palette per frame; colours stay within a
@@ -190,3 +219,12 @@ def run_gif(steps: list[Step], token_text: render.TokenText, mask_id: int, *, re
     out = io.BytesIO()
     next(frames).save(out, format="GIF", save_all=True, append_images=frames, duration=durations, loop=0)
     return out.getvalue()
+
+
+def recording_gif(rec: Recording, token_text: render.TokenText, mask_id: int,
+                  forwards_per_second: float = 5.0) -> bytes:
+    """`run_gif` for a recorded run (live or read from a trace), with the settings it ran with."""
+    cfg = rec.config or DecodeConfig()
+    return run_gif(rec.steps, token_text, mask_id, result=rec.result, threshold=render.commit_threshold(cfg),
+                   stop_ids=rec.stop_ids, forwards_per_second=forwards_per_second,
+                   num_small_blocks=cfg.num_small_blocks)

@@ -145,9 +145,7 @@ def _report(rec: Recording) -> None:
 
 def _write_gif(path: Path | None, rec: Recording, token_text: render.TokenText, mask_id: int) -> None:
     if path is not None:
-        _write(path, "GIF", animation.run_gif(rec.steps, token_text, mask_id, result=rec.result,
-                                              threshold=render.commit_threshold(rec.config),
-                                              stop_ids=rec.stop_ids))
+        _write(path, "GIF", animation.recording_gif(rec, token_text, mask_id))
 
 
 # -- replay -----------------------------------------------------------------------------------------

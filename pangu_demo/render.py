@@ -402,7 +402,8 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
             f'<div class="pg-caption">{caption}</div><div class="pg-forward">{forward}</div>'
             '<div class="pg-cells" tabindex="0" aria-label="The current block: the arrow keys read its cells">'
             f'{"".join(cells)}</div>'
-            # Filled by the page's script with the title of a tapped cell: a phone shows no hover titles.
+            # Filled by the page's script with the title of a tapped cell (a phone shows no hover titles) or of the
+            # cell walked to with the arrow keys.
             '<div class="pg-inspect" aria-live="polite"></div>'
             f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
 

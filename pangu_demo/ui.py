@@ -353,9 +353,7 @@ def write_gif(rec: Recording | None, token_text: render.TokenText, mask_id: int,
     """The recorded run as an animated GIF, one frame per forward at the replay speed; None without a run."""
     if rec is None or rec.result is None or not rec.steps:
         return None
-    gif = animation.run_gif(rec.steps, token_text, mask_id, result=rec.result,
-                            threshold=render.commit_threshold(rec.config), stop_ids=rec.stop_ids,
-                            forwards_per_second=float(speed or 5))
+    gif = animation.recording_gif(rec, token_text, mask_id, forwards_per_second=float(speed or 5))
     return _download_file("run-", ".gif", gif)
 
 
@@ -451,8 +449,8 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
         settings = [query.get(name, base) for name, base in zip(LINK_SETTINGS, LINK_BASE, strict=True)]
         try:
             cfg = make_config(*settings)
-            if cfg.max_new_tokens % 32 or cfg.max_new_tokens > max_new_top:
-                raise ValueError(f"max_new_tokens must be a multiple of 32 up to {max_new_top} here, "
+            if cfg.max_new_tokens % cfg.block_length or cfg.max_new_tokens > max_new_top:
+                raise ValueError(f"max_new_tokens must be a multiple of {cfg.block_length} up to {max_new_top} here, "
                                  f"got {cfg.max_new_tokens}.")
         except ValueError as e:
             problems.append(f"Its settings were left out: {e}")

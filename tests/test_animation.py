@@ -105,6 +105,28 @@ def test_any_token_text_is_drawn(text: str, ink: bool) -> None:
         assert sum(p != fill for p in inside) > 5
 
 
+def test_each_frame_says_what_its_forward_did() -> None:
+    """The page's line under the grid, in the header: ink in its band that changes from forward to forward."""
+    steps, table = fake_run(SEVEN)
+    width = A.frame_size(2)[0]
+    band = (A.MARGIN, A.NARRATION_TOP, width - A.MARGIN, A.HEADER_H - 4)
+
+    def narration(upto: int) -> bytes:
+        return A.draw_frame(steps, upto, table.get, MASK, threshold=0.9).convert("L").crop(band).tobytes()
+
+    first, second = narration(1), narration(2)
+    assert min(first) < 128 and min(second) < 128  # dark text on white
+    assert first != second
+
+
+def test_a_long_line_is_wrapped_and_cut() -> None:
+    words = " ".join(f"word{k}" for k in range(200))
+    lines = A.wrap(words, 12, 300, max_lines=3)
+    assert len(lines) == 3 and all(A._width(runs) <= 300 for runs in lines)
+    assert "".join(text for text, _ in lines[-1]).endswith(" …")
+    assert [[text for text, _ in runs] for runs in A.wrap("a short line", 12, 300, 3)] == [["a short line"]]
+
+
 def test_no_forwards_no_gif() -> None:
     with pytest.raises(ValueError, match="generate a reply first"):
         A.run_gif([], str, MASK)
