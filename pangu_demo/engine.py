@@ -163,6 +163,11 @@ class Decoder:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
 
+    @property
+    def context(self) -> int | None:
+        """The longest sequence (prompt + reply) the model takes, if its config says."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
     # -- the forward passes ---------------------------------------------------------------------
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: DynamicCache,
                  keep: int, logits_to_keep: int | torch.Tensor = 0) -> torch.Tensor:
@@ -190,7 +195,7 @@ class Decoder:
             list(prompt_ids)]
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("The prompt is empty: give at least one token (e.g. BOS).")
-        check_context(max(map(len, prompts)), cfg, getattr(self.model.config, "max_position_embeddings", None))
+        check_context(max(map(len, prompts)), cfg, self.context)
         run = _Run(self, prompts, cfg, stop_event)
         try:
             yield from run.steps()

@@ -28,7 +28,7 @@ from gradio.components.plot import PlotData
 
 from . import animation, render, trace
 from .chat import Think, prompt_ids
-from .engine import ALGORITHMS, DecodeConfig, Decoder, check_context, fit_context, run
+from .engine import ALGORITHMS, DecodeConfig, Decoder, Result, Step, check_context, fit_context, run
 from .explainer import explainer_html
 from .loading import EMBEDDED_MODEL, LoadedModel, ModelLoadError, load_model
 from .streaming import Frame, FrameOptions, Recording, build_frame, stream_frames
@@ -458,6 +458,21 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
             checked = dict(zip(LINK_SETTINGS, config_values(cfg), strict=True))
             values |= {name: checked[name] for name in given}
     return values, problems
+
+
+def rerun(decoder: Decoder, prompt_ids: list[int], cfg: DecodeConfig,
+          stop: threading.Event) -> tuple[list[Step], Result]:
+    """A recorded run's prompt decoded again with other settings. Block diffusion decodes whole blocks, so a
+    reply length that fit AR may be lowered to the whole blocks that still fit the context."""
+    return run(decoder, prompt_ids, fit_context(len(prompt_ids), cfg, decoder.context), stop)
+
+
+def rerun_failed(error: Exception) -> str:
+    """What a failed rerun says on the page (the engine's own checks say it in words; anything else is logged)."""
+    if isinstance(error, ValueError):
+        return str(error)
+    log.error("decoding again failed", exc_info=error)
+    return f"Decoding again failed: {type(error).__name__}: {error}"
 
 
 class SweepPlan(NamedTuple):
@@ -919,7 +934,11 @@ class DemoApp:
             return
         with self.stop_event(request) as stop:
             yield self._said("Decoding the same prompt by AR…", running=True)
-            ar_steps, ar = run(decoder, rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
+            try:
+                ar_steps, ar = rerun(decoder, rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
+            except Exception as e:
+                yield self._said(rerun_failed(e))
+                return
             figure = render.race_figure([("block diffusion", rec.steps), ("AR", ar_steps)], rec.stop_ids)
             yield render.comparison_html(rec.result, ar), gr.Plot(value=plot_value(figure), visible=True), *self._idle()
 
@@ -965,7 +984,11 @@ class DemoApp:
             for n, i in enumerate(todo, 1):
                 plan = plans[i]
                 yield self._said(f"Decoding the same prompt {plan.doing} ({n} of {len(todo)})…", running=True)
-                steps, result = run(decoder, rec.result.prompt_ids, plan.config, stop)
+                try:
+                    steps, result = rerun(decoder, rec.result.prompt_ids, plan.config, stop)
+                except Exception as e:
+                    yield self._said(rerun_failed(e))
+                    return
                 rows[i] = render.SweepRow(plan.label, steps, result, plan.threshold)
                 if stop.is_set():
                     break

@@ -313,6 +313,39 @@ def test_other_rules_after_an_ar_run_mark_ar_as_this_run(app: ui.DemoApp) -> Non
     assert sum("this run" in r[0] for r in rows) == 1
 
 
+def test_other_rules_fit_whole_blocks_into_the_context_an_ar_run_left(app: ui.DemoApp, tiny_model: LoadedModel,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """AR fits any reply length; block diffusion needs whole blocks: the reruns take the whole blocks that fit,
+    and say so in words when none does."""
+    sess = ui.Session()
+    list(generate(app, sess, settings=("ar", "confidence_threshold", 0.9, 1, 0.0, 1.0, 0, 40, 0)))
+    prompt_len = len(sess.recording.result.prompt_ids)
+    monkeypatch.setattr(tiny_model.model.config, "max_position_embeddings", prompt_len + 40)
+    text, race, button, stop = list(app.sweep_rules(sess, request()))[-1]
+    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>(\d+)", text)
+    assert len(rows) == 6 and race.visible and button.interactive and not stop.interactive
+    lengths = [len(t["x"]) for t in json.loads(race.value["plot"])["data"][::2]]
+    assert max(lengths[:-1]) <= 33  # one block (and the prefill's point) for every rule, AR as it was
+    monkeypatch.setattr(tiny_model.model.config, "max_position_embeddings", prompt_len + 16)
+    text, race, button, stop = list(app.sweep_rules(sess, request()))[-1]
+    assert "leaves no room for a block of 32 new tokens" in text
+    assert race.visible is False and button.interactive and not stop.interactive
+
+
+def test_a_failed_rerun_is_said_and_the_buttons_come_back(app: ui.DemoApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    sess = ui.Session()
+    list(generate(app, sess))
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(ui, "run", broken)
+    for handler in (app.compare_with_ar, app.sweep_rules, app.sweep_thresholds):
+        text, race, button, stop = list(handler(sess, request()))[-1]
+        assert "Decoding again failed: RuntimeError: out of memory" in text
+        assert race.visible is False and button.interactive and not stop.interactive
+
+
 @pytest.mark.parametrize("settings, words", [(("ar", "confidence_threshold"), "no threshold (AR)"),
                                              (("diffusion", "entropy"), "no threshold (entropy)")])
 def test_other_thresholds_need_a_run_with_a_threshold(app: ui.DemoApp, settings: tuple, words: str) -> None:
