@@ -46,7 +46,7 @@ def main() -> None:
                         help="weights dtype (auto: bfloat16 on accelerators and on CPUs with AVX512-BF16, "
                              "float32 on other CPUs)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--port", type=int, default=os.environ.get("GRADIO_SERVER_PORT", "7860"))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

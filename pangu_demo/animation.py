@@ -18,7 +18,7 @@ from . import render
 from .engine import DecodeConfig, Result, Step
 from .streaming import Recording
 
-COLS = 16  # as on the page: a block of 32 in two rows
+COLS = 16  # as on the page: a block of 32 in two rows (a trace may hold longer blocks: more rows)
 CELL_W, CELL_H, GAP, MARGIN = 46, 30, 3, 12
 NARRATION_TOP, NARRATION_LINE, NARRATION_LINES = 36, 15, 3  # the forward's line under the counts, wrapped
 HEADER_H = NARRATION_TOP + NARRATION_LINE * NARRATION_LINES + 6
@@ -133,13 +133,15 @@ def frame_indices(n_steps: int, max_frames: int = MAX_FRAMES) -> list[int]:
     return sorted(set(range(every, n_steps + 1, every)) | {n_steps})
 
 
-def _block_height() -> int:
-    return CAPTION_H + 2 * CELL_H + GAP + BLOCK_GAP
+def _block_height(block_length: int) -> int:
+    rows = -(-block_length // COLS)
+    return CAPTION_H + rows * CELL_H + (rows - 1) * GAP + BLOCK_GAP
 
 
-def frame_size(n_blocks: int) -> tuple[int, int]:
+def frame_size(n_blocks: int, block_length: int = 32) -> tuple[int, int]:
     width = 2 * MARGIN + COLS * CELL_W + (COLS - 1) * GAP
-    return width, HEADER_H + min(max(n_blocks, 1), MAX_BLOCKS) * _block_height() + FOOTER_H + MARGIN
+    return width, (HEADER_H + min(max(n_blocks, 1), MAX_BLOCKS) * _block_height(block_length) + FOOTER_H
+                   + MARGIN)
 
 
 def legend(threshold: float | None) -> str:
@@ -179,7 +181,8 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
     blocks = render.block_states(steps, upto, threshold, stop_ids)
     n_blocks = len({s.block for s in steps}) if n_blocks is None else n_blocks
     scale = render.scale_max(steps) if scale is None else scale
-    image = Image.new("RGB", frame_size(n_blocks), PAPER)
+    block_length = len(blocks[0].tokens)
+    image = Image.new("RGB", frame_size(n_blocks, block_length), PAPER)
     draw = ImageDraw.Draw(image)
     s = render.stats(steps, upto, result if upto == len(steps) else None, threshold=threshold, stop_ids=stop_ids)
     draw.text((MARGIN, 10), f"forward {upto} of {len(steps)}", fill=INK, font=_font(16))
@@ -189,7 +192,7 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
     for k, runs in enumerate(wrap(said, 12, image.width - 2 * MARGIN, NARRATION_LINES)):
         _draw_runs(draw, (MARGIN, NARRATION_TOP + k * NARRATION_LINE), runs, LEGEND_INK, "la")
     for k, block in enumerate(blocks[-MAX_BLOCKS:]):
-        _draw_block(draw, block, HEADER_H + k * _block_height(), token_text, mask_id, scale)
+        _draw_block(draw, block, HEADER_H + k * _block_height(block_length), token_text, mask_id, scale)
     draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold), fill=LEGEND_INK, font=_font(11))
     return image
 

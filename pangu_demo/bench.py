@@ -45,6 +45,7 @@ THRESHOLDS = (0.7, 0.8, 0.9, 0.95)
 SMALL_BLOCKS = (1, 4, 8)
 DEBIAN_CHROMIUM = Path("/usr/bin/chromium")  # what kaleido drives for the PNG when BROWSER_PATH is unset
 N_PROMPTS = 10  # the default prompt set: the whole default run ends within 10 minutes on a 2-core CPU
+RATIO_TRIALS = 30  # forwards timed per size for the block/one-token ratio
 QUICK = {"n_prompts": 2, "repeats": 1, "max_new_tokens": 64, "ratio_trials": 5, "batch_sizes": (1, 4)}
 RATIO_NOTE = (
     "Wall-clock speed-up ≈ tokens per forward ÷ (cost of one block-sized forward / cost of a one-token forward "
@@ -533,7 +534,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=256, help="the same for every setting")
     p.add_argument("--block-length", type=int, default=engine.DecodeConfig().block_length)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
-    p.add_argument("--ratio-trials", type=int, default=30, help="forwards timed for the block/one-token ratio")
+    p.add_argument("--ratio-trials", type=int, default=RATIO_TRIALS,
+                   help="forwards timed for the block/one-token ratio")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: a small model on a busy 2-core CPU runs fastest on one)")
     p.add_argument("--settings", nargs="+", default=None, metavar="NAME",
@@ -555,9 +557,16 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 
 def command_line(args: argparse.Namespace) -> str:
-    """The command that reproduces this run (the defaults spelled out)."""
-    parts = ["python -m pangu_demo.bench"] + (["--model", str(args.model)] if args.model else []) + (
-        ["--dtype", args.dtype] if args.dtype else [])
+    """The command that reproduces this run: the sizes spelled out, every other option only where it was given."""
+    parts = ["python -m pangu_demo.bench"]
+    for flag, value in (("--model", args.model), ("--device", args.device), ("--dtype", args.dtype)):
+        parts += [flag, str(value)] if value else []
+    parts += ["--trust-remote-code"] if args.trust_remote_code else []
+    parts += ["--settings", *args.settings] if args.settings else []
+    if args.block_length != engine.DecodeConfig().block_length:
+        parts += ["--block-length", str(args.block_length)]
+    if args.ratio_trials != RATIO_TRIALS:
+        parts += ["--ratio-trials", str(args.ratio_trials)]
     if args.quick:
         return " ".join([*parts, "--quick", "--threads", str(args.threads)])
     return " ".join([*parts, "--n-prompts", str(args.n_prompts), "--repeats", str(args.repeats), "--max-new-tokens",

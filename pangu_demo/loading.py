@@ -154,7 +154,7 @@ def resolve_source(source: str | Path | None) -> Path:
 
 def _from_hub(repo_id: str) -> Path:
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import constants, snapshot_download
     except ImportError as e:  # pragma: no cover - huggingface_hub comes with transformers
         raise ModelLoadError("huggingface_hub is needed to load a hub id.") from e
     patterns = ["*.json", "*.safetensors", "tokenizer.model", "*.py"]
@@ -162,7 +162,7 @@ def _from_hub(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
     except Exception:
         pass
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in constants.ENV_VARS_TRUE_VALUES:  # read as the hub reads it
         raise ModelLoadError(f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. "
                              f"{GET_OFFICIAL}")
     try:

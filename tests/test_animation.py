@@ -9,6 +9,7 @@ from PIL import Image, ImageColor
 from test_render import MASK, SEVEN, fake_run, with_confidences
 
 from pangu_demo import animation, render
+from pangu_demo.engine import DecodeConfig, Decoder, run
 
 A = animation
 
@@ -125,6 +126,21 @@ def test_a_long_line_is_wrapped_and_cut() -> None:
     assert len(lines) == 3 and all(A._width(runs) <= 300 for runs in lines)
     assert "".join(text for text, _ in lines[-1]).endswith(" …")
     assert [[text for text, _ in runs] for runs in A.wrap("a short line", 12, 300, 3)] == [["a short line"]]
+
+
+def test_longer_blocks_get_more_rows(tiny_decoder: Decoder) -> None:
+    """A trace may hold blocks of 64: four rows each, the next block below them, not drawn over them."""
+    steps, result = run(tiny_decoder, [1, 5, 6, 7], DecodeConfig(block_length=64, max_new_tokens=128,
+                                                                stop_ids=()))
+    mask = tiny_decoder.mask_id
+    frame = A.draw_frame(steps, len(steps), str, mask, n_blocks=3).convert("RGB")
+    assert frame.size == A.frame_size(3, 64) and frame.size[1] > A.frame_size(3)[1]
+    block_h = A.CAPTION_H + 4 * A.CELL_H + 3 * A.GAP + A.BLOCK_GAP
+    x = A.MARGIN + 15 * (A.CELL_W + A.GAP)  # position 63: the last column of the fourth row
+    y = A.HEADER_H + A.CAPTION_H + 3 * (A.CELL_H + A.GAP)
+    assert frame.getpixel((x + 2, y + 2)) not in (ImageColor.getrgb(A.PAPER), ImageColor.getrgb(A.MASK_FILL))
+    below = frame.crop((A.MARGIN, A.HEADER_H + block_h, A.MARGIN + 200, A.HEADER_H + block_h + A.CAPTION_H))
+    assert min(below.convert("L").tobytes()) < 128  # the next block's caption, on white
 
 
 def test_no_forwards_no_gif() -> None:
