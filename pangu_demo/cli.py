@@ -54,13 +54,16 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=d.top_k, help="0 = off")
     parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--fused-commit", action="store_true",
+                        help="this demo's option, not the reference's: each block's commit forward also makes the "
+                             "next block's first denoising forward (one forward less per block)")
 
 
 def decode_config(args: argparse.Namespace) -> engine.DecodeConfig:
     config = engine.DecodeConfig(mode=args.mode, algorithm=args.alg, threshold=args.threshold,
                                  num_small_blocks=args.small_blocks, temperature=args.temperature,
                                  top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens,
-                                 seed=args.seed)
+                                 seed=args.seed, fused_commit=args.fused_commit)
     config.validate()  # fail before the (possibly long) model load
     return config
 

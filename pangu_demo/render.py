@@ -646,7 +646,7 @@ def stats_html(s: dict, live: bool = False) -> str:
     items = [("block", f"{s['block']}{planned}", "the block being decoded, of the blocks of 32 that max new tokens "
               "allows (decoding ends sooner at the stop token)"),
              ("forwards (NFE)", str(s["nfe"]), "model forward passes so far: prefill, denoising and commit forwards"),
-             ("tokens", str(s["tokens"]), "generated tokens in the finished prefix, the stop token included"),
+             ("tokens", str(s["tokens"]), "reply tokens committed so far, in any order, the stop token included"),
              ("tokens / forward", f"{s['tokens_per_forward']:.2f}", "tokens ÷ forwards; AR decoding makes 1"),
              ("tokens / s", f"{s['tokens_per_second']:.1f}", "tokens ÷ elapsed time, on this machine"),
              ("elapsed", f"{s['elapsed']:.2f} s", "wall-clock time since the prompt was sent"),

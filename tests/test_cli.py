@@ -91,6 +91,17 @@ def test_generate_ar_no_think(tiny_checkpoint: Path, tiny_model: LoadedModel, tm
     assert prompt.endswith("[unused9]用户：Hi /no_think[unused10][unused9]助手：")
 
 
+def test_generate_fused_commit(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    trace = tmp_path / "fused.json"
+    code, _, err = generate(capsys, "Hi", "--model", str(tiny_checkpoint), "--fused-commit", "--max-new-tokens", "64",
+                            "--dtype", "float64", "--trace", str(trace))
+    assert code == 0, err
+    saved = json.loads(trace.read_text(encoding="utf-8"))
+    assert saved["result"]["config"]["fused_commit"] is True
+    kinds = [step["kind"] for step in saved["steps"]]
+    assert kinds.count("fused") == 1 and "commit" not in kinds  # two blocks: one fused forward between them
+
+
 def test_auto_think_asks_the_model_to_decide(tiny_checkpoint: Path, tiny_model: LoadedModel, tmp_path: Path,
                                             capsys: pytest.CaptureFixture) -> None:
     trace = tmp_path / "auto.json"
