@@ -15,7 +15,6 @@ from .engine import attention_allowed
 
 PROMPT = ["p1", "p2", "p3"]
 BLOCK_1 = ["a1", "a2", "a3", "a4"]
-BLOCK_2 = ["b1", "b2", "b3", "b4"]
 MASK = "M"
 
 

@@ -25,9 +25,9 @@ EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "model"
 OFFICIAL_FORMAT = Path(__file__).resolve().parent / "official_format"  # the published config/tokenizer files
 OFFICIAL_HUB_ID = "openpangu/openPangu-R-7B-Diffusion"
 GET_OFFICIAL = (
-    "Get openPangu-R-7B-Diffusion from https://huggingface.co/openpangu/openPangu-R-7B-Diffusion or "
+    f"Get openPangu-R-7B-Diffusion from https://huggingface.co/{OFFICIAL_HUB_ID} or "
     "https://ai.gitcode.com/ascend-tribe/openPangu-R-7B-Diffusion (about 16 GB), e.g. "
-    "`hf download openpangu/openPangu-R-7B-Diffusion --local-dir ~/models/openPangu-R-7B-Diffusion`, "
+    f"`hf download {OFFICIAL_HUB_ID} --local-dir ~/models/openPangu-R-7B-Diffusion`, "
     "then pass that folder as the model."
 )
 PANGU_MODEL_TYPES = {"PanguEmbedded", "pangu_embedded"}

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .chat import THINK_END, THINK_START, Reply, split_reply
+from .chat import Reply, split_reply
 from .engine import DecodeConfig, Result, Step
 from .tokenizer import ROLE_TOKENS
 
@@ -622,25 +622,6 @@ STOP_REASONS = {"stop_token": "finished (stop token)", "length": "reached max ne
                 "cancelled": "stopped by you"}
 
 
-def stats_text(steps: list[Step], upto: int | None, result: Result | None = None,
-               max_new_tokens: int | None = None) -> str:
-    """One plain-text line: block b/N, NFE, tokens per forward, tokens/s, elapsed, AR forwards."""
-    s = stats(steps, upto, result, max_new_tokens)
-    return format_stats(s)
-
-
-def format_stats(s: dict) -> str:
-    planned = f"/{s['blocks_planned']}" if s["blocks_planned"] else ""
-    parts = [f"block {s['block']}{planned}", f"NFE {s['nfe']}", f"{s['tokens']} tokens",
-             f"{s['tokens_per_forward']:.2f} tokens/forward", f"{s['tokens_per_second']:.1f} tokens/s",
-             f"{s['elapsed']:.2f} s", f"AR would need {plural(s['ar_forwards'], 'forward')}"]
-    if s["below_threshold"] is not None:
-        parts.append(f"{s['below_threshold']} committed below the threshold")
-    if s["stop_reason"]:
-        parts.append(STOP_REASONS.get(s["stop_reason"], s["stop_reason"]))
-    return " · ".join(parts)
-
-
 def stats_html(s: dict, live: bool = False) -> str:
     planned = f" of max {s['blocks_planned']}" if s["blocks_planned"] else ""
     items = [("block", f"{s['block']}{planned}", "the block being decoded, of the blocks of 32 that max new tokens "
@@ -776,18 +757,6 @@ def sweep_view(rows: list[SweepRow], stop_ids: Collection[int] = (), varies: str
 
 
 # -- chat ---------------------------------------------------------------------------------------
-def thinking_span(steps: list[Step], upto: int | None) -> tuple[float | None, float | None]:
-    """Elapsed seconds at which the trace opened and closed in the committed prefix (None: not yet)."""
-    start = end = None
-    for s in steps[:clamp_upto(steps, upto)]:
-        if start is None and THINK_START in s.text:
-            start = s.elapsed
-        if start is not None and THINK_END in s.text:
-            end = s.elapsed
-            break
-    return start, end
-
-
 def reply_at(steps: list[Step], upto: int | None, result: Result | None = None) -> Reply:
     upto = clamp_upto(steps, upto)
     if result is not None and upto == len(steps):

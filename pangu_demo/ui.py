@@ -30,7 +30,7 @@ from . import animation, render, trace
 from .chat import Think, prompt_ids
 from .engine import ALGORITHMS, DecodeConfig, Decoder, Result, Step, check_context, fit_context, run
 from .explainer import explainer_html
-from .loading import EMBEDDED_MODEL, LoadedModel, ModelLoadError, load_model
+from .loading import EMBEDDED_MODEL, OFFICIAL_HUB_ID, LoadedModel, ModelLoadError, load_model
 from .streaming import Frame, FrameOptions, Recording, build_frame, stream_frames
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -105,10 +105,10 @@ CLOSE_NOTE_ON_PHONE = ("() => document.querySelectorAll('#pg-teaching details').
 NO_AUTOPLAY_FOR_REDUCED_MOTION = "(on) => window.matchMedia('(prefers-reduced-motion: reduce)').matches ? false : on"
 HOW_TO_GET = (
     "**To run the real openPangu-R-7B-Diffusion** (about 16 GB, from "
-    "[Hugging Face](https://huggingface.co/openpangu/openPangu-R-7B-Diffusion) or "
+    f"[Hugging Face](https://huggingface.co/{OFFICIAL_HUB_ID}) or "
     "[GitCode](https://ai.gitcode.com/ascend-tribe/openPangu-R-7B-Diffusion)), download it and start the app on "
     "its folder (or set `PANGU_DEMO_MODEL`):\n\n"
-    "```\nhf download openpangu/openPangu-R-7B-Diffusion --local-dir ~/models/openPangu-R-7B-Diffusion\n"
+    f"```\nhf download {OFFICIAL_HUB_ID} --local-dir ~/models/openPangu-R-7B-Diffusion\n"
     "python app.py --model ~/models/openPangu-R-7B-Diffusion\n```\n\n"
     "A GPU or Ascend NPU is strongly recommended; on a CPU it is very slow."
 )
