@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import chat, data, engine
-from .evaluate import question, score_reply, system
+from .evaluate import question, score_reply, system, text_table
 from .render import below_threshold
 from .sampling import greedy
 from .tokenizer import PanguTokenizer
@@ -138,11 +138,6 @@ def _percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "—"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
-    return ["  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
-
-
 def render(report: dict[str, dict], threshold: float) -> str:
     header = ["task", "replies", "correct", "tokens", "commits", "left context", "count", "share", "AR rejects",
               "reject rate"]
@@ -159,14 +154,14 @@ def render(report: dict[str, dict], threshold: float) -> str:
                                  _percent(bad, n)])
     lines = [f"Denoising commits at threshold {threshold:g}. Left context open: a position to the token's left in "
              f"its block was still masked when it was predicted. AR rejects: the same model, reading the finished "
-             f"reply left to right, gives the token < {REJECT_BELOW:g} and prefers another.", *_table(header, rows),
+             f"reply left to right, gives the token < {REJECT_BELOW:g} and prefers another.", *text_table(header, rows),
              "", "The data's replies, teacher forced: next-token (AR) arg-max against masked-token arg-max with the "
              "whole left context in place (block position 0 left out: it is always an AR prediction)."]
     header = ["task", "tokens", "count", "AR right", "masked right"]
     rows = [[task, "digits" if digit else "other", str(f[digit, "tokens"]),
              _percent(f[digit, "ar"], f[digit, "tokens"]), _percent(f[digit, "masked"], f[digit, "tokens"])]
             for task, r in report.items() for f in [r["teacher_forced"]] for digit in (True, False)]
-    return "\n".join(lines + _table(header, rows))
+    return "\n".join(lines + text_table(header, rows))
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:

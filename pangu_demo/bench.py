@@ -428,22 +428,14 @@ def batch_lines(report: dict) -> list[list[str]]:
 BATCH_COLUMNS = ("setting", "batch", "sequences", "tokens", "NFE", "tok/s", "vs AR")
 
 
-def _text_table(columns: tuple[str, ...], rows: list[list[str]]) -> list[str]:
-    rows = [list(columns), *rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
-
-
 def render_text(report: dict) -> str:
     p, m = report["params"], report["machine"]
     lines = [f"{report['model']}: {p['n_prompts']} prompts, {p['repeats']} repeats (medians), "
              f"max {p['max_new_tokens']} new tokens, batch 1, temperature 0, {m['threads']} thread(s), "
              f"{m['processor']} × {m['cpu_count']}", ""]
-    lines += _text_table(COLUMNS, table_rows(report))
+    lines += evaluate.text_table(COLUMNS, table_rows(report))
     lines += ["", *summary_lines(report), "", "Batch throughput (left padding):"]
-    lines += _text_table(BATCH_COLUMNS, batch_lines(report))
+    lines += evaluate.text_table(BATCH_COLUMNS, batch_lines(report))
     lines += ["", "Bars:"] + [f"  {'PASS' if b['pass'] else 'FAIL'}  {_fmt_bar(b)}" for b in report["bars"]]
     return "\n".join(lines)
 

@@ -107,8 +107,7 @@ def generate(args: argparse.Namespace) -> int:
     think = "auto" if args.auto_think else not args.no_think
     ids = chat.prompt_ids(tok, [], args.prompt, think=think, system=args.system)
     decoder = engine.Decoder(lm.model, tok)
-    stop_ids = config.stop_ids if config.stop_ids is not None else tok.stop_ids
-    rec = Recording(config=config, stop_ids=tuple(stop_ids))
+    rec = Recording(config=config, stop_ids=decoder.stop_ids(config))
     live = sys.stderr.isatty()
     for item in decoder.generate(ids, config):
         rec.add(item)

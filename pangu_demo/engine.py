@@ -163,6 +163,10 @@ class Decoder:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
 
+    def stop_ids(self, cfg: DecodeConfig) -> tuple[int, ...]:
+        """What ends a reply under `cfg`: its own stop ids, else the tokenizer's."""
+        return tuple(cfg.stop_ids if cfg.stop_ids is not None else self.tok.stop_ids)
+
     @property
     def context(self) -> int | None:
         """The longest sequence (prompt + reply) the model takes, if its config says."""
@@ -234,7 +238,7 @@ class _Run:
     def __init__(self, dec: Decoder, prompts: list[list[int]], cfg: DecodeConfig,
                  stop_event: threading.Event | None):
         self.dec, self.cfg, self.prompts, self.stop_event = dec, cfg, prompts, stop_event
-        stop_ids = set(cfg.stop_ids if cfg.stop_ids is not None else dec.tok.stop_ids)
+        stop_ids = set(dec.stop_ids(cfg))
         self.rows = [_Row(dec.tok, stop_ids, cfg.max_new_tokens) for _ in prompts]
         self.generator = torch.Generator(device=dec.device).manual_seed(cfg.seed)
         self.cache = DynamicCache(config=dec.model.config)

@@ -318,12 +318,17 @@ def bar_lines(report: dict) -> list[str]:
     return lines
 
 
-def render_text(report: dict) -> str:
-    rows = [list(COLUMNS), *table_rows(report)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+def text_table(columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> list[str]:
+    """Columns padded to their widest cell, a rule under the header: for a terminal."""
+    rows = [list(columns), *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join([*lines, "", *bar_lines(report), "", SPEED_NOTE])
+    return lines
+
+
+def render_text(report: dict) -> str:
+    return "\n".join([*text_table(COLUMNS, table_rows(report)), "", *bar_lines(report), "", SPEED_NOTE])
 
 
 def render_markdown(report: dict) -> str:

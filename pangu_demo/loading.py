@@ -58,9 +58,13 @@ class LoadedModel:
     def context_length(self) -> int:
         return int(self.config.get("max_position_embeddings", 2048))
 
+    def facts(self) -> list[str]:
+        """Size, device, dtype and context, in words."""
+        return [f"{self.n_params / 1e6:.1f}M parameters", self.device.type, str(self.dtype).removeprefix("torch."),
+                f"context {self.context_length} tokens"]
+
     def describe(self) -> str:
-        return (f"{self.name}: {self.n_params / 1e6:.1f}M parameters, {self.device.type}, "
-                f"{str(self.dtype).removeprefix('torch.')}, context {self.context_length} tokens")
+        return f"{self.name}: {', '.join(self.facts())}"
 
 
 # -- device and dtype ---------------------------------------------------------------------------

@@ -117,8 +117,7 @@ def stream_frames(decoder: Decoder, prompt_ids: list[int], config: DecodeConfig,
     """
     options = options or FrameOptions()
     token_text = token_text or functools.cache(decoder.tok.token_text)  # few distinct tokens per run
-    stop_ids = config.stop_ids if config.stop_ids is not None else decoder.tok.stop_ids
-    rec = Recording(config=config, stop_ids=tuple(stop_ids))
+    rec = Recording(config=config, stop_ids=decoder.stop_ids(config))
     gen = decoder.generate(prompt_ids, config, stop_event)
     rec.add(next(gen))  # in the caller's thread: impossible settings raise here, before any frame
     worker = _Worker(gen, rec)

@@ -198,8 +198,7 @@ class ModelRegistry:
         label = self.resolve(label)
         lm = self._loaded.get(label)
         if lm is not None:
-            return (f"**Loaded:** {_md_escape(lm.name)} · {lm.n_params / 1e6:.1f}M parameters · {lm.device.type} · "
-                    f"{str(lm.dtype).removeprefix('torch.')} · context {lm.context_length} tokens")
+            return " · ".join([f"**Loaded:** {_md_escape(lm.name)}", *lm.facts()])
         if label in self.errors:
             return f"**Not loaded:** {_md_escape(self.errors[label])}"
         return f"**{_md_escape(label)}** is loaded on first use."
@@ -408,15 +407,15 @@ def play_interval(speed: float | None) -> float:
 # A link opens the page with a question and its settings filled in (not run: Generate stays the reader's).
 LINK_SETTINGS = ("mode", "algorithm", "threshold", "small_blocks", "temperature", "top_p", "top_k",
                  "max_new_tokens", "seed")  # make_config's order, which is also self.settings'
-# What a link's settings are checked with where it gives no value (the controls' starting values; 32 new tokens
-# fits every model). Only the settings it gives are applied.
-LINK_BASE = ("diffusion", "confidence_threshold", 0.9, 1, 0.0, 1.0, 0, 32, 0)
-
-
 def config_values(cfg: DecodeConfig) -> tuple:
     """A config's settings in make_config's (and LINK_SETTINGS') order."""
     return (cfg.mode, cfg.algorithm, cfg.threshold, cfg.num_small_blocks, cfg.temperature, cfg.top_p, cfg.top_k,
             cfg.max_new_tokens, cfg.seed)
+
+
+# What a link's settings are checked with where it gives no value (the engine's defaults, where the controls
+# start; 32 new tokens fits every model). Only the settings it gives are applied.
+LINK_BASE = config_values(replace(DecodeConfig(), max_new_tokens=32))
 
 
 def link_query(text: str, think: str, system: str | None, settings: tuple) -> str:

@@ -26,7 +26,7 @@ class SlowDecoder:
 
     def __init__(self, inner: Decoder, delay: float):
         self.inner, self.delay = inner, delay
-        self.tok, self.mask_id = inner.tok, inner.mask_id
+        self.tok, self.mask_id, self.stop_ids = inner.tok, inner.mask_id, inner.stop_ids
         self.closed = False
 
     def generate(self, prompt_ids, config=None, stop_event=None):
