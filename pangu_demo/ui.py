@@ -36,7 +36,8 @@ from .streaming import Frame, FrameOptions, Recording, build_frame, stream_frame
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CSS_PATH = ASSETS / "app.css"
 HEAD_PATH = ASSETS / "head.html"  # the page's meta description and script
-SMALL_BLOCKS = [1, 2, 4, 8, 16, 32]
+BLOCK = DecodeConfig().block_length  # the page decodes blocks of the reference's length
+SMALL_BLOCKS = [n for n in range(1, BLOCK + 1) if BLOCK % n == 0]
 SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)  # "Try other thresholds" (the recorded run's own is kept)
 MAX_PROMPT_CHARS = 20_000
 SLOW_REPLAY_MAX_SECONDS = 3.0  # a longer run could be watched as it ran: no replay after it
@@ -208,7 +209,7 @@ def max_new_limit(context_length: int | None) -> int:
     """The top of the Max new tokens slider for a model: its context in whole blocks, at most MAX_NEW_TOKENS_PAGE
     (1,024 while no model is loaded)."""
     limit = min(context_length or 1024, MAX_NEW_TOKENS_PAGE)
-    return max(32, limit // 32 * 32)
+    return max(BLOCK, limit // BLOCK * BLOCK)
 
 
 def max_new_default(embedded: bool, top: int) -> int:
@@ -672,7 +673,7 @@ class DemoApp:
                                            info="Commit every masked position whose confidence is above this; "
                                                 "lower commits more per forward, and more wrongly.")
                 self.small_blocks = gr.Dropdown(SMALL_BLOCKS, value=1, label="Small blocks per block",
-                                                info="The 32-token block is filled small block by small block, "
+                                                info=f"The {BLOCK}-token block is filled small block by small block, "
                                                      "left to right.")
             with gr.Row(equal_height=True, elem_id="pg-sampling"):
                 self.temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature",
@@ -689,7 +690,8 @@ class DemoApp:
             with gr.Row(equal_height=True):
                 # Whole blocks: the reference decodes whole blocks of 32 and cuts the result.
                 top, start = self.models.max_new_tokens(self.models.default)
-                self.max_new = gr.Slider(32, top, value=start, step=32, label="Max new tokens", elem_id="pg-max-new",
+                self.max_new = gr.Slider(BLOCK, top, value=start, step=BLOCK, label="Max new tokens",
+                                         elem_id="pg-max-new",
                                          info=f"Up to the model's context ({MAX_NEW_TOKENS_PAGE:,} at most).",
                                          scale=1, min_width=240)
                 self.system = gr.Textbox(label="System message", lines=1, max_lines=4, max_length=MAX_PROMPT_CHARS,
