@@ -422,6 +422,15 @@ def _title(main: str, detail: str) -> str:
     return f'{main}<br><span style="font-size:11px">{detail}</span>'
 
 
+# Translucent, so that the grid lines are faint on both the light and the dark page (plotly's white ones cross a
+# dark page's heatmap cells).
+GRID_LINE = "rgba(127,127,127,0.3)"
+
+
+def _axis(title: str, **options: object) -> dict:
+    return {"title": {"text": title}, "gridcolor": GRID_LINE, "zerolinecolor": GRID_LINE} | options
+
+
 def _layout(title: str) -> dict:
     return {"title": {"text": title, "font": {"size": 14}}, "height": 360,
             "margin": {"l": 60, "r": 20, "t": 60, "b": 75},
@@ -487,21 +496,27 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
             "zmin": 0, "zmax": 1, "colorscale": CONFIDENCE_SCALE, "name": "candidate confidence",
             "colorbar": {"title": {"text": "confidence"}, "thickness": 12}, "text": text,
             "hovertemplate": "position %{x} · forward %{y}<br>%{text}<extra></extra>", "xgap": 1, "ygap": 1}
-    data = [heat, _marks(*marks[False], "committed here", "circle-open", "#22d3ee")]
+    # Markers no wider than a cell on a phone (32 cells in about 250 px).
+    data = [heat, _marks(*marks[False], "committed here", "circle-open", "#22d3ee", size=9, width=2)]
     if marks[True][0]:
-        data.append(_marks(*marks[True], "committed below the threshold", "x-thin-open", "#f43f5e"))
+        # A below-threshold commit's cell is red or orange (confidence under 0.9): a white halo keeps the red
+        # cross visible on it.
+        halo = _marks(*marks[True], "", "x-thin-open", "#ffffff", size=10, width=5.5)
+        data += [halo | {"showlegend": False, "hoverinfo": "skip"},
+                 _marks(*marks[True], "committed below the threshold", "x-thin-open", "#f43f5e", size=10)]
     layout = _layout(_title(f"Block {block + 1}: candidate confidence", "at each denoising forward"))
-    layout["xaxis"] = {"title": {"text": "position in block"}, "range": [-0.5, len(z[0]) - 0.5], "dtick": 4}
+    # No grid lines: the cells are the grid, and lines through their centres would cross every cell.
+    layout["xaxis"] = _axis("position in block", range=[-0.5, len(z[0]) - 0.5], dtick=4, showgrid=False)
     # First forward on top; an explicit range, as autorange pads with a forward 0 that does not exist.
-    layout["yaxis"] = {"title": {"text": "denoising forward"}, "range": [len(z) + 0.5, 0.5],
-                       "dtick": 1 if len(z) <= 16 else None}
+    layout["yaxis"] = _axis("denoising forward", range=[len(z) + 0.5, 0.5], dtick=1 if len(z) <= 16 else None,
+                            showgrid=False)
     return {"data": data, "layout": layout}
 
 
 def _marks(x: list, y: list, text: list, name: str, symbol: str, colour: str, width: float = 2.5,
-           hover: str = "position %{x} · forward %{y}<br>%{text}") -> dict:
+           hover: str = "position %{x} · forward %{y}<br>%{text}", size: int = 11) -> dict:
     return {"type": "scatter", "mode": "markers", "x": x, "y": y, "name": name, "text": text,
-            "marker": {"symbol": symbol, "size": 11, "color": colour, "line": {"width": width, "color": colour}},
+            "marker": {"symbol": symbol, "size": size, "color": colour, "line": {"width": width, "color": colour}},
             "hovertemplate": hover + "<extra></extra>"}
 
 
@@ -544,8 +559,8 @@ def _answer_figure(steps: list[Step], blocks: list[BlockState], token_text: Toke
         data.append(_marks(bx, by, btext, "committed below the threshold", "square-open", "#f43f5e", width=1.5,
                            hover="token %{x} · forward %{y}<br>%{text} · below the threshold"))
     layout = _layout(title)
-    layout["xaxis"] = {"title": {"text": "token index in the answer"}}
-    layout["yaxis"] = {"title": {"text": "forward (NFE) at commit"}}
+    layout["xaxis"] = _axis("token index in the answer")
+    layout["yaxis"] = _axis("forward (NFE) at commit")
     layout["showlegend"] = bool(bx)
     return {"data": data, "layout": layout}
 
@@ -708,11 +723,10 @@ def race_figure(runs: Sequence[tuple[str, list[Step]]], stop_ids: Collection[int
                             "showlegend": False,
                             "hovertemplate": f"{name}: %{{y}} tokens after %{{x:.2f}} s<extra></extra>"})
     layout = _layout(_title(title, "reply tokens written so far"))
-    layout |= {"xaxis": {"domain": [0, 0.46], "title": {"text": "forwards (NFE)"}, "rangemode": "tozero"},
-               "yaxis": {"title": {"text": "tokens"}, "rangemode": "tozero"},
-               "xaxis2": {"domain": [0.56, 1], "title": {"text": "seconds, this machine"}, "anchor": "y2",
-                          "rangemode": "tozero"},
-               "yaxis2": {"anchor": "x2", "rangemode": "tozero", "matches": "y"}}
+    layout |= {"xaxis": _axis("forwards (NFE)", domain=[0, 0.46], rangemode="tozero"),
+               "yaxis": _axis("tokens", rangemode="tozero"),
+               "xaxis2": _axis("seconds, this machine", domain=[0.56, 1], anchor="y2", rangemode="tozero"),
+               "yaxis2": _axis("", anchor="x2", rangemode="tozero", matches="y")}
     return {"data": data, "layout": layout}
 
 

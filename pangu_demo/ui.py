@@ -444,20 +444,31 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
                 values[name] = check(query[name])
             except ValueError as e:
                 problems.append(f"Its {name} was left out: {e}")
-    given = [name for name in LINK_SETTINGS if name in query]
+    given = {name: query[name] for name in LINK_SETTINGS if name in query}
     if given:
-        settings = [query.get(name, base) for name, base in zip(LINK_SETTINGS, LINK_BASE, strict=True)]
-        try:
-            cfg = make_config(*settings)
-            if cfg.max_new_tokens % cfg.block_length or cfg.max_new_tokens > max_new_top:
-                raise ValueError(f"max_new_tokens must be a multiple of {cfg.block_length} up to {max_new_top} here, "
-                                 f"got {cfg.max_new_tokens}.")
-        except ValueError as e:
-            problems.append(f"Its settings were left out: {e}")
+        base = dict(zip(LINK_SETTINGS, LINK_BASE, strict=True))
+        # Each setting alone first, so that every bad one is named; then all of them together.
+        wrong = [error for name, value in given.items() if (error := _link_settings_error(base | {name: value},
+                                                                                        max_new_top))]
+        wrong = wrong or [error for error in [_link_settings_error(base | given, max_new_top)] if error]
+        if wrong:
+            problems.append(f"Its settings were left out: {' '.join(wrong)}")
         else:
-            checked = dict(zip(LINK_SETTINGS, config_values(cfg), strict=True))
+            checked = dict(zip(LINK_SETTINGS, config_values(make_config(*(base | given).values())), strict=True))
             values |= {name: checked[name] for name in given}
     return values, problems
+
+
+def _link_settings_error(settings: dict[str, object], max_new_top: int) -> str | None:
+    """What is wrong with a link's settings (all of LINK_SETTINGS), in words; None if they could run."""
+    try:
+        cfg = make_config(*settings.values())
+    except ValueError as e:
+        return str(e)
+    if cfg.max_new_tokens % cfg.block_length or cfg.max_new_tokens > max_new_top:
+        return (f"max_new_tokens must be a multiple of {cfg.block_length} up to {max_new_top} here, "
+                f"got {cfg.max_new_tokens}.")
+    return None
 
 
 def rerun(decoder: Decoder, prompt_ids: list[int], cfg: DecodeConfig,
@@ -916,10 +927,12 @@ class DemoApp:
                     **dict(zip(LINK_SETTINGS, self.settings, strict=True))}
         update: dict = {controls[name]: value for name, value in values.items()}
         if any(name in values for name in LINK_SETTINGS):
-            update |= {self.preset: "Custom", self.settings_box: gr.Accordion(open=True)}
+            update[self.preset] = "Custom"
+        if any(name in values for name in (*LINK_SETTINGS, "system")):  # in sight: the reader runs them
+            update[self.settings_box] = gr.Accordion(open=True)
         if problems:
             update[self.notice] = message_html(" ".join(["This page's link was not taken whole.", *problems]))
-        return update
+        return update or {self.notice: gr.skip()}  # Gradio answers an empty update with an error (500)
 
     def compare_with_ar(self, sess: Session, request: gr.Request) -> Iterator[tuple]:
         """Decode the recorded run's prompt again by AR and show both speeds, and both runs as lines of tokens

@@ -111,8 +111,12 @@ def assert_tokens_take_their_cells_colour(page) -> None:
 def test_generate_replay_stop_and_escaping(browser, app_url):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    failed = []  # the page's own requests answered with an error (a load event once got a 500 on every visit)
+    page.on("response", lambda r: failed.append((r.status, r.url)) if r.status >= 400 else None)
     page.goto(app_url)
     page.wait_for_selector("#pg-prompt textarea")
+    page.wait_for_timeout(1500)  # the load events
+    assert failed == []
     page.screenshot(path=str(SHOTS / "00-start.png"), full_page=True)
     # Short replies (this model never stops by itself), so that the chat's turns stay within its context.
     page.click("#pg-settings")

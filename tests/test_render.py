@@ -250,6 +250,19 @@ def test_heatmap_shape_and_marks():
     assert z[0][1] is not None and z[0][0] is None and z[1][1] is None
 
 
+def test_figures_draw_no_opaque_grid_lines():
+    """Plotly's default grid is white: on the dark page it crossed the heatmap's cells. The block heatmap has none
+    (its cells are the grid); every other axis a translucent one."""
+    steps, table = fake_run(SEVEN)
+    block = render.heatmap_figure(steps, 4, "block", table.get)["layout"]
+    assert block["xaxis"]["showgrid"] is False and block["yaxis"]["showgrid"] is False
+    others = [render.heatmap_figure(steps, 4, "answer", table.get)["layout"],
+              render.race_figure([("run", steps)])["layout"]]
+    axes = [axis for layout in others for name, axis in layout.items() if name.startswith(("xaxis", "yaxis"))]
+    assert len(axes) == 6 and all(axis["gridcolor"] == render.GRID_LINE for axis in axes)
+    assert all(axis.get("showgrid", True) for axis in axes)
+
+
 def test_answer_view_one_point_per_committed_token():
     steps, table = fake_run(SEVEN)
     for colour in ("confidence", "step"):
@@ -446,6 +459,11 @@ def test_commits_below_the_threshold_are_marked_in_grid_rows_heatmap_and_stats()
     below = [t for t in fig["data"] if t.get("name") == "committed below the threshold"]
     assert len(below) == 1 and sorted(below[0]["x"]) == [3, 5]
     assert 3 not in fig["data"][1]["x"] and 4 in fig["data"][1]["x"]
+    # Under each red cross a wider white one, so that it shows on the red cell of a low confidence.
+    halo = fig["data"][fig["data"].index(below[0]) - 1]
+    assert halo["x"] == below[0]["x"] and halo["y"] == below[0]["y"] and not halo["showlegend"]
+    assert halo["marker"]["line"]["width"] > below[0]["marker"]["line"]["width"]
+    assert halo["marker"]["color"] == "#ffffff" and below[0]["marker"]["color"] == "#f43f5e"
     answer = render.heatmap_figure(steps, 5, "answer", table.get, threshold=0.9)
     assert sorted(answer["data"][1]["x"]) == [3, 5] and answer["layout"]["showlegend"]
     assert render.stats(steps, 5, threshold=0.9)["below_threshold"] == 2

@@ -467,6 +467,10 @@ def test_a_link_is_refused_for_settings_that_could_not_run() -> None:
     ({"max_new_tokens": "100"}, {}, ["multiple of 32 up to 1024"]),
     ({"max_new_tokens": "2048"}, {}, ["multiple of 32 up to 1024"]),
     ({"think": "maybe", "top_k": "2.5"}, {}, ["think was left out", "top_k must be a whole number"]),
+    ({"threshold": "abc", "algorithm": "foo", "max_new_tokens": "99999", "seed": "1"}, {},  # every bad one named
+     ["algorithm 'foo'; valid algorithms: confidence_threshold, entropy, low_confidence, topk_margin, elastic. "
+      "Threshold must be a number (got 'abc'). max_new_tokens must be a multiple of 32 up to 1024 here, got 99999."]),
+    ({"max_new_tokens": "99999", "top_p": "0"}, {}, ["top_p must be in (0, 1] (1 = off), got 0.0. max_new_tokens"]),
 ])
 def test_a_link_takes_what_it_can_and_says_what_it_left_out(query: dict, values: dict, words: list) -> None:
     got, problems = ui.read_link(query, 1024)
@@ -481,7 +485,10 @@ def test_a_page_opened_from_a_link_fills_the_controls(app: ui.DemoApp) -> None:
     assert (update[app.algorithm], update[app.threshold]) == ("elastic", 0.7)
     assert app.temperature not in update  # only what the link gives
     assert update[app.preset] == "Custom" and update[app.settings_box].open is True
-    assert app.from_link(SimpleNamespace(query_params={})) == {}
+    assert list(app.from_link(SimpleNamespace(query_params={})).values()) == [gr.skip()]  # changes nothing
+    system = app.from_link(SimpleNamespace(query_params={"system": "Be brief."}))
+    assert system[app.system] == "Be brief." and system[app.settings_box].open is True  # in sight
+    assert app.preset not in system  # no decoding setting changed
     bad = app.from_link(SimpleNamespace(query_params={"threshold": "<b>2</b>"}))
     assert "not taken whole" in bad[app.notice] and "<b>" not in bad[app.notice]  # escaped
 
