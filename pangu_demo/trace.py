@@ -77,10 +77,18 @@ def dumps(rec: Recording, token_text: Callable[[int], str], mask_id: int, *, mod
 
 
 def _first_error(e: pydantic.ValidationError) -> str:
+    """The first problem in a reader's words, e.g. "steps is empty", "steps → 3 → nfe: input should be a valid
+    integer"."""
     err = e.errors()[0]
-    where = " → ".join(str(p) for p in err["loc"]) or "the file"
+    where = " → ".join(str(p) for p in err["loc"])
     more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
-    return f"{where}: {err['msg']}{more}"
+    if err["type"] == "missing":
+        said = f"{where} is missing"
+    elif err["type"] == "too_short" and not err.get("input"):
+        said = f"{where} is empty"
+    else:
+        said = f"{where}: {err['msg'][:1].lower()}{err['msg'][1:]}"
+    return said + more
 
 
 def _check_steps(steps: list[Step], block_length: int) -> None:
@@ -114,6 +122,8 @@ def loads(data: bytes | str) -> Trace:
         errors = e.errors()
         if errors[0]["type"] == "json_invalid":
             raise TraceError("This is not a trace: the file is not valid JSON.") from None
+        if not errors[0]["loc"]:
+            raise TraceError("This is not a trace: the file holds JSON, but not a trace's fields.") from None
         if errors[0]["loc"] == ("version",):
             found = errors[0].get("input")
             raise TraceError(f"This file is not a trace of format {VERSION}, the one this demo replays (written by "

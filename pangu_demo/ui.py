@@ -692,9 +692,11 @@ class DemoApp:
                 # As in the reference, confidence is read after the filter, also at temperature 0: the token stays,
                 # its confidence rises, and more tokens clear the threshold.
                 self.top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p",
-                                       info="1 = off. At temperature 0: higher confidences.")
+                                       info="1 = off. Confidence is read after the filter: lower top_p, "
+                                            "more tokens clear the threshold.")
                 self.top_k = gr.Slider(0, 200, value=0, step=1, label="top_k",
-                                       info="0 = off. At temperature 0: higher confidences.")
+                                       info="0 = off. As top_p, it raises the confidence of what it "
+                                            "keeps.")
                 # A browser number is exact up to 2^53 - 1; beyond it a typed seed would be rounded.
                 self.seed = gr.Number(0, precision=0, minimum=0, maximum=2**53 - 1, label="Seed",
                                       info="Same seed + settings = same answer.")
@@ -703,7 +705,8 @@ class DemoApp:
                 top, start = self.models.max_new_tokens(self.models.default)
                 self.max_new = gr.Slider(BLOCK, top, value=start, step=BLOCK, label="Max new tokens",
                                          elem_id="pg-max-new",
-                                         info=f"Up to the model's context ({MAX_NEW_TOKENS_PAGE:,} at most).",
+                                         info="Whole blocks. A run lowers it to what the model's context "
+                                              "leaves after the prompt, and says so.",
                                          scale=1, min_width=240)
                 self.system = gr.Textbox(label="System message", lines=1, max_lines=4, max_length=MAX_PROMPT_CHARS,
                                          elem_id="pg-system", scale=3,

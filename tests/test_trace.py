@@ -85,8 +85,11 @@ def _set_step(field: str, value):
 BAD = {
     "not JSON": (lambda s: s[:-10], "not valid JSON"),
     "format 1": (lambda s: _edit(s, lambda d: d.update(version=1)), "it says format 1"),
-    "no steps": (lambda s: _edit(s, lambda d: d.update(steps=[])), "steps"),
-    "a field of the wrong type": (lambda s: _edit(s, _set_step("block_tokens", "abc")), "block_tokens"),
+    "JSON of another kind": (lambda s: "[1, 2, 3]", "holds JSON, but not a trace's fields"),
+    "no steps": (lambda s: _edit(s, lambda d: d.update(steps=[])), "damaged: steps is empty"),
+    "no result": (lambda s: _edit(s, lambda d: d.pop("result")), "damaged: result is missing"),
+    "a field of the wrong type": (lambda s: _edit(s, _set_step("block_tokens", "abc")),
+                                  "steps → 1 → block_tokens: input should be a valid"),
     "a position outside the block": (lambda s: _edit(s, lambda d: d["steps"][1]["candidates"].update({"40": [3, 0.5]})),
                                      "does not fit a block"),
     "lengths that disagree": (lambda s: _edit(s, _set_step("committed_confidence", [])), "does not fit a block"),
