@@ -409,10 +409,14 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
 
 
 # -- the confidence heatmap ---------------------------------------------------------------------
+# Modebar buttons a figure without anything to zoom leaves out: they would only be tab stops.
+ZOOM_BUTTONS = ["zoom", "pan", "zoomin", "zoomout", "autoscale", "resetscale"]
+
+
 def _empty_figure(message: str) -> dict:
     """A figure that only says `message`, once, in the middle, in lines short enough for a phone."""
     return {"data": [], "layout": _layout("") | {
-        "xaxis": {"visible": False}, "yaxis": {"visible": False},
+        "xaxis": {"visible": False}, "yaxis": {"visible": False}, "modebar": {"remove": [*ZOOM_BUTTONS, "toimage"]},
         "annotations": [{"text": "<br>".join(textwrap.wrap(message, 48)), "showarrow": False, "x": 0.5, "y": 0.5,
                          "xref": "paper", "yref": "paper", "font": {"size": 14}}]}}
 
@@ -505,6 +509,7 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
         data += [halo | {"showlegend": False, "hoverinfo": "skip"},
                  _marks(*marks[True], "committed below the threshold", "x-thin-open", "#f43f5e", size=10)]
     layout = _layout(_title(f"Block {block + 1}: candidate confidence", "at each denoising forward"))
+    layout["modebar"] = {"remove": ZOOM_BUTTONS}  # one block fits the figure; its PNG download stays
     # No grid lines: the cells are the grid, and lines through their centres would cross every cell.
     layout["xaxis"] = _axis("position in block", range=[-0.5, len(z[0]) - 0.5], dtick=4, showgrid=False)
     # First forward on top; an explicit range, as autorange pads with a forward 0 that does not exist.

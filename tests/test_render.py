@@ -261,6 +261,9 @@ def test_figures_draw_no_opaque_grid_lines():
     axes = [axis for layout in others for name, axis in layout.items() if name.startswith(("xaxis", "yaxis"))]
     assert len(axes) == 6 and all(axis["gridcolor"] == render.GRID_LINE for axis in axes)
     assert all(axis.get("showgrid", True) for axis in axes)
+    # Nothing to zoom in one block or in an empty figure: no zoom buttons to tab through.
+    assert block["modebar"]["remove"] == render.ZOOM_BUTTONS
+    assert "toimage" in render.heatmap_figure(steps, 0, "block", table.get)["layout"]["modebar"]["remove"]
 
 
 def test_answer_view_one_point_per_committed_token():
