@@ -408,6 +408,8 @@ def play_interval(speed: float | None) -> float:
 # A link opens the page with a question and its settings filled in (not run: Generate stays the reader's).
 LINK_SETTINGS = ("mode", "algorithm", "threshold", "small_blocks", "temperature", "top_p", "top_k",
                  "max_new_tokens", "seed")  # make_config's order, which is also self.settings'
+
+
 def config_values(cfg: DecodeConfig) -> tuple:
     """A config's settings in make_config's (and LINK_SETTINGS') order."""
     return (cfg.mode, cfg.algorithm, cfg.threshold, cfg.num_small_blocks, cfg.temperature, cfg.top_p, cfg.top_k,
@@ -448,9 +450,8 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
     if given:
         base = dict(zip(LINK_SETTINGS, LINK_BASE, strict=True))
         # Each setting alone first, so that every bad one is named; then all of them together.
-        wrong = [error for name, value in given.items() if (error := _link_settings_error(base | {name: value},
-                                                                                        max_new_top))]
-        wrong = wrong or [error for error in [_link_settings_error(base | given, max_new_top)] if error]
+        alone = [_link_settings_error(base | {name: value}, max_new_top) for name, value in given.items()]
+        wrong = [e for e in alone if e] or [e for e in [_link_settings_error(base | given, max_new_top)] if e]
         if wrong:
             problems.append(f"Its settings were left out: {' '.join(wrong)}")
         else:
