@@ -500,7 +500,7 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
             "zmin": 0, "zmax": 1, "colorscale": CONFIDENCE_SCALE, "name": "candidate confidence",
             "colorbar": {"title": {"text": "confidence"}, "thickness": 12}, "text": text,
             "hovertemplate": "position %{x} · forward %{y}<br>%{text}<extra></extra>", "xgap": 1, "ygap": 1}
-    # Markers no wider than a cell on a phone (32 cells in about 250 px).
+    # Markers about a cell wide on a phone (32 cells in about 250 px), well inside one on a desktop.
     data = [heat, _marks(*marks[False], "committed here", "circle-open", "#22d3ee", size=9, width=2)]
     if marks[True][0]:
         # A below-threshold commit's cell is red or orange (confidence under 0.9): a white halo keeps the red
