@@ -549,6 +549,9 @@ class DemoApp:
     def build(self, max_queue: int = 16) -> gr.Blocks:
         with gr.Blocks(title="openPangu block diffusion, live") as demo:
             self.session = gr.State(None)  # a Session, created by the first generation
+            # The conversation (Session.epoch) as the page knows it, sent with each question: one asked before a
+            # Clear and still waiting in the queue must not be answered in the cleared chat.
+            self.page_epoch = gr.Number(0, visible=False)
             self.playing = gr.State(False)
             self._header()
             self._settings_panel()  # above the run, closed: in reach without scrolling past the grid
@@ -744,7 +747,7 @@ class DemoApp:
                    self.prompt, self.generate_btn, self.stop_btn, self.session]
         triggers = [self.generate_btn.click, self.prompt.submit]
         gr.on(triggers, self.generate, inputs=[self.prompt, self.think, self.system, *self.settings, self.model_choice,
-                                               self.view, self.session],
+                                               self.view, self.session, self.page_epoch],
               outputs=outputs, api_name="ui_generate", api_visibility="private", concurrency_limit=self.concurrency,
               concurrency_id="decode").then(
             self.trace_file, [self.session], [self.trace_btn], api_visibility="private",
@@ -777,8 +780,8 @@ class DemoApp:
         for trigger in (self.clear_btn.click, self.chatbot.clear):
             trigger(self.clear, [self.session], [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row,
                                                  self.notice, self.session, self.timer, self.play_btn, self.playing,
-                                                 *self._stale()],
-                    api_visibility="private")
+                                                 self.page_epoch, *self._stale()],
+                    api_visibility="private", queue=False)  # at once, also while the queue is full
 
     def _wire_replay(self) -> None:
         frame_outputs = [self.grid, self.plot, self.stats_box]
@@ -859,8 +862,12 @@ class DemoApp:
 
     def generate(self, text: str | None, think_on: str | bool, system: str | None, mode_v: str, alg: str,
                  thr: float, sb: int | str, temp: float, tp: float, tk: int | float, mx: int | float, sd: int | float,
-                 model_label: str | None, view_label: str, sess: Session, request: gr.Request) -> Iterator[dict]:
+                 model_label: str | None, view_label: str, sess: Session, request: gr.Request,
+                 page_epoch: float | None = None) -> Iterator[dict]:
         sess = sess if isinstance(sess, Session) else Session()
+        if page_epoch is not None and int(page_epoch) != sess.epoch:  # asked, then cleared while it waited
+            yield {self.notice: gr.skip()}  # nothing changes (a generator that yields nothing blanks its outputs)
+            return
         sess.fresh = False  # what follows this request (trace file, slow replay) is for a run that finishes now
         try:
             req = self.prepare(text, think_on, (mode_v, alg, thr, sb, temp, tp, tk, mx, sd), model_label,
@@ -1085,12 +1092,13 @@ class DemoApp:
         """Clear (and the chat's own trash icon): end a run or a replay, forget the conversation. The session is
         reset in place, because a run that is still streaming holds the same object and checks its epoch."""
         self.request_stop(request)
-        if isinstance(sess, Session):
-            sess.reset()
+        sess = sess if isinstance(sess, Session) else Session()  # a first question may be waiting in the queue
+        sess.reset()
         timer, play = self._pause()
         return {self.chatbot: [], self.grid: empty_grid(), self.plot: empty_plot(), self.stats_box: empty_stats(),
                 self.replay_row: gr.Column(visible=False), self.notice: message_html(""), self.session: sess,
-                self.timer: timer, self.play_btn: play, self.playing: False} | self._stale()
+                self.timer: timer, self.play_btn: play, self.playing: False, self.page_epoch: sess.epoch
+                } | self._stale()
 
     # -- replay ---------------------------------------------------------------------------------
     def show_step(self, k: float, view_label: str, sess: Session, moving: bool = False) -> tuple:

@@ -55,6 +55,20 @@ def test_clear_during_a_run_forgets_the_turn_for_good(app: ui.DemoApp) -> None:
     assert sess.history == [] and sess.chat == [] and sess.recording is None and not sess.running
 
 
+def test_a_question_cleared_while_it_waited_in_the_queue_is_not_answered(app: ui.DemoApp) -> None:
+    """The page sends the conversation's epoch with each question; Clear moves it on, before a queued run starts."""
+    sess = ui.Session()
+    cleared = app.clear(sess, request())
+    assert cleared[app.page_epoch] == sess.epoch == 1
+    late = list(app.generate("Tom has 3 apples.", True, "", *DEFAULTS, app.models.default, ui.VIEWS[0], sess,
+                             request(), page_epoch=0))  # asked before the Clear
+    assert len(late) == 1 and app.chatbot not in late[0] and sess.history == [] and sess.recording is None
+    updates = list(app.generate("Tom has 3 apples.", True, "", *DEFAULTS, app.models.default, ui.VIEWS[0], sess,
+                                request(), page_epoch=1))  # asked after it
+    assert updates[-1][app.session] is sess and len(sess.history) == 1
+    assert app.clear(None, request())[app.page_epoch] == 1  # Clear before any question: a first one may wait too
+
+
 def test_clear_during_a_replay_stops_it_and_resets_the_play_button(app: ui.DemoApp) -> None:
     sess = ui.Session()
     list(generate(app, sess))
