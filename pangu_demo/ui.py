@@ -1199,11 +1199,18 @@ class DemoApp:
     def api_generate(self, prompt: str, think: bool | str = True, mode: str = "diffusion",
                      algorithm: str = "confidence_threshold", threshold: float = 0.9,
                      num_small_blocks: int = 1, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-                     max_new_tokens: int = 256, seed: int = 0, history: list | None = None,
+                     max_new_tokens: int = 256, seed: int = 0, history: list[list[str]] | None = None,
                      model: str = "", system: str = "") -> Iterator[dict]:
-        """Generate a reply. Streams {"thinking", "answer", "stats", "done": false} while decoding; the last
-        message adds "trace" (the JSON of every step record, as the CLI's --trace writes) and "done": true.
+        """Generate a reply by block diffusion (or AR), streamed as it decodes. Streams {"thinking", "answer",
+        "stats", "done": false} while decoding; the last message adds "trace" (every forward's record as JSON, as
+        the CLI's --trace writes) and "done": true.
         think: True (think first), False (adds /no_think) or "auto" (adds /auto_think: the model decides).
+        mode: "diffusion" or "ar" (one token per forward, for comparison).
+        algorithm: confidence_threshold (the reference's default), entropy, low_confidence, topk_margin or
+        elastic (this demo's). threshold: confidence_threshold and elastic commit every masked position whose
+        confidence is above it. num_small_blocks: 1, 2, 4, 8, 16 or 32 per block of 32.
+        temperature: 0 = greedy; above 0 samples with seed. top_p (1 = off) and top_k (0 = off): confidence is
+        read after the filter. max_new_tokens: up to what the model's context leaves after the prompt.
         history: earlier turns as [[user, answer], ...]. model: a label of the model panel ('' = default).
         system: a system message, put before the chat ('' = none)."""
         try:
