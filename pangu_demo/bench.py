@@ -86,7 +86,7 @@ def settings() -> list[Setting]:
 class ForwardTimer:
     """Wraps the model's forward (in the benchmark only) to split wall time into forwards and the rest."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
         self.model, self.seconds, self.calls = model, 0.0, 0
         self._inner = model.forward
 

@@ -59,7 +59,7 @@ def count_of(n: int, noun: str) -> str:
 class _Fmt(string.Formatter):
     """`{a:apple}` -> "3 apples"; `{a:@}` uses the chat's item, `{a:@c}` its container."""
 
-    def __init__(self, item: str, cont: str):
+    def __init__(self, item: str, cont: str) -> None:
         super().__init__()
         self.nouns = {"@": item, "@c": cont}
 

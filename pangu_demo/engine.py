@@ -113,7 +113,7 @@ class Result:
 class _Row:
     """Book-keeping for one sequence: committed prefix, stop detection, streamed text."""
 
-    def __init__(self, tok: PanguTokenizer, stop_ids: set[int], max_new: int):
+    def __init__(self, tok: PanguTokenizer, stop_ids: set[int], max_new: int) -> None:
         self.tokens: list[int] = []  # the committed contiguous prefix, cut at the stop token
         self.stop_ids, self.max_new = stop_ids, max_new
         self.stopped = False
@@ -157,7 +157,7 @@ def attention_allowed(key_valid: torch.Tensor, q_len: int, causal_len: int) -> t
 class Decoder:
     """Runs block diffusion (or AR) decoding of a Llama-style model through one KV cache."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: PanguTokenizer):
+    def __init__(self, model: torch.nn.Module, tokenizer: PanguTokenizer) -> None:
         self.model, self.tok = model, tokenizer
         self.mask_id = tokenizer.ids.mask
         self.device = next(model.parameters()).device
@@ -236,7 +236,7 @@ class _Run:
     """One generation: the state the decoding loop reads and updates."""
 
     def __init__(self, dec: Decoder, prompts: list[list[int]], cfg: DecodeConfig,
-                 stop_event: threading.Event | None):
+                 stop_event: threading.Event | None) -> None:
         self.dec, self.cfg, self.prompts, self.stop_event = dec, cfg, prompts, stop_event
         stop_ids = set(dec.stop_ids(cfg))
         self.rows = [_Row(dec.tok, stop_ids, cfg.max_new_tokens) for _ in prompts]

@@ -142,7 +142,7 @@ def stream_frames(decoder: Decoder, prompt_ids: list[int], config: DecodeConfig,
 class _Worker(threading.Thread):
     """Drives the engine to the end, recording each step; stops early when the consumer goes away."""
 
-    def __init__(self, gen: Iterator[Step | Result], rec: Recording):
+    def __init__(self, gen: Iterator[Step | Result], rec: Recording) -> None:
         super().__init__(daemon=True, name="decoding")
         self.gen, self.rec = gen, rec
         self.done, self.closing = threading.Event(), threading.Event()

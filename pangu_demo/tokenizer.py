@@ -57,7 +57,7 @@ class SpecialIds:
 class PanguTokenizer:
     """SentencePiece model + the special tokens and chat template of tokenizer_config.json."""
 
-    def __init__(self, sp: spm.SentencePieceProcessor, config: dict):
+    def __init__(self, sp: spm.SentencePieceProcessor, config: dict) -> None:
         self.sp = sp
         self.config = config
         self.chat_template: str | None = config.get("chat_template")
@@ -197,7 +197,7 @@ class StreamDecoder:
     (after BOS or a special token) is dropped; an incomplete UTF-8 tail is held back.
     """
 
-    def __init__(self, tok: PanguTokenizer):
+    def __init__(self, tok: PanguTokenizer) -> None:
         self.tok = tok
         self.text = ""
         self.n_tokens = 0

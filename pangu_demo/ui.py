@@ -124,7 +124,7 @@ class ModelRegistry:
     """The models the host configured (label -> source) and a small cache of loaded ones."""
 
     def __init__(self, host_model: str | None = None, allow_custom: bool = False, cache_size: int = 2,
-                 preloaded: LoadedModel | None = None, dtype: str | None = None):
+                 preloaded: LoadedModel | None = None, dtype: str | None = None) -> None:
         self.sources: dict[str, str | None] = {EMBEDDED_LABEL: None}
         self.dtype = dtype  # None: the loader's choice for the device
         self.default = EMBEDDED_LABEL
@@ -230,7 +230,7 @@ class Session:
     recording: Recording | None = None
     options: FrameOptions = field(default_factory=FrameOptions)
     mask_id: int = 0
-    token_text: object = None  # the loaded tokenizer's token_text, for replay
+    token_text: render.TokenText | None = None  # the loaded tokenizer's token_text, for replay
     running: bool = False  # a generation is streaming: replay and view changes must not draw over it
     epoch: int = 0  # bumped by Clear: a run started before it must not put its turn back
     model_label: str | None = None  # the model of the recorded run, for "Compare with AR"
@@ -540,7 +540,7 @@ class DemoApp:
     """The page. Layout methods create the components; `_wire_*` methods connect them to the handlers, which
     share the model registry and the Stop event of each browser session's running decode."""
 
-    def __init__(self, models: ModelRegistry, concurrency: int = 2, slow_replay: bool = True):
+    def __init__(self, models: ModelRegistry, concurrency: int = 2, slow_replay: bool = True) -> None:
         self.models = models
         self.concurrency = concurrency
         self.slow_replay_default = slow_replay
