@@ -98,19 +98,24 @@ def _fit(text: str, width: int) -> Runs:
 
 
 def wrap(text: str, size: int, width: int, max_lines: int) -> list[Runs]:
-    """`text` broken at spaces into lines no wider than `width` at `size`, at most `max_lines` of them (the last cut
-    with … if the text goes on)."""
+    """`text` broken at spaces into lines no wider than `width` at `size`, at most `max_lines` of them: the last is
+    cut with " …" if the text goes on, and a word too long for a line with "…"."""
     lines: list[str] = []
     for word in text.split(" "):
         if lines and _width(font_runs(f"{lines[-1]} {word}", size)) <= width:
             lines[-1] += f" {word}"
         else:
             lines.append(word)
-    if len(lines) > max_lines:
-        lines = lines[:max_lines]
-        while len(lines[-1]) > 1 and _width(font_runs(lines[-1] + " …", size)) > width:
-            lines[-1] = lines[-1][:-1]
-        lines[-1] += " …"
+    more = len(lines) > max_lines
+    lines = lines[:max_lines]
+
+    def cut(line: str, mark: str) -> str:
+        while len(line) > 1 and _width(font_runs(line + mark, size)) > width:
+            line = line[:-1]
+        return line + mark
+
+    lines = [cut(line, " …") if more and k == len(lines) - 1 else
+             cut(line, "…") if _width(font_runs(line, size)) > width else line for k, line in enumerate(lines)]
     return [font_runs(line, size) for line in lines]
 
 

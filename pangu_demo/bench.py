@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -549,8 +550,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 
 def command_line(args: argparse.Namespace) -> str:
-    """The command that reproduces this run: the sizes spelled out, every other option only where it was given."""
-    parts = ["python -m pangu_demo.bench"]
+    """The command that reproduces this run's figures: the sizes spelled out, the other options that change them
+    only where they were given (where the output goes is left out)."""
+    parts = ["python", "-m", "pangu_demo.bench"]
     for flag, value in (("--model", args.model), ("--device", args.device), ("--dtype", args.dtype)):
         parts += [flag, str(value)] if value else []
     parts += ["--trust-remote-code"] if args.trust_remote_code else []
@@ -560,8 +562,8 @@ def command_line(args: argparse.Namespace) -> str:
     if args.ratio_trials != RATIO_TRIALS:
         parts += ["--ratio-trials", str(args.ratio_trials)]
     if args.quick:
-        return " ".join([*parts, "--quick", "--threads", str(args.threads)])
-    return " ".join([*parts, "--n-prompts", str(args.n_prompts), "--repeats", str(args.repeats), "--max-new-tokens",
+        return shlex.join([*parts, "--quick", "--threads", str(args.threads)])
+    return shlex.join([*parts, "--n-prompts", str(args.n_prompts), "--repeats", str(args.repeats), "--max-new-tokens",
                      str(args.max_new_tokens), "--threads", str(args.threads), "--batch-sizes",
                      *map(str, args.batch_sizes)])
 

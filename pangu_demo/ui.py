@@ -233,6 +233,7 @@ class Session:
     token_text: render.TokenText | None = None  # the loaded tokenizer's token_text, for replay
     running: bool = False  # a generation is streaming: replay and view changes must not draw over it
     epoch: int = 0  # bumped by Clear: a run started before it must not put its turn back
+    clears: int = 0  # Clear presses only (an opened trace resets too): the page's copy goes with each question
     model_label: str | None = None  # the model of the recorded run, for "Compare with AR"
     opened: str | None = None  # the recording came from an opened trace of this model: no model to rerun it
     fresh: bool = False  # the recording is the run that just finished (not one from before a refused send)
@@ -549,9 +550,9 @@ class DemoApp:
     def build(self, max_queue: int = 16) -> gr.Blocks:
         with gr.Blocks(title="openPangu block diffusion, live") as demo:
             self.session = gr.State(None)  # a Session, created by the first generation
-            # The conversation (Session.epoch) as the page knows it, sent with each question: one asked before a
-            # Clear and still waiting in the queue must not be answered in the cleared chat.
-            self.page_epoch = gr.Number(0, visible=False)
+            # Session.clears as the page knows it, sent with each question: one asked before a Clear and still
+            # waiting in the queue must not be answered in the cleared chat.
+            self.page_clears = gr.Number(0, visible=False)
             self.playing = gr.State(False)
             self._header()
             self._settings_panel()  # above the run, closed: in reach without scrolling past the grid
@@ -747,7 +748,7 @@ class DemoApp:
                    self.prompt, self.generate_btn, self.stop_btn, self.session]
         triggers = [self.generate_btn.click, self.prompt.submit]
         gr.on(triggers, self.generate, inputs=[self.prompt, self.think, self.system, *self.settings, self.model_choice,
-                                               self.view, self.session, self.page_epoch],
+                                               self.view, self.session, self.page_clears],
               outputs=outputs, api_name="ui_generate", api_visibility="private", concurrency_limit=self.concurrency,
               concurrency_id="decode").then(
             self.trace_file, [self.session], [self.trace_btn], api_visibility="private",
@@ -780,7 +781,7 @@ class DemoApp:
         for trigger in (self.clear_btn.click, self.chatbot.clear):
             trigger(self.clear, [self.session], [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row,
                                                  self.notice, self.session, self.timer, self.play_btn, self.playing,
-                                                 self.page_epoch, *self._stale()],
+                                                 self.page_clears, *self._stale()],
                     api_visibility="private", queue=False)  # at once, also while the queue is full
 
     def _wire_replay(self) -> None:
@@ -863,9 +864,9 @@ class DemoApp:
     def generate(self, text: str | None, think_on: str | bool, system: str | None, mode_v: str, alg: str,
                  thr: float, sb: int | str, temp: float, tp: float, tk: int | float, mx: int | float, sd: int | float,
                  model_label: str | None, view_label: str, sess: Session, request: gr.Request,
-                 page_epoch: float | None = None) -> Iterator[dict]:
+                 page_clears: float | None = None) -> Iterator[dict]:
         sess = sess if isinstance(sess, Session) else Session()
-        if page_epoch is not None and int(page_epoch) != sess.epoch:  # asked, then cleared while it waited
+        if page_clears is not None and int(page_clears) != sess.clears:  # asked, then cleared while it waited
             yield {self.notice: gr.skip()}  # nothing changes (a generator that yields nothing blanks its outputs)
             return
         sess.fresh = False  # what follows this request (trace file, slow replay) is for a run that finishes now
@@ -1094,10 +1095,11 @@ class DemoApp:
         self.request_stop(request)
         sess = sess if isinstance(sess, Session) else Session()  # a first question may be waiting in the queue
         sess.reset()
+        sess.clears += 1
         timer, play = self._pause()
         return {self.chatbot: [], self.grid: empty_grid(), self.plot: empty_plot(), self.stats_box: empty_stats(),
                 self.replay_row: gr.Column(visible=False), self.notice: message_html(""), self.session: sess,
-                self.timer: timer, self.play_btn: play, self.playing: False, self.page_epoch: sess.epoch
+                self.timer: timer, self.play_btn: play, self.playing: False, self.page_clears: sess.clears
                 } | self._stale()
 
     # -- replay ---------------------------------------------------------------------------------

@@ -126,6 +126,8 @@ def test_a_long_line_is_wrapped_and_cut() -> None:
     assert len(lines) == 3 and all(A._width(runs) <= 300 for runs in lines)
     assert "".join(text for text, _ in lines[-1]).endswith(" …")
     assert [[text for text, _ in runs] for runs in A.wrap("a short line", 12, 300, 3)] == [["a short line"]]
+    (long_word,) = A.wrap("x" * 200, 12, 300, 3)  # one word wider than a line: cut too
+    assert A._width(long_word) <= 300 and long_word[-1][0].endswith("x…")
 
 
 def test_longer_blocks_get_more_rows(tiny_decoder: Decoder) -> None:

@@ -145,12 +145,13 @@ def test_cli_registers_bench_and_rejects_unknown_settings(tiny_checkpoint: Path,
 
 def test_the_printed_command_gives_the_same_arguments_back() -> None:
     import argparse
+    import shlex
 
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     assert "--dtype bfloat16 " in bench.command_line(parser.parse_args(["--dtype", "bfloat16"]))
     assert "--dtype" not in bench.command_line(parser.parse_args([]))  # the loader's choice for the machine
     given = ["--settings", "ct0.9/1", "elastic", "--device", "cpu", "--ratio-trials", "7", "--block-length", "16",
-             "--repeats", "2"]
-    again = bench.command_line(parser.parse_args(given)).split()[3:]  # after "python -m pangu_demo.bench"
+             "--repeats", "2", "--model", "my models/tiny"]
+    again = shlex.split(bench.command_line(parser.parse_args(given)))[3:]  # after "python -m pangu_demo.bench"
     assert vars(parser.parse_args(again)) == vars(parser.parse_args(given))

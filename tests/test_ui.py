@@ -55,18 +55,25 @@ def test_clear_during_a_run_forgets_the_turn_for_good(app: ui.DemoApp) -> None:
     assert sess.history == [] and sess.chat == [] and sess.recording is None and not sess.running
 
 
-def test_a_question_cleared_while_it_waited_in_the_queue_is_not_answered(app: ui.DemoApp) -> None:
-    """The page sends the conversation's epoch with each question; Clear moves it on, before a queued run starts."""
+def test_a_question_cleared_while_it_waited_in_the_queue_is_not_answered(app: ui.DemoApp, tmp_path: Path) -> None:
+    """The page sends its count of Clear presses with each question; Clear counts on before a queued run starts."""
     sess = ui.Session()
     cleared = app.clear(sess, request())
-    assert cleared[app.page_epoch] == sess.epoch == 1
-    late = list(app.generate("Tom has 3 apples.", True, "", *DEFAULTS, app.models.default, ui.VIEWS[0], sess,
-                             request(), page_epoch=0))  # asked before the Clear
+    assert cleared[app.page_clears] == sess.clears == 1
+
+    def ask(page_clears: int) -> list[dict]:
+        return list(app.generate("Tom has 3 apples.", True, "", *DEFAULTS, app.models.default, ui.VIEWS[0], sess,
+                                 request(), page_clears=page_clears))
+
+    late = ask(0)  # asked before the Clear
     assert len(late) == 1 and app.chatbot not in late[0] and sess.history == [] and sess.recording is None
-    updates = list(app.generate("Tom has 3 apples.", True, "", *DEFAULTS, app.models.default, ui.VIEWS[0], sess,
-                                request(), page_epoch=1))  # asked after it
-    assert updates[-1][app.session] is sess and len(sess.history) == 1
-    assert app.clear(None, request())[app.page_epoch] == 1  # Clear before any question: a first one may wait too
+    assert ask(1)[-1][app.session] is sess and len(sess.history) == 1  # asked after it
+    assert app.clear(None, request())[app.page_clears] == 1  # Clear before any question: a first one may wait too
+    # Opening a trace forgets the conversation too, but is no Clear: the next question is answered.
+    saved = tmp_path / "run.json"
+    saved.write_text(ui.trace.dumps(sess.recording, sess.token_text, sess.mask_id, model="tiny"), encoding="utf-8")
+    app.open_trace(str(saved), ui.VIEWS[0], sess)
+    assert ask(1)[-1][app.session] is sess and len(sess.history) == 1
 
 
 def test_clear_during_a_replay_stops_it_and_resets_the_play_button(app: ui.DemoApp) -> None:
