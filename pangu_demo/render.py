@@ -508,7 +508,11 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
         halo = _marks(*marks[True], "", "x-thin-open", "#ffffff", size=10, width=5.5)
         data += [halo | {"showlegend": False, "hoverinfo": "skip"},
                  _marks(*marks[True], "committed below the threshold", "x-thin-open", "#f43f5e", size=10)]
-    layout = _layout(_title(f"Block {block + 1}: candidate confidence", "at each denoising forward"))
+    latest = steps[upto - 1].block
+    # Just after a commit forward the new block has no denoising forward yet: say so, as the grid shows that block.
+    detail = ("at each denoising forward" if latest == block else
+              f"at each denoising forward; block {latest + 1} has none yet")
+    layout = _layout(_title(f"Block {block + 1}: candidate confidence", detail))
     layout["modebar"] = {"remove": ZOOM_BUTTONS}  # one block fits the figure; its PNG download stays
     # No grid lines: the cells are the grid, and lines through their centres would cross every cell.
     layout["xaxis"] = _axis("position in block", range=[-0.5, len(z[0]) - 0.5], dtick=4, showgrid=False)

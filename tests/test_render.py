@@ -243,9 +243,13 @@ def test_heatmap_shape_and_marks():
         assert (len(z), len(z[0])) == (n_denoise, 32)
         marks = fig["data"][1]
         assert len(marks["x"]) == sum(len(s.committed) for s in steps[:k] if s.kind == "denoise")
-    # After the commit forward, block 0 (the last one with denoising forwards) is still shown.
-    z = render.heatmap_figure(steps, len(steps), "block", table.get)["data"][0]["z"]
+    # After the commit forward, block 0 (the last one with denoising forwards) is still shown, and the title says so.
+    after_commit = render.heatmap_figure(steps, len(steps), "block", table.get)
+    z = after_commit["data"][0]["z"]
     assert len(z) == len(SEVEN)
+    title = after_commit["layout"]["title"]["text"]
+    assert title.startswith("Block 1: candidate confidence") and "block 2 has none yet" in title
+    assert "none yet" not in render.heatmap_figure(steps, 4, "block", table.get)["layout"]["title"]["text"]
     # A value is given exactly where the position was masked before that forward.
     assert z[0][1] is not None and z[0][0] is None and z[1][1] is None
 
