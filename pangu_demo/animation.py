@@ -191,7 +191,7 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
     draw = ImageDraw.Draw(image)
     s = render.stats(steps, upto, result if upto == len(steps) else None, threshold=threshold, stop_ids=stop_ids)
     draw.text((MARGIN, 10), f"forward {upto} of {len(steps)}", fill=INK, font=_font(16))
-    counts = f"{s['tokens']} tokens · {s['tokens_per_forward']:.2f} per forward · AR would have {upto}"
+    counts = f"{render.plural(s['tokens'], 'token')} · {s['tokens_per_forward']:.2f} per forward · AR would have {upto}"
     draw.text((image.width - MARGIN, 12), counts, fill=INK, font=_font(14), anchor="ra")
     said = render.forward_text(steps[upto - 1], token_text, threshold, num_small_blocks)
     for k, runs in enumerate(wrap(said, 12, image.width - 2 * MARGIN, NARRATION_LINES)):

@@ -409,8 +409,8 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
 
 
 # -- the confidence heatmap ---------------------------------------------------------------------
-# Modebar buttons a figure without anything to zoom leaves out: they would only be tab stops.
-ZOOM_BUTTONS = ["zoom", "pan", "zoomin", "zoomout", "autoscale", "resetscale"]
+# Modebar buttons a figure with nothing to zoom, pan or select leaves out: they would only be tab stops.
+ZOOM_BUTTONS = ["zoom", "pan", "select", "lasso", "zoomin", "zoomout", "autoscale", "resetscale"]
 
 
 def _empty_figure(message: str) -> dict:
@@ -482,9 +482,11 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
     if view == "answer":
         return _answer_figure(steps, blocks, token_text, colour, latest_blocks)
     block, z = block_heatmap_data(steps, upto)
-    if not z:
+    if not z and any(s.kind == "ar" for s in steps[:upto]):
         return _empty_figure("No denoising forwards in this view (AR mode decodes one token per forward): "
                              "switch to the whole-answer view.")
+    if not z:  # only the prefill so far
+        return _empty_figure("Block 1 has no denoising forward yet: the prefill has given its first token.")
     rows = [s for s in steps[:upto] if s.block == block and s.kind == "denoise"]
     text = [[_hover(token_text, s.candidates.get(j)) for j in range(len(z[0]))] for s in rows]
     marks: dict[bool, tuple[list, list, list]] = {False: ([], [], []), True: ([], [], [])}

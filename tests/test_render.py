@@ -250,6 +250,13 @@ def test_heatmap_shape_and_marks():
     title = after_commit["layout"]["title"]["text"]
     assert title.startswith("Block 1: candidate confidence") and "block 2 has none yet" in title
     assert "none yet" not in render.heatmap_figure(steps, 4, "block", table.get)["layout"]["title"]["text"]
+    # After the prefill alone there is nothing to draw yet; in an AR run, nothing ever.
+    def said(figure: dict) -> str:
+        return figure["layout"]["annotations"][0]["text"]
+
+    assert "no denoising forward yet" in said(render.heatmap_figure(steps, 1, "block", table.get))
+    ar_steps = [dataclasses.replace(s, kind="ar") for s in steps[1:4]]
+    assert "AR mode" in said(render.heatmap_figure([steps[0], *ar_steps], 4, "block", table.get))
     # A value is given exactly where the position was masked before that forward.
     assert z[0][1] is not None and z[0][0] is None and z[1][1] is None
 
