@@ -563,9 +563,9 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--ratio-trials", str(args.ratio_trials)]
     if args.quick:
         return shlex.join([*parts, "--quick", "--threads", str(args.threads)])
-    return shlex.join([*parts, "--n-prompts", str(args.n_prompts), "--repeats", str(args.repeats), "--max-new-tokens",
-                     str(args.max_new_tokens), "--threads", str(args.threads), "--batch-sizes",
-                     *map(str, args.batch_sizes)])
+    return shlex.join([*parts, "--n-prompts", str(args.n_prompts), "--repeats", str(args.repeats),
+                       "--max-new-tokens", str(args.max_new_tokens), "--threads", str(args.threads), "--batch-sizes",
+                       *map(str, args.batch_sizes)])
 
 
 def run_cli(args: argparse.Namespace) -> int:
