@@ -1,7 +1,7 @@
 """Where block diffusion's commits go wrong: an audit of every token a denoising forward committed.
 
 Each held-out question is decoded by block diffusion (confidence_threshold, 1 small block,
-temperature 0). Every token committed by a denoising forward is sorted by two questions:
+temperature 0). Every token committed by a denoising forward is sorted by three questions:
 - did its confidence clear the threshold, or was it committed only because every forward must
   commit at least one token ("below the threshold")?
 - was its whole left context in place, or was a position to its left in the block still masked

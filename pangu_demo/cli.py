@@ -91,7 +91,8 @@ def add_generate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trace", type=Path, default=None, metavar="FILE.json",
                    help="write every forward pass and the result as JSON")
     p.add_argument("--gif", type=Path, default=None, metavar="FILE.gif",
-                   help="write the decoding as an animated GIF, one frame per forward (for slides)")
+                   help="write the decoding as an animated GIF, one frame per forward (every k-th forward "
+                        "of a run longer than 600; for slides)")
     add_decoding_arguments(p)
     add_model_arguments(p)
     p.set_defaults(func=generate)
@@ -158,7 +159,8 @@ def add_replay(subparsers: argparse._SubParsersAction) -> None:
                                           "a GIF. No model is loaded: a trace of the 7B model replays anywhere.")
     p.add_argument("trace", type=Path, metavar="FILE.json", help="the trace to read")
     p.add_argument("--gif", type=Path, default=None, metavar="FILE.gif",
-                   help="write the decoding as an animated GIF, one frame per forward")
+                   help="write the decoding as an animated GIF, one frame per forward (every k-th forward "
+                        "of a run longer than 600)")
     p.set_defaults(func=replay)
 
 

@@ -125,7 +125,7 @@ def summarize_setting(records: list[Record], wall_seconds: float) -> dict:
     return out
 
 
-# -- the bars of the issue ----------------------------------------------------------------------------
+# -- the quality bars (the model card's) ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Bar:
     name: str
@@ -149,7 +149,7 @@ BARS = [
 
 
 def check_bars(summary: dict) -> list[dict]:
-    """Each bar against one setting's summary (the headline setting for the issue's bars)."""
+    """Each bar against one setting's summary (the headline setting, for the model card's bars)."""
     out = []
     for bar in BARS:
         try:

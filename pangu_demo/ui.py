@@ -606,7 +606,7 @@ class DemoApp:
                 self.clear_btn = gr.Button("Clear", elem_id="pg-clear")
             self.think = gr.Radio(list(THINK_CHOICES.items()), value="on", label="Thinking", elem_id="pg-think",
                                   info="Adds /no_think or /auto_think to your message. The teaching model knows "
-                                       "only the first two.")
+                                       "Think first and Answer at once, not /auto_think.")
             self.notice = gr.HTML(message_html(""), elem_id="pg-notice")
             # Example buttons fill the prompt in the browser (js, no server round trip): with gr.Examples a
             # Generate click sent before the example's round trip returned went out with the old, empty prompt.
@@ -1237,7 +1237,7 @@ def build_app(model: str | None = None, allow_custom: bool | None = None, preloa
               slow_replay: bool = True) -> gr.Blocks:
     """The demo. `model`: the host's model (folder or hub id); None = the embedded teaching model.
     `dtype`: weights dtype for every model loaded (None: the loader's choice, see `pick_dtype`).
-    `slow_replay`: the default of the "slow-motion replay after each run" box."""
+    `slow_replay`: the default of the "Slow-motion replay after a fast run" box."""
     models = ModelRegistry(model, allow_custom_default() if allow_custom is None else allow_custom,
                            preloaded=preloaded, dtype=dtype)
     with contextlib.suppress(ModelLoadError):  # shown in the model panel; the app still starts
