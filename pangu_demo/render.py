@@ -196,7 +196,9 @@ def _cell_title(text: str, pos: int, block: BlockState, i: int) -> str:
 
 
 # -- the token grid -----------------------------------------------------------------------------
-def legend_html(top: int, threshold: float | None = None, padding: bool = False) -> str:
+def legend_html(top: int, threshold: float | None = None, padding: bool = False, run: bool = True) -> str:
+    """The grid's key. `run`: the threshold is a run's; before any run the setting may still change, so it is
+    not named."""
     stops = ", ".join(step_colour(round(i * top / 9), top)[0] for i in range(10))
     return (
         '<div class="pg-legend">'
@@ -208,7 +210,8 @@ def legend_html(top: int, threshold: float | None = None, padding: bool = False)
         " committed by the latest forward</span>"
         '<span class="pg-legend-item"><span class="pg-swatch pg-sb-swatch"></span> small-block boundary</span>'
         + ('<span class="pg-legend-item"><span class="pg-swatch pg-below-swatch"></span>'
-           f" committed below the threshold {threshold:g} (every forward commits at least one)</span>"
+           f" committed below the threshold{f' {threshold:g}' if run else ''} (every forward commits at least one)"
+           "</span>"
            if threshold is not None else "")
         + ('<span class="pg-legend-item"><span class="pg-swatch pg-pad-swatch">·</span>'
            " end-of-turn padding after the stop token: denoised with the rest of its small block, as in the reference;"
@@ -281,7 +284,7 @@ def _cell_html(i: int, tok: int, current: BlockState, token_text: TokenText, mas
     if tok == mask_id or current.step[i] is None:
         cls.append("pg-mask")
         return (f'<div class="{" ".join(cls)}" data-pos="{i}" data-sb="{sb}" '
-                f'title="position {i}: MASK (small block {sb})"></div>')
+                f'title="position {i}: MASK (small block {sb + 1})"></div>')
     text = token_text(tok)
     bg, fg = step_colour(current.step[i], top)
     cls.append("pg-done")
@@ -344,9 +347,12 @@ def forward_text(step: Step, token_text: TokenText, threshold: float | None = No
                 f"the KV cache; its last position predicts the first token of block {step.block + 1}, {first}.")
     if step.kind == "ar":
         return head + f"autoregressive, one token: {first}."
-    masked = len(step.candidates)
+    sb = step.small_block or 0
+    size = max(1, len(step.block_tokens) // max(1, num_small_blocks))
+    # Candidates span the whole block, but only the small block's MASKs can be committed by this forward.
+    masked = sum(1 for p in step.candidates if num_small_blocks == 1 or p // size == sb)
     left = masked - len(step.committed)
-    where = f"block {step.block + 1}" + (f", small block {(step.small_block or 0) + 1} of {num_small_blocks}"
+    where = f"block {step.block + 1}" + (f", small block {sb + 1} of {num_small_blocks}"
                                          if num_small_blocks > 1 else "")
     what = (f"the commit of block {step.block} and the first denoising of block {step.block + 1} in one pass "
             "(fused, this demo's option)" if step.kind == "fused" else f"denoising {where}")
@@ -358,7 +364,10 @@ def forward_text(step: Step, token_text: TokenText, threshold: float | None = No
         said += f" None cleared {threshold:g}, and every forward commits at least one: a guess."
     elif below:
         said += f" {len(below)} of them below {threshold:g}, committed all the same."
-    return said + (f" {plural(left, 'MASK')} left." if left else " The block is complete.")
+    if left:
+        return said + f" {plural(left, 'MASK')} left."
+    last = num_small_blocks == 1 or sb == num_small_blocks - 1
+    return said + (" The block is complete." if last else f" Small block {sb + 1} is complete.")
 
 
 FINISHED_SHOWN = 32  # finished blocks drawn above the current one (1,024 tokens, about 250 KB of HTML)
@@ -375,7 +384,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     top = scale_max(steps) if top is None else top
     how_to = HOW_TO_READ + (HOW_TO_READ_BELOW if threshold is not None else "")
     if upto == 0:
-        return (f'<div class="pg-grid">{legend_html(top, threshold)}'
+        return (f'<div class="pg-grid">{legend_html(top, threshold, run=False)}'
                 '<div class="pg-empty">The decoding grid appears here when you send a message.</div>'
                 f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
     blocks = block_states(steps, upto, threshold, stop_ids) if blocks is None else blocks

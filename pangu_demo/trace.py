@@ -34,6 +34,8 @@ class _File(pydantic.BaseModel):
     version: Literal[2]
     model: str = ""
     prompt: str | None = None
+    think: Literal["on", "off", "auto"] | None = None  # how the prompt was asked, when the writer knew it
+    system: str | None = None
     mask_id: int
     stop_ids: list[int]
     tokens: dict[int, str]
@@ -48,6 +50,8 @@ class Trace:
     mask_id: int
     model: str
     prompt: str | None  # the user's message, when the writer knew it
+    think: str | None = None  # "on", "off" or "auto", when the writer knew it (then system is known too)
+    system: str | None = None
 
     def token_text(self, token_id: int) -> str:
         return self.pieces.get(token_id, f"<id {token_id}>")
@@ -63,14 +67,15 @@ def _token_ids(steps: list[Step], result: Result) -> set[int]:
 
 
 def dumps(rec: Recording, token_text: Callable[[int], str], mask_id: int, *, model: str = "",
-          prompt: str | None = None) -> str:
-    """The finished recording as trace JSON. `token_text` gives each token's display text (the tokenizer's)."""
+          prompt: str | None = None, think: str | None = None, system: str | None = None) -> str:
+    """The finished recording as trace JSON. `token_text` gives each token's display text (the tokenizer's);
+    `prompt`, `think` and `system` say how the question was asked, so that the page can ask it again."""
     if rec.result is None:
         raise ValueError("the run has no result yet: only a finished run can be saved")
     result = asdict(rec.result)
     result.pop("batch")  # the other rows of a batch are not shown anywhere
     pieces = {i: token_text(i) for i in sorted(_token_ids(rec.steps, rec.result))}
-    out = {"version": VERSION, "model": model, "prompt": prompt, "mask_id": mask_id,
+    out = {"version": VERSION, "model": model, "prompt": prompt, "think": think, "system": system, "mask_id": mask_id,
            "stop_ids": list(rec.stop_ids), "tokens": pieces,
            "steps": [asdict(s) for s in rec.steps], "result": result}
     return pydantic.TypeAdapter(dict).dump_json(out).decode()  # tuples and int keys as JSON takes them
@@ -141,4 +146,4 @@ def loads(data: bytes | str) -> Trace:
     for step in f.steps:
         rec.add(step)
     rec.add(f.result)
-    return Trace(rec, f.tokens, f.mask_id, f.model, f.prompt)
+    return Trace(rec, f.tokens, f.mask_id, f.model, f.prompt, f.think, f.system)

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -206,9 +207,10 @@ class ModelRegistry:
 
 
 def max_new_limit(context_length: int | None) -> int:
-    """The top of the Max new tokens slider for a model: its context in whole blocks, at most MAX_NEW_TOKENS_PAGE
-    (1,024 while no model is loaded)."""
-    limit = min(context_length or 1024, MAX_NEW_TOKENS_PAGE)
+    """The top of the Max new tokens slider for a model: the whole blocks its context holds after a block of prompt
+    (a reply as long as the whole context leaves no room for the question), at most MAX_NEW_TOKENS_PAGE (a context
+    of 1,024 while no model is loaded)."""
+    limit = min((context_length or 1024) - BLOCK, MAX_NEW_TOKENS_PAGE)
     return max(BLOCK, limit // BLOCK * BLOCK)
 
 
@@ -237,6 +239,8 @@ class Session:
     model_label: str | None = None  # the model of the recorded run, for "Compare with AR"
     opened: str | None = None  # the recording came from an opened trace of this model: no model to rerun it
     fresh: bool = False  # the recording is the run that just finished (not one from before a refused send)
+    think: str = "on"  # how the recorded run's question was asked (THINK_CHOICES' values), for its trace
+    system: str | None = None
 
     def reset(self) -> None:
         """Forget the conversation and the recorded run (Clear)."""
@@ -325,18 +329,19 @@ TRACE_DIR = Path(tempfile.gettempdir()) / "pangu-demo-traces"
 TRACE_KEEP_SECONDS = 3600
 
 
-def _download_file(prefix: str, suffix: str, content: bytes) -> str:
-    """A new file for a download, in TRACE_DIR. Files there older than an hour are removed, so a long-running
-    host does not fill its disk."""
+def _download_file(kind: str, suffix: str, content: bytes) -> str:
+    """A new file for a download, named for the reader (block-diffusion-trace-20261205-083501.json) in a folder
+    of its own under TRACE_DIR, so that two sessions' files never clash. Folders older than an hour are removed, so
+    a long-running host does not fill its disk."""
     TRACE_DIR.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    for old in TRACE_DIR.glob("*-*.*"):
+    for old in TRACE_DIR.iterdir():
         with contextlib.suppress(OSError):  # another session may remove it first
             if now - old.stat().st_mtime > TRACE_KEEP_SECONDS:
-                old.unlink()
-    with tempfile.NamedTemporaryFile("wb", dir=TRACE_DIR, prefix=prefix, suffix=suffix, delete=False) as f:
-        f.write(content)
-    return f.name
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+    path = Path(tempfile.mkdtemp(dir=TRACE_DIR)) / f"block-diffusion-{kind}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
+    path.write_bytes(content)
+    return str(path)
 
 
 def write_trace(sess: Session, model: str | None) -> str | None:
@@ -346,8 +351,9 @@ def write_trace(sess: Session, model: str | None) -> str | None:
     if rec is None or rec.result is None:
         return None
     prompt = sess.history[-1][0] if sess.history else None
-    content = trace.dumps(rec, sess.token_text or str, sess.mask_id, model=model or "", prompt=prompt)
-    return _download_file("trace-", ".json", content.encode("utf-8"))
+    content = trace.dumps(rec, sess.token_text or str, sess.mask_id, model=model or "", prompt=prompt,
+                          think=sess.think if prompt is not None else None, system=sess.system)
+    return _download_file("trace", ".json", content.encode("utf-8"))
 
 
 def write_gif(rec: Recording | None, token_text: render.TokenText, mask_id: int, speed: float | None) -> str | None:
@@ -355,7 +361,7 @@ def write_gif(rec: Recording | None, token_text: render.TokenText, mask_id: int,
     if rec is None or rec.result is None or not rec.steps:
         return None
     gif = animation.recording_gif(rec, token_text, mask_id, forwards_per_second=float(speed or 5))
-    return _download_file("run-", ".gif", gif)
+    return _download_file("run", ".gif", gif)
 
 
 def read_trace(path: str | None) -> trace.Trace:
@@ -434,6 +440,9 @@ def link_query(text: str, think: str, system: str | None, settings: tuple) -> st
     return "?" + urllib.parse.urlencode(values)
 
 
+LINK_NAMES = {"prompt": "question", "system": "system message", "think": "thinking setting"}  # in messages
+
+
 def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object], list[str]]:
     """The controls' values a link gives (by name: prompt, think, system and LINK_SETTINGS) and what is wrong
     with the rest, in words. Settings come all or none: they are checked together, as a run would use them."""
@@ -446,7 +455,7 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
             try:
                 values[name] = check(query[name])
             except ValueError as e:
-                problems.append(f"Its {name} was left out: {e}")
+                problems.append(f"Its {LINK_NAMES[name]} was left out: {e}")
     given = {name: query[name] for name in LINK_SETTINGS if name in query}
     if given:
         base = dict(zip(LINK_SETTINGS, LINK_BASE, strict=True))
@@ -467,9 +476,8 @@ def _link_settings_error(settings: dict[str, object], max_new_top: int) -> str |
         cfg = make_config(*settings.values())
     except ValueError as e:
         return str(e)
-    if cfg.max_new_tokens % cfg.block_length or cfg.max_new_tokens > max_new_top:
-        return (f"max_new_tokens must be a multiple of {cfg.block_length} up to {max_new_top} here, "
-                f"got {cfg.max_new_tokens}.")
+    if cfg.max_new_tokens > max_new_top:  # as the slider: any whole number up to its top
+        return f"max_new_tokens must be at most {max_new_top} here, got {cfg.max_new_tokens}."
     return None
 
 
@@ -534,6 +542,8 @@ class Prepared(NamedTuple):
     cfg: DecodeConfig
     ids: list[int]
     text: str
+    think: str  # "on", "off" or "auto"
+    system: str | None
     note: str = ""  # what was adjusted to make it fit, for the page's notice
 
 
@@ -605,8 +615,8 @@ class DemoApp:
                 self.stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="pg-stop")
                 self.clear_btn = gr.Button("Clear", elem_id="pg-clear")
             self.think = gr.Radio(list(THINK_CHOICES.items()), value="on", label="Thinking", elem_id="pg-think",
-                                  info="Adds /no_think or /auto_think to your message. The teaching model knows "
-                                       "Think first and Answer at once, not /auto_think.")
+                                  info="Adds /no_think or /auto_think to your message; the teaching model never saw "
+                                       "/auto_think.")
             self.notice = gr.HTML(message_html(""), elem_id="pg-notice")
             # Example buttons fill the prompt in the browser (js, no server round trip): with gr.Examples a
             # Generate click sent before the example's round trip returned went out with the old, empty prompt.
@@ -771,9 +781,10 @@ class DemoApp:
                          api_visibility="private", concurrency_limit=self.concurrency, concurrency_id="decode")
         self.stop_btn.click(self.request_stop, None, None, queue=False, api_visibility="private")
         self.open_btn.upload(
-            self.open_trace, [self.open_btn, self.view, self.session],
+            self.open_trace, [self.open_btn, self.view, self.session, self.model_choice],
             [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row, self.replay, self.notice,
-             self.session, self.trace_btn, self.timer, self.play_btn, self.playing, *self._stale()],
+             self.session, self.trace_btn, self.timer, self.play_btn, self.playing, *self._stale(), *self.settings,
+             self.preset, self.think, self.system],
             api_visibility="private").then(
             self.replay_after_run, [self.slow_replay, self.speed, self.view, self.session],
             [self.playing, self.replay, self.grid, self.plot, self.stats_box, self.timer, self.play_btn],
@@ -835,13 +846,14 @@ class DemoApp:
                 history: list[tuple[str, str]], fit: bool = False, system: str | None = None) -> Prepared:
         """Check a request, or raise ValueError / ModelLoadError saying what is wrong. With `fit`, max new tokens
         is lowered to what the context leaves after the prompt (and a note says so) instead of refused."""
-        text, system = check_prompt(text), check_system(system)
+        text, system, asked = check_prompt(text), check_system(system), think_mode(think)
         cfg = make_config(*settings)
         lm, decoder = self.models.get(model_label)
-        ids = prompt_ids(lm.tokenizer, history, text, think_mode(think), system)
+        ids = prompt_ids(lm.tokenizer, history, text, asked, system)
+        think = {True: "on", False: "off", "auto": "auto"}[asked]
         if not fit:
             check_context(len(ids), cfg, lm.context_length)
-            return Prepared(lm, decoder, cfg, ids, text)
+            return Prepared(lm, decoder, cfg, ids, text, think, system)
         fitted = fit_context(len(ids), cfg, lm.context_length)  # a long conversation may need Clear to fit
         notes = [] if fitted is cfg else [
             f"Max new tokens lowered from {cfg.max_new_tokens} to {fitted.max_new_tokens}: the prompt is {len(ids)} "
@@ -849,7 +861,7 @@ class DemoApp:
         if len(history) >= 2 and self.models.is_embedded(model_label):
             notes.append("The teaching model was trained on single questions and two-turn chats; from the third "
                          "turn on its answers get worse. Clear starts a new chat.")
-        return Prepared(lm, decoder, fitted, ids, text, " ".join(notes))
+        return Prepared(lm, decoder, fitted, ids, text, think, system, " ".join(notes))
 
     def _buttons(self, running: bool) -> dict:
         """Generate is off and Stop on while a decode runs, and the other way round after it."""
@@ -893,7 +905,7 @@ class DemoApp:
                     if sess.epoch != epoch:  # Clear was pressed: this run's turn must not come back
                         yield self._buttons(running=False)
                         return
-                    yield self._frame_update(frame, req.text, sess, base, model_label)
+                    yield self._frame_update(frame, req, sess, base, model_label)
             except ValueError as e:  # the engine's own check of the settings
                 yield self._failed(str(e), sess, req.text)
             except Exception as e:  # anything else: logged, and the page must recover
@@ -902,7 +914,8 @@ class DemoApp:
             finally:
                 sess.running = False
 
-    def _frame_update(self, frame: Frame, text: str, sess: Session, base: list[dict], model_label: str | None) -> dict:
+    def _frame_update(self, frame: Frame, req: Prepared, sess: Session, base: list[dict],
+                      model_label: str | None) -> dict:
         """A streamed frame as component updates; the final one also files the run in the session."""
         rec = frame.recording
         update = {self.chatbot: base + render.assistant_messages(frame.reply, rec.thinking_seconds(),
@@ -912,8 +925,9 @@ class DemoApp:
             update[self.plot] = plot_value(frame.figure)
         if not frame.final:
             return update
-        sess.history.append((text, frame.reply.answer))
+        sess.history.append((req.text, frame.reply.answer))
         sess.chat, sess.recording, sess.running = update[self.chatbot], rec, False
+        sess.think, sess.system = req.think, req.system
         sess.model_label = model_label  # the recording's model, whatever is selected later
         sess.fresh = True
         n = len(rec.steps)
@@ -1026,13 +1040,14 @@ class DemoApp:
         rec = recording_of(sess)
         if rec is None or rec.result is None or rec.config is None or sess.running:
             return None, "Generate a reply first, and wait for it to finish."
-        if sess.opened is not None:
-            return None, (f"This run was opened from a trace of {sess.opened}; {doing} needs that model to decode "
-                          "again. Load it under Model, then generate.")
         try:
-            return self.models.get(sess.model_label)[1], None
+            lm, decoder = self.models.get(sess.model_label)
         except ModelLoadError as e:
             return None, str(e)
+        if sess.opened is not None and (lm.name != sess.opened or decoder.mask_id != sess.mask_id):
+            return None, (f"This run was opened from a trace of {sess.opened}; {doing} needs that model to decode "
+                          "again. Choose it under Model, then open the trace again.")
+        return decoder, None
 
     @staticmethod
     def _idle() -> tuple:
@@ -1043,9 +1058,11 @@ class DemoApp:
         buttons = (gr.Button(interactive=False), gr.Button(interactive=True)) if running else self._idle()
         return message_html(text, "pg-compare"), gr.skip() if running else gr.Plot(visible=False), *buttons
 
-    def open_trace(self, path: str | None, view_label: str, sess: Session | None) -> dict:
+    def open_trace(self, path: str | None, view_label: str, sess: Session | None, model_label: str | None = None
+                   ) -> dict:
         """Replace the conversation with a saved run: its prompt and reply in the chat, its last forward in the
-        grid, heatmap and stats, ready to scrub or play. The file is untrusted: a bad one only gives a notice."""
+        grid, heatmap and stats, ready to scrub or play, and its settings in the controls, so that a link or a new
+        run asks as it did. The file is untrusted: a bad one only gives a notice."""
         sess = sess if isinstance(sess, Session) else Session()
         try:
             if sess.running:
@@ -1066,6 +1083,8 @@ class DemoApp:
         rec = t.recording
         sess.recording, sess.token_text, sess.mask_id = rec, t.token_text, t.mask_id
         sess.opened, sess.options, sess.fresh = t.model or "an unnamed model", options, True
+        sess.model_label = model_label  # the model that may decode it again, if it is the trace's
+        sess.think, sess.system = t.think or "on", t.system
         user = [{"role": "user", "content": render.escape_chat(t.prompt)}] if t.prompt else []
         sess.chat = user + render.assistant_messages(frame.reply, rec.thinking_seconds(), False)
         sess.history = [(t.prompt, frame.reply.answer)] if t.prompt else []
@@ -1077,7 +1096,15 @@ class DemoApp:
                 self.stats_box: render.stats_html(frame.stats), self.replay_row: gr.Column(visible=True),
                 self.replay: gr.Slider(minimum=1, maximum=max(n, 2), value=n), self.notice: message_html(note),
                 self.session: sess, self.trace_btn: write_trace(sess, t.model), self.timer: timer,
-                self.play_btn: play, self.playing: False} | self._stale()
+                self.play_btn: play, self.playing: False} | self._stale() | self._controls_of(t, model_label)
+
+    def _controls_of(self, t: trace.Trace, model_label: str | None) -> dict:
+        """The controls set as the trace's run was asked: its decoding settings (max new tokens within this page's
+        slider), and its thinking and system message when the file says them."""
+        settings = dict(zip(self.settings, config_values(t.recording.config), strict=True))
+        settings[self.max_new] = min(settings[self.max_new], self.models.max_new_tokens(model_label)[0])
+        asked = {self.think: t.think, self.system: t.system or ""} if t.think is not None else {}
+        return {**settings, self.preset: "Custom", **asked}
 
     def _stale(self) -> dict:
         """What a new run or Clear makes stale: the comparisons, their figure, the GIF and the link."""

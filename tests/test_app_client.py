@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -128,11 +129,17 @@ def test_trace_files_are_written_and_old_ones_removed(tmp_path, monkeypatch):
     monkeypatch.setattr(ui, "TRACE_DIR", tmp_path)
     old = tmp_path / "trace-old.json"
     old.write_text("{}")
-    os.utime(old, (time.time() - 2 * ui.TRACE_KEEP_SECONDS,) * 2)
+    old_folder = tmp_path / "abc123"
+    (old_folder / "block-diffusion-trace-20260101-000000.json").parent.mkdir()
+    (old_folder / "block-diffusion-trace-20260101-000000.json").write_text("{}")
+    for stale in (old, old_folder):
+        os.utime(stale, (time.time() - 2 * ui.TRACE_KEEP_SECONDS,) * 2)
     assert ui.write_trace(ui.Session(), "m") is None
     rec = Recording(result=Result(tokens=[5, 6], text="hi", nfe=2, seconds=0.1, stop_reason="stop_token",
                                   prompt_ids=[1], config={}))
     path = ui.write_trace(ui.Session(history=[("Hi?", "hi")], recording=rec), "tiny <model>")
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     assert data["model"] == "tiny <model>" and data["result"]["tokens"] == [5, 6] and data["prompt"] == "Hi?"
-    assert not old.exists() and len(list(tmp_path.glob("trace-*.json"))) == 1
+    assert not old.exists() and not old_folder.exists()
+    assert [p.relative_to(tmp_path).parent for p in tmp_path.glob("*/*")] == [Path(path).relative_to(tmp_path).parent]
+    assert re.fullmatch(r"block-diffusion-trace-\d{8}-\d{6}\.json", Path(path).name)  # a name a reader can keep

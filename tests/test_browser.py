@@ -121,6 +121,13 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     # Short replies (this model never stops by itself), so that the chat's turns stay within its context.
     page.click("#pg-settings")
     set_number(page, "pg-max-new", 256)
+    # A value typed beyond a slider's end shows as the end the run will take (the box kept 1.5 while 1 was sent).
+    box = page.locator("#pg-threshold input[type=number]")
+    box.fill("1.5")
+    box.press("Enter")
+    page.wait_for_function("() => document.querySelector('#pg-threshold input[type=number]').value === '1'",
+                           timeout=5_000)
+    set_number(page, "pg-threshold", 0.9)
 
     # The example buttons show their whole labels; a click puts the whole prompt in the textbox at once, so
     # Generate pressed right after it sends that prompt (on a fresh server it once went out empty).
@@ -187,7 +194,7 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     page.locator("#pg-threshold").wait_for(state="visible")
     page.get_by_label("Coding").check()
     page.locator("#pg-threshold").wait_for(state="hidden")
-    assert page.locator("#pg-max-new input[type=range]").get_attribute("max") == "2048"  # this model's context
+    assert page.locator("#pg-max-new input[type=range]").get_attribute("max") == "2016"  # context less a block
     set_number(page, "pg-max-new", 1024)
     send(page, "Tell me a long story.")
     page.wait_for_function("() => +(document.querySelector('.pg-stats')?.dataset.nfe || 0) > 5 &&"
@@ -303,6 +310,11 @@ def test_tab_reaches_every_control(browser, app_url):
     page.keyboard.press("End")
     assert page.locator(".pg-inspect").inner_text().startswith("token ") and "position 31 of" in \
         page.locator(".pg-inspect").inner_text()
+    # A clicked cell is where the arrow keys go on from (the focus ring once stayed on the first cell).
+    page.locator("#pg-grid .pg-cells .pg-cell").nth(9).click()
+    page.keyboard.press("ArrowRight")
+    assert page.locator("#pg-grid .pg-cells .pg-focus").evaluate_all("cs => cs.map(c => c.dataset.pos)") == ["10"]
+    assert "position 10 of" in page.locator(".pg-inspect").inner_text()
     page.close()
 
 
@@ -365,8 +377,8 @@ def test_teaching_note_examples_and_max_new_tokens_follow_the_model(browser, app
     assert "small teaching model" in page.locator("#pg-teaching").inner_text()
     page.locator("#pg-examples-teaching").wait_for(state="visible")
     assert page.locator("#pg-examples-general").is_hidden()
-    page.wait_for_function("() => document.querySelector('#pg-max-new input[type=range]')?.max === '1024'",
-                           timeout=10_000)  # the teaching model's context (the host's model has 2048)
+    page.wait_for_function("() => document.querySelector('#pg-max-new input[type=range]')?.max === '992'",
+                           timeout=10_000)  # the teaching model's context less a block (the host's: 2048)
     assert page.locator("#pg-max-new input[type=number]").input_value() == "256"  # its default
     assert page.locator("#pg-chat").get_by_text("Still here after the switch?").count() == 1
     page.close()
@@ -475,9 +487,9 @@ def test_compare_with_ar_trace_and_gif(browser, app_url, tmp_path):
     assert other.locator("#pg-chat").get_by_text("Compare me.").count() == 1
     other.wait_for_function(f"() => document.querySelector('.pg-stats').dataset.nfe === '{before}'", timeout=30_000)
     assert other.locator("#pg-replay").is_visible()
-    other.click("#pg-compare")  # nothing here recorded it: said, not attempted
-    other.wait_for_function("() => /opened from a trace/.test(document.querySelector('#pg-compare-out')"
-                            ".textContent)", timeout=30_000)
+    other.click("#pg-compare")  # this page's model recorded it: its prompt is decoded again by AR
+    other.wait_for_function("() => /The same prompt by AR/.test(document.querySelector('#pg-compare-out')"
+                            ".textContent)", timeout=60_000)
     # A file larger than any trace is refused before the server stores it, with the limit in words.
     from pangu_demo.trace import MAX_BYTES
 

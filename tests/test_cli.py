@@ -42,6 +42,7 @@ def test_generate_prints_trace_answer_and_figures(tiny_checkpoint: Path, tiny_mo
     assert last.startswith(f"NFE {result.nfe} | TPF {result.tpf:.2f} | ") and "tokens/s" in last
     data = json.loads(trace.read_text(encoding="utf-8"))
     assert data["version"] == trace_format.VERSION and data["prompt"] == "How many eggs?"
+    assert (data["think"], data["system"]) == ("on", "Be brief.")  # how it was asked: the page asks it so again
     assert data["result"]["prompt_ids"] == ids
     assert len(data["steps"]) == data["result"]["nfe"] == result.nfe
     assert data["result"]["tokens"] == result.tokens

@@ -130,8 +130,15 @@ def test_each_forward_is_told_in_words():
         and last.endswith("The block is complete.")
     commit = render.forward_text(steps[-1], table.get)
     assert "the commit forward. Block 1 is finished" in commit and "first token of block 2, 't0'" in commit
-    assert render.forward_text(steps[2], table.get, 0.9, num_small_blocks=4).startswith(
-        "Forward 3: denoising block 1, small block 1 of 4.")
+    small = render.forward_text(steps[2], table.get, 0.9, num_small_blocks=4)
+    # Only the small block's MASKs (positions 0-7 of 32) can be committed: the count is theirs, not the block's.
+    in_small_block = sum(1 for p in steps[2].candidates if p < 8)
+    assert small.startswith(f"Forward 3: denoising block 1, small block 1 of 4. 1 of its {in_small_block} MASKs")
+    assert f"{in_small_block - 1} MASKs left." in small and in_small_block < 29
+    one_left = dataclasses.replace(steps[2], candidates={3: (token_id(3), 0.5), 20: (token_id(20), 0.5)},
+                                   committed=[3], committed_tokens=[token_id(3)], committed_confidence=[0.95])
+    assert render.forward_text(one_left, table.get, 0.9, num_small_blocks=4).endswith(
+        "Its last MASK committed: '<b>' 0.950. Small block 1 is complete.")
     fused = dataclasses.replace(steps[1], kind="fused", block=1)
     assert "the commit of block 1 and the first denoising of block 2 in one pass" in render.forward_text(
         fused, table.get, 0.9)
@@ -461,6 +468,9 @@ def test_commits_below_the_threshold_are_marked_in_grid_rows_heatmap_and_stats()
     assert marked == [3, 5]
     assert "2 committed below the threshold" in html_text
     assert "committed below the threshold 0.9" in html_text  # legend
+    # Before any run the setting may still change: the legend names no number that could go stale.
+    empty = render.grid_html([], 0, table.get, MASK, threshold=0.9)
+    assert "committed below the threshold (every forward" in empty and "0.9" not in empty
     assert "below the threshold: committed only because" in html_text  # hover text of the marked cells
     # No threshold (an algorithm without one): nothing is marked, no legend entry.
     plain = render.grid_html(steps, 5, table.get, MASK)

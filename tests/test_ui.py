@@ -246,12 +246,38 @@ def test_an_opened_trace_fills_the_chat_grid_and_replay(app: ui.DemoApp, tiny_mo
     assert f"Opened a trace of {tiny_model.name}: {n} forwards" in update[app.notice]
     assert json.loads(Path(update[app.trace_btn]).read_text(encoding="utf-8"))["steps"] == json.loads(
         Path(path).read_text(encoding="utf-8"))["steps"]  # Download trace now gives this run
-    # No model recorded it here, so there is nothing to compare it with.
-    text, race, *_ = list(app.compare_with_ar(other, request()))[-1]
-    assert "opened from a trace" in text and race.visible is False
-    assert "opened from a trace" in list(app.sweep_thresholds(other, request()))[-1][0]
     list(generate(app, other))  # a follow-up question is this model's run again
     assert other.opened is None and len(other.history) == 2
+
+
+def test_an_opened_trace_sets_the_controls_and_compares_on_its_own_model(app: ui.DemoApp, tmp_path: Path) -> None:
+    sess = ui.Session()
+    settings = ("diffusion", "elastic", 0.7, 4, 0.0, 0.9, 20, 64, 7)
+    list(app.generate("Tom has 3 apples.", "off", "Be brief.", *settings, app.models.default, ui.VIEWS[0], sess,
+                      request()))
+    path = app.trace_file(sess)
+    other = ui.Session()
+    update = app.open_trace(path, ui.VIEWS[0], other, app.models.default)
+    # A link made now, or the next Generate, asks as the opened run did.
+    assert tuple(update[c] for c in app.settings) == settings and update[app.preset] == "Custom"
+    assert (update[app.think], update[app.system]) == ("off", "Be brief.")
+    # This page's model is the one that recorded it: the prompt can be decoded again.
+    text, race, *_ = list(app.compare_with_ar(other, request()))[-1]
+    assert race.visible is True and "opened from a trace" not in text
+    # A trace of another model (or one with another MASK id) is not decoded by this one.
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    for key, value in (("model", "another-model"), ("mask_id", data["mask_id"] + 1)):
+        changed = tmp_path / f"{key}.json"
+        changed.write_text(json.dumps(data | {key: value}), encoding="utf-8")
+        app.open_trace(str(changed), ui.VIEWS[0], other, app.models.default)
+        text, race, *_ = list(app.compare_with_ar(other, request()))[-1]
+        assert "opened from a trace" in text and race.visible is False
+        assert "opened from a trace" in list(app.sweep_thresholds(other, request()))[-1][0]
+    # A trace that does not say how it was asked (the CLI's before, or any writer's) leaves thinking and system.
+    data.pop("think"), data.pop("system")
+    (tmp_path / "old.json").write_text(json.dumps(data), encoding="utf-8")
+    update = app.open_trace(str(tmp_path / "old.json"), ui.VIEWS[0], other, app.models.default)
+    assert app.think not in update and app.system not in update and update[app.algorithm] == "elastic"
 
 
 def test_a_bad_trace_gives_a_notice_and_keeps_the_conversation(app: ui.DemoApp, tmp_path: Path,
@@ -410,20 +436,21 @@ def test_a_finished_run_is_replayed_in_slow_motion_when_asked(app: ui.DemoApp) -
 
 
 def test_max_new_tokens_follows_the_chosen_model(app: ui.DemoApp) -> None:
-    assert (app.max_new.maximum, app.max_new.value) == (512, 512)  # the tiny checkpoint's context caps 1,024
+    assert (app.max_new.maximum, app.max_new.value) == (480, 480)  # context 512, less a block
     _, _, slider, *_ = app.choose_model(ui.EMBEDDED_LABEL)
-    assert (slider.maximum, slider.value) == (1024, 256)  # the teaching model: its context, short replies
+    assert (slider.maximum, slider.value) == (992, 256)  # the teaching model: its context, short replies
     _, _, slider, *_ = app.choose_model(app.models.labels()[1])
-    assert (slider.maximum, slider.value) == (512, 512)
+    assert (slider.maximum, slider.value) == (480, 480)
     embedded_host = ui.DemoApp(ui.ModelRegistry())
     embedded_host.build()
-    assert (embedded_host.max_new.maximum, embedded_host.max_new.value) == (1024, 256)
+    assert (embedded_host.max_new.maximum, embedded_host.max_new.value) == (992, 256)
 
 
 def test_the_page_caps_max_new_tokens_for_a_long_context_model() -> None:
     assert ui.max_new_limit(32768) == ui.MAX_NEW_TOKENS_PAGE == 8192  # openPangu-R-7B-Diffusion
-    assert ui.max_new_limit(1000) == 992  # whole blocks of 32
-    assert ui.max_new_limit(None) == 1024  # no model loaded yet
+    assert ui.max_new_limit(1024) == 992  # whole blocks of 32, and one block of context left for the question
+    assert ui.max_new_limit(1000) == 960
+    assert ui.max_new_limit(None) == 992  # no model loaded yet
     assert ui.max_new_default(False, 8192) == 1024 and ui.max_new_default(True, 8192) == 256
 
 
@@ -485,12 +512,12 @@ def test_a_link_is_refused_for_settings_that_could_not_run() -> None:
     ({"threshold": "0.7", "utm_source": "x"}, {"threshold": 0.7}, []),  # unknown keys are someone else's
     ({"prompt": "", "system": " "}, {}, []),  # empty is no value
     ({"threshold": "2", "prompt": "Hi"}, {"prompt": "Hi"}, ["settings were left out: threshold must be between"]),
-    ({"max_new_tokens": "100"}, {}, ["multiple of 32 up to 1024"]),
-    ({"max_new_tokens": "2048"}, {}, ["multiple of 32 up to 1024"]),
-    ({"think": "maybe", "top_k": "2.5"}, {}, ["think was left out", "top_k must be a whole number"]),
+    ({"max_new_tokens": "40"}, {"max_new_tokens": 40}, []),  # as Generate takes it: whole blocks, then cut
+    ({"max_new_tokens": "2048"}, {}, ["at most 1024 here, got 2048"]),
+    ({"think": "maybe", "top_k": "2.5"}, {}, ["thinking setting was left out", "top_k must be a whole number"]),
     ({"threshold": "abc", "algorithm": "foo", "max_new_tokens": "99999", "seed": "1"}, {},  # every bad one named
      ["algorithm 'foo'; valid algorithms: confidence_threshold, entropy, low_confidence, topk_margin, elastic. "
-      "Threshold must be a number (got 'abc'). max_new_tokens must be a multiple of 32 up to 1024 here, got 99999."]),
+      "Threshold must be a number (got 'abc'). max_new_tokens must be at most 1024 here, got 99999."]),
     ({"max_new_tokens": "99999", "top_p": "0"}, {}, ["top_p must be in (0, 1] (1 = off), got 0.0. max_new_tokens"]),
 ])
 def test_a_link_takes_what_it_can_and_says_what_it_left_out(query: dict, values: dict, words: list) -> None:
