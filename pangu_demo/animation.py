@@ -180,8 +180,8 @@ def _draw_block(draw: ImageDraw.ImageDraw, block: render.BlockState, top_y: int,
 def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_id: int, *,
                result: Result | None = None, threshold: float | None = None, stop_ids: Collection[int] = (),
                n_blocks: int | None = None, scale: int | None = None, num_small_blocks: int = 1) -> Image.Image:
-    """The state after `upto` forwards: a header with the counts (and the tokens AR would have after as many
-    forwards: one each) and what the forward did (the page's line under the grid), then the newest blocks as
+    """The state after `upto` forwards: a header with the counts (and the forwards AR would need for as many
+    tokens: one each) and what the forward did (the page's line under the grid), then the newest blocks as
     grids."""
     blocks = render.block_states(steps, upto, threshold, stop_ids)
     n_blocks = len({s.block for s in steps}) if n_blocks is None else n_blocks
@@ -191,7 +191,8 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
     draw = ImageDraw.Draw(image)
     s = render.stats(steps, upto, result if upto == len(steps) else None, threshold=threshold, stop_ids=stop_ids)
     draw.text((MARGIN, 10), f"forward {upto} of {len(steps)}", fill=INK, font=_font(16))
-    counts = f"{render.plural(s['tokens'], 'token')} · {s['tokens_per_forward']:.2f} per forward · AR would have {upto}"
+    counts = (f"{render.plural(s['tokens'], 'token')} · {s['tokens_per_forward']:.2f} per forward · "
+              f"AR would need {render.plural(s['ar_forwards'], 'forward')}")  # as the page's stats say it
     draw.text((image.width - MARGIN, 12), counts, fill=INK, font=_font(14), anchor="ra")
     said = render.forward_text(steps[upto - 1], token_text, threshold, num_small_blocks)
     for k, runs in enumerate(wrap(said, 12, image.width - 2 * MARGIN, NARRATION_LINES)):

@@ -489,7 +489,7 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
         return _empty_figure("The heatmap appears when decoding starts.")
     blocks = block_states(steps, upto, threshold, stop_ids) if blocks is None else blocks
     if view == "answer":
-        return _answer_figure(steps, blocks, token_text, colour, latest_blocks)
+        return _answer_figure(steps, blocks, token_text, colour, latest_blocks, stop_ids)
     block, z = block_heatmap_data(steps, upto)
     if not z and any(s.kind == "ar" for s in steps[:upto]):
         return _empty_figure("No denoising forwards in this view (AR mode decodes one token per forward): "
@@ -541,15 +541,15 @@ def _marks(x: list, y: list, text: list, name: str, symbol: str, colour: str, wi
 
 
 def _answer_figure(steps: list[Step], blocks: list[BlockState], token_text: TokenText | None, colour: str,
-                   latest_blocks: int | None = None) -> dict:
+                   latest_blocks: int | None = None, stop_ids: Collection[int] = ()) -> dict:
     older = max(0, len(blocks) - latest_blocks) if latest_blocks else 0
     blocks = blocks[older:]
     top = scale_max(steps)
     xs, ys, cs, texts, bx, by, btext = [], [], [], [], [], [], []
     for b in blocks:
-        width = len(b.tokens)
+        width, end = len(b.tokens), reply_end(b.tokens, stop_ids)
         for j, nfe in enumerate(b.nfe):
-            if nfe is None:
+            if nfe is None or j > end:  # the reply only, as the stats count it: no padding after the stop token
                 continue
             conf = b.confidence[j]
             xs.append(b.index * width + j)
