@@ -648,7 +648,7 @@ class DemoApp:
                     self.replay = gr.Slider(1, 2, value=1, step=1, label="Replay: forward", scale=4,
                                             info="Scrub through every recorded forward; nothing is recomputed.",
                                             elem_id="pg-replay")
-                    self.speed = gr.Dropdown([1, 2, 5, 10, 20, 50], value=5, label="Speed (forwards/s)", scale=1,
+                    self.speed = gr.Dropdown([1, 2, 5, 10, 20, 50], value=5, label="Forwards/s", scale=1,
                                              elem_id="pg-speed")
                     self.play_btn = gr.Button("▶ Play", scale=1, elem_id="pg-play")
                 with gr.Row():  # the same prompt decoded again, other ways
