@@ -179,10 +179,12 @@ def _draw_block(draw: ImageDraw.ImageDraw, block: render.BlockState, top_y: int,
 
 def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_id: int, *,
                result: Result | None = None, threshold: float | None = None, stop_ids: Collection[int] = (),
-               n_blocks: int | None = None, scale: int | None = None, num_small_blocks: int = 1) -> Image.Image:
+               n_blocks: int | None = None, scale: int | None = None, num_small_blocks: int = 1,
+               finished: dict[int, Image.Image] | None = None) -> Image.Image:
     """The state after `upto` forwards: a header with the counts (and the forwards AR would need for as many
     tokens: one each) and what the forward did (the page's line under the grid), then the newest blocks as
-    grids."""
+    grids. `finished`: a run's drawings of its finished blocks by index, kept between frames (a finished block
+    never changes, and drawing cells' text is most of a frame's time)."""
     blocks = render.block_states(steps, upto, threshold, stop_ids)
     n_blocks = len({s.block for s in steps}) if n_blocks is None else n_blocks
     scale = render.scale_max(steps) if scale is None else scale
@@ -197,8 +199,19 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
     said = render.forward_text(steps[upto - 1], token_text, threshold, num_small_blocks)
     for k, runs in enumerate(wrap(said, 12, image.width - 2 * MARGIN, NARRATION_LINES)):
         _draw_runs(draw, (MARGIN, NARRATION_TOP + k * NARRATION_LINE), runs, LEGEND_INK, "la")
-    for k, block in enumerate(blocks[-MAX_BLOCKS:]):
-        _draw_block(draw, block, HEADER_H + k * _block_height(block_length), token_text, mask_id, scale)
+    shown = blocks[-MAX_BLOCKS:]
+    for k, block in enumerate(shown):
+        top = HEADER_H + k * _block_height(block_length)
+        if finished is None or block is blocks[-1]:
+            _draw_block(draw, block, top, token_text, mask_id, scale)
+            continue
+        if block.index not in finished:
+            finished[block.index] = Image.new("RGB", (image.width, _block_height(block_length)), PAPER)
+            _draw_block(ImageDraw.Draw(finished[block.index]), block, 0, token_text, mask_id, scale)
+        image.paste(finished[block.index], (0, top))
+    if finished is not None:
+        for index in [i for i in finished if i < shown[0].index]:  # scrolled out: never shown again
+            del finished[index]
     draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold), fill=LEGEND_INK, font=_font(11))
     return image
 
@@ -211,10 +224,11 @@ def run_gif(steps: list[Step], token_text: render.TokenText, mask_id: int, *, re
         raise ValueError("no forwards recorded: generate a reply first")
     n_blocks, scale = len({s.block for s in steps}), render.scale_max(steps)
     uptos = frame_indices(len(steps), max_frames)
+    finished: dict[int, Image.Image] = {}
 
     def frame(k: int) -> Image.Image:
         return draw_frame(steps, k, token_text, mask_id, result=result, threshold=threshold, stop_ids=stop_ids,
-                          n_blocks=n_blocks, scale=scale, num_small_blocks=num_small_blocks)
+                          n_blocks=n_blocks, scale=scale, num_small_blocks=num_small_blocks, finished=finished)
 
     # One palette for every frame, from the last one (it holds the most colours): Pillow then stores only the
     # part of each frame that changed, several times smaller than a palette per frame; colours stay within a

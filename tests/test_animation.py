@@ -165,3 +165,16 @@ def test_chinese_characters_get_a_font_with_chinese_glyphs() -> None:
         pytest.skip("no CJK font installed (Debian: fonts-droid-fallback or fonts-noto-cjk)")
     assert [text for text, _ in runs] == ["␣", "中文"] and A.has_glyph(runs[0][1], "␣")
     assert not A.has_glyph(runs[-1][1], "\U0010fffd")
+
+
+def test_finished_blocks_drawn_once_look_the_same(tiny_decoder: Decoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's GIF draws each finished block once and pastes it into later frames: every frame must be the one
+    drawn from scratch, also as blocks scroll out of view."""
+    steps, _ = run(tiny_decoder, [1, 5, 6, 7], DecodeConfig(max_new_tokens=128, threshold=0.5, stop_ids=()))
+    monkeypatch.setattr(A, "MAX_BLOCKS", 2)  # four blocks, two shown: the older ones scroll out
+    finished: dict = {}
+    for upto in range(1, len(steps) + 1):
+        kept = A.draw_frame(steps, upto, str, tiny_decoder.mask_id, finished=finished)
+        assert kept.tobytes() == A.draw_frame(steps, upto, str, tiny_decoder.mask_id).tobytes(), upto
+        assert len(finished) <= 1  # only the finished block still in view is kept
+    assert finished
