@@ -58,6 +58,11 @@ def build_messages(history: list[tuple[str, str]], user: str, think: Think = Tru
     return messages
 
 
+def think_name(think: Think) -> str:
+    """How a trace file and a link name the mode: "on", "off" or "auto"."""
+    return "auto" if think == "auto" else "on" if think else "off"
+
+
 def think_suffix(think: Think) -> str:
     """What the user's text ends with: nothing to think first, a switch for the other two modes."""
     if think == "auto":

@@ -118,9 +118,8 @@ def generate(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     _report(rec)
     if args.trace:
-        asked = "auto" if args.auto_think else "off" if args.no_think else "on"
-        _write(args.trace, "trace", trace.dumps(rec, tok.token_text, decoder.mask_id, model=lm.name,
-                                                prompt=args.prompt, think=asked, system=args.system).encode())
+        _write(args.trace, "trace", trace.dumps(rec, tok.token_text, decoder.mask_id, model=lm.name, prompt=args.prompt,
+                                                think=chat.think_name(think), system=args.system).encode())
     _write_gif(args.gif, rec, tok.token_text, decoder.mask_id)
     return 0
 

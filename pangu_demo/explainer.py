@@ -35,18 +35,21 @@ class Forward:
 
 FORWARDS = [
     Forward("1. Prefill", [], PROMPT, True,
-            "The prompt runs once, left to right, and enters the KV cache. Its last position predicts a1, "
-            "the first token of block 1, as in autoregressive decoding."),
+            "The prompt runs in one forward with a causal mask and enters the KV cache. As in autoregressive "
+            "decoding, each position's output predicts the next token: the prompt's last position predicts a1, "
+            "the first token of block 1."),
     Forward("2. Denoising block 1", PROMPT, ["a1", MASK, MASK, MASK], False,
             "a1 and the MASKs see the whole prompt (from the cache) and every position of their block, left and "
-            "right. Each forward commits the MASKs the model is sure of (at least one) and runs again; nothing "
-            "of the block is stored yet."),
+            "right. Outputs are still read one position on: a1's output predicts the first MASK. Each forward "
+            "commits at least one MASK (with a threshold rule, every one the model is sure enough of) and runs "
+            "again; nothing of the block is stored yet."),
     Forward("3. Commit forward", PROMPT, BLOCK_1, True,
             "The finished block runs once more, causally, and enters the cache, exactly as if it had been "
             "written left to right. Its last position predicts b1, the first token of block 2."),
     Forward("4. Denoising block 2", PROMPT + BLOCK_1, ["b1", MASK, MASK, MASK], False,
-            "The same with block 1 in the cache: context before the block is causal, the block itself is "
-            "decoded in parallel. Hence context-causal block diffusion."),
+            "The same with block 1 in the cache. The context was written causally, one block after another; the "
+            "block sees all of it, and itself in full, and is decoded in parallel. Hence context-causal block "
+            "diffusion."),
 ]
 
 

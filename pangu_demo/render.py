@@ -101,6 +101,7 @@ class BlockState:
     latest: set[int] = field(default_factory=set)  # positions committed by the shown forward
     below: set[int] = field(default_factory=set)  # positions committed with confidence at or below the threshold
     padding: set[int] = field(default_factory=set)  # end-of-turn padding: stop ids after the block's first one
+    ar: bool = False  # decoded in AR mode: one token per forward, no MASK to denoise
 
 
 def commit_threshold(config: DecodeConfig | None) -> float | None:
@@ -144,6 +145,7 @@ def block_states(steps: list[Step], upto: int | None = None, threshold: float | 
             b = blocks[s.block] = BlockState(s.block, list(s.block_tokens), [None] * n, [None] * n, [None] * n)
         else:
             b.forwards += 1
+        b.ar = b.ar or s.kind == "ar"
         b.tokens = list(s.block_tokens)
         for p, c in zip(s.committed, s.committed_confidence, strict=True):
             b.step[p], b.nfe[p], b.confidence[p] = b.forwards, s.nfe, c
@@ -187,11 +189,12 @@ def _cell_title(text: str, pos: int, block: BlockState, i: int) -> str:
     if step == 0:
         parts.append(f"step 0: predicted by the forward that opened the block (NFE {nfe})")
     elif step is not None:
-        parts.append(f"committed at forward {step} of this block (NFE {nfe})")
+        parts.append(f"step {step}: committed by {'AR' if block.ar else 'denoising'} forward {step} of this block "
+                     f"(NFE {nfe})")
     if conf is not None:
         parts.append(f"confidence {conf:.3f}")
     if i in block.below:
-        parts.append("below the threshold: committed only because every forward must commit a token")
+        parts.append(f"below the threshold: {BELOW_WHY}")
     return "\n".join(parts)
 
 
@@ -223,15 +226,21 @@ def legend_html(top: int, threshold: float | None = None, padding: bool = False,
 
 HOW_TO_READ = (
     "How to read this: the answer is written 32 tokens (one block) at a time. Inside a block the model fills "
-    "the MASK cells in any order, several per forward pass when it is confident. Step 0 (dark) is the first "
-    "token of the block, predicted left to right; bright cells were decided late. Hover or tap a cell (or Tab "
-    "to the block and use the arrow keys) for its token, confidence and step. Finished blocks are listed above "
-    "the current one, coloured the same way. Each block counts its forwards with the one that opened it (they "
-    "add up to the run's NFE) and its tokens per forward. ␣ is a space, ↵ a newline."
+    "the MASK cells in any order, at least one per forward pass (with a threshold rule, every one it is sure "
+    "enough of). A cell's number is its step, the forward of its block that committed it: step 0 (dark) is the "
+    "block's first token, predicted autoregressively by the forward that opened the block (the prefill or the "
+    "commit of the block before); steps 1, 2, … are its denoising forwards, so bright cells were decided late. "
+    "Hover or tap a cell (or Tab to the block and use the arrow keys) for its token, confidence (the candidate's "
+    "probability) and step. Finished blocks are listed above the current one, coloured the same way. Each block "
+    "counts its forwards with the one that opened it (they add up to the run's NFE) and its tokens per forward. "
+    "␣ is a space, ↵ a newline."
 )
+# Why a token can be committed below the threshold, for both rules that have one.
+BELOW_WHY = ("every forward commits a token, sure or not (confidence_threshold: the most probable one; elastic: "
+             "the leftmost MASK)")
 HOW_TO_READ_BELOW = (
-    " A red corner (or underline) marks a token committed below the threshold: every forward must commit at least "
-    "one, sure or not, and such guesses are wrong far more often."
+    f" A red corner (or underline) marks a token committed below the threshold: {BELOW_WHY}, and such guesses are "
+    "wrong far more often."
 )
 
 
@@ -245,14 +254,16 @@ def block_speed(block: BlockState, mask_id: int) -> tuple[int, int, float]:
 
 def _row_html(block: BlockState, token_text: TokenText, mask_id: int, top: int) -> str:
     return _row_html_cached(block.index, tuple(block.tokens), tuple(block.step), tuple(block.nfe),
-                            tuple(block.confidence), block.forwards, frozenset(block.below), token_text, mask_id, top)
+                            tuple(block.confidence), block.forwards, frozenset(block.below), block.ar, token_text,
+                            mask_id, top)
 
 
 @lru_cache(maxsize=1024)
 def _row_html_cached(index: int, tokens: tuple, step: tuple, nfe: tuple, confidence: tuple, forwards: int,
-                     below: frozenset, token_text: TokenText, mask_id: int, top: int) -> str:
+                     below: frozenset, ar: bool, token_text: TokenText, mask_id: int, top: int) -> str:
     # Finished blocks never change, so each row is rendered once per run and colour scale.
-    block = BlockState(index, list(tokens), list(step), list(nfe), list(confidence), forwards, below=set(below))
+    block = BlockState(index, list(tokens), list(step), list(nfe), list(confidence), forwards, below=set(below),
+                       ar=ar)
     chips = []
     for i, tok in enumerate(block.tokens):
         if tok == mask_id or block.step[i] is None:
@@ -266,7 +277,8 @@ def _row_html_cached(index: int, tokens: tuple, step: tuple, nfe: tuple, confide
                      f"{html.escape(visible_text(text))}</span>")
     tokens, forwards, tpf = block_speed(block, mask_id)
     title = (f"block {block.index + 1}: {plural(tokens, 'token')} in {plural(forwards, 'forward')} (the one "
-             f"that opened it and {block.forwards} denoising): {tpf:.1f} tokens per forward")
+             f"that opened it and {block.forwards} {'AR' if block.ar else 'denoising'}): {tpf:.1f} tokens per "
+             "forward")
     label = f"block {block.index + 1} · {forwards} fwd<br>{tpf:.1f} tok/fwd"
     return (f'<div class="pg-row"><span class="pg-row-label" title="{html.escape(title)}">{label}</span>'
             f'{"".join(chips)}</div>')
@@ -310,15 +322,16 @@ def _cell_html(i: int, tok: int, current: BlockState, token_text: TokenText, mas
 
 def _block_caption(current: BlockState, mask_id: int, n_masked: int, num_small_blocks: int, size: int,
                    run_over: bool, stop_ids: Collection[int]) -> str:
-    sb_note = (f"{num_small_blocks} small blocks of {size}" if num_small_blocks > 1
-               else f"one small block of {len(current.tokens)}")
+    sb_note = ("AR, one token per forward" if current.ar else f"{num_small_blocks} small blocks of {size}"
+               if num_small_blocks > 1 else f"one small block of {len(current.tokens)}")
     _, forwards, tpf = block_speed(current, mask_id)
     speed = f"{plural(forwards, 'forward')}{'' if run_over else ' so far'}, {tpf:.1f} tok/fwd"
+    left = f"{plural(n_masked, 'position')} not written" if current.ar else f"{n_masked} MASK left"
     if run_over:
         caption = f"Block {current.index + 1} (last) · {sb_note} · {speed}"
-        caption += f" · {n_masked} MASK left unused" if n_masked else ""
+        caption += f" · {left}{'' if current.ar else ' unused'}" if n_masked else ""
     else:
-        caption = f"Block {current.index + 1} (latest) · {sb_note} · {speed} · {n_masked} MASK left"
+        caption = f"Block {current.index + 1} (latest) · {sb_note} · {speed} · {left}"
     if current.below:
         caption += f" · {len(current.below)} committed below the threshold"
     if not n_masked and stop_ids and all(t in stop_ids for t in current.tokens):
@@ -360,7 +373,13 @@ def forward_text(step: Step, token_text: TokenText, threshold: float | None = No
     said = (f"{head}{what}. {count} committed: "
             f"{_quoted(token_text, step.committed_tokens, step.committed_confidence)}.")
     below = below_threshold(step, threshold)
-    if below and len(below) == len(step.committed):
+    # Passed over: cleared the threshold but not committed, which only elastic does (it goes left to right).
+    passed_over = [p for p, (_, c) in step.candidates.items() if p not in step.committed and c > (threshold or 1)
+                   and (num_small_blocks == 1 or p // size == sb)]
+    if below and len(below) == len(step.committed) and passed_over:
+        said += (f" Elastic commits the leftmost MASK first, sure or not: a guess; {len(passed_over)} further right "
+                 f"cleared {threshold:g} but do not follow it.")
+    elif below and len(below) == len(step.committed):
         said += f" None cleared {threshold:g}, and every forward commits at least one: a guess."
     elif below:
         said += f" {len(below)} of them below {threshold:g}, committed all the same."
@@ -669,8 +688,8 @@ def stats_html(s: dict, live: bool = False) -> str:
              ("AR would need", plural(s["ar_forwards"], "forward"), "one forward per token: the left-to-right "
               "cost of the same tokens")]
     if s["below_threshold"] is not None:
-        items.append(("below threshold", plural(s["below_threshold"], "commit"), "tokens committed although no "
-                      "candidate cleared the threshold (every forward commits at least one)"))
+        items.append(("below threshold", plural(s["below_threshold"], "commit"), "tokens committed with a "
+                      f"probability at or below the threshold: {BELOW_WHY}"))
     chips = "".join(f'<span class="pg-stat" title="{html.escape(hint)}"><span class="pg-stat-k">{html.escape(k)}'
                     f'</span><span class="pg-stat-v" data-stat="{html.escape(k)}">{html.escape(v)}</span></span>'
                     for k, v, hint in items)

@@ -28,7 +28,7 @@ import gradio as gr
 from gradio.components.plot import PlotData
 
 from . import animation, render, trace
-from .chat import Think, prompt_ids
+from .chat import Think, prompt_ids, think_name
 from .engine import ALGORITHMS, DecodeConfig, Decoder, Result, Step, check_context, fit_context, run
 from .explainer import explainer_html
 from .loading import EMBEDDED_MODEL, OFFICIAL_HUB_ID, LoadedModel, ModelLoadError, load_model
@@ -39,6 +39,10 @@ CSS_PATH = ASSETS / "app.css"
 HEAD_PATH = ASSETS / "head.html"  # the page's meta description and script
 BLOCK = DecodeConfig().block_length  # the page decodes blocks of the reference's length
 SMALL_BLOCKS = [n for n in range(1, BLOCK + 1) if BLOCK % n == 0]
+# The ends of the page's sliders (and the seed box); Max new tokens goes from BLOCK to its model's top. A value
+# beyond an end is refused by Gradio, so what a link or a trace puts in a control must be checked against them.
+RANGES = {"threshold": (0.0, 1.0), "temperature": (0.0, 2.0), "top_p": (0.05, 1.0), "top_k": (0, 200),
+          "seed": (0, 2**53 - 1)}  # a browser number is exact up to 2^53 - 1; beyond it a seed would be rounded
 SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)  # "Try other thresholds" (the recorded run's own is kept)
 MAX_PROMPT_CHARS = 20_000
 SLOW_REPLAY_MAX_SECONDS = 3.0  # a longer run could be watched as it ran: no replay after it
@@ -239,12 +243,13 @@ class Session:
     model_label: str | None = None  # the model of the recorded run, for "Compare with AR"
     opened: str | None = None  # the recording came from an opened trace of this model: no model to rerun it
     fresh: bool = False  # the recording is the run that just finished (not one from before a refused send)
-    think: str = "on"  # how the recorded run's question was asked (THINK_CHOICES' values), for its trace
-    system: str | None = None
+    think: str | None = None  # how the recorded run's question was asked ("on", "off", "auto"), for its trace;
+    system: str | None = None  # None for a run opened from a trace that does not say
 
     def reset(self) -> None:
         """Forget the conversation and the recorded run (Clear)."""
         self.history, self.chat, self.recording, self.model_label, self.opened = [], [], None, None, None
+        self.think = self.system = None
         self.epoch += 1
 
 
@@ -280,6 +285,9 @@ def _number(name: str, value: object, kind: type) -> int | float:
 def warn(text: str) -> None:
     """A pop-up warning. Gradio renders its message as HTML, and the text may quote what the user typed."""
     gr.Warning(html.escape(text))
+
+
+UNNAMED = "an unnamed model"  # what an opened trace that names no model is called
 
 
 def think_mode(value: object) -> Think:
@@ -352,7 +360,7 @@ def write_trace(sess: Session, model: str | None) -> str | None:
         return None
     prompt = sess.history[-1][0] if sess.history else None
     content = trace.dumps(rec, sess.token_text or str, sess.mask_id, model=model or "", prompt=prompt,
-                          think=sess.think if prompt is not None else None, system=sess.system)
+                          think=sess.think, system=sess.system)
     return _download_file("trace", ".json", content.encode("utf-8"))
 
 
@@ -470,15 +478,40 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
     return values, problems
 
 
+class Outside(NamedTuple):
+    """A setting the page's control cannot hold."""
+    name: str  # as in LINK_SETTINGS
+    value: object
+    allowed: str  # "from 0 to 2", "one of 1, 2, 4, …"
+    nearest: object | None  # the nearest value the control holds (None: none is near)
+
+
+def _shown(value: object) -> str:
+    """A setting's value in a message: 0.9, 2; whole numbers grouped (9,007,199,254,740,991)."""
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def outside_controls(settings: dict[str, object], max_new_top: int) -> list[Outside]:
+    """The settings (by LINK_SETTINGS name) that the page's controls cannot hold, though the engine could run
+    them: a slider refuses a value beyond its ends, and the small-blocks list has only divisors of BLOCK."""
+    out = []
+    for name, value in settings.items():
+        lo, hi = (BLOCK, max_new_top) if name == "max_new_tokens" else RANGES.get(name, (None, None))
+        if lo is not None and not lo <= value <= hi:
+            out.append(Outside(name, value, f"from {_shown(lo)} to {_shown(hi)}", min(max(value, lo), hi)))
+        elif name == "small_blocks" and value not in SMALL_BLOCKS:
+            out.append(Outside(name, value, f"one of {', '.join(map(str, SMALL_BLOCKS))}", None))
+    return out
+
+
 def _link_settings_error(settings: dict[str, object], max_new_top: int) -> str | None:
-    """What is wrong with a link's settings (all of LINK_SETTINGS), in words; None if they could run."""
+    """What is wrong with a link's settings (all of LINK_SETTINGS), in words; None if they could run here."""
     try:
         cfg = make_config(*settings.values())
     except ValueError as e:
         return str(e)
-    if cfg.max_new_tokens > max_new_top:  # as the slider: any whole number up to its top
-        return f"max_new_tokens must be at most {max_new_top} here, got {cfg.max_new_tokens}."
-    return None
+    outside = outside_controls(dict(zip(LINK_SETTINGS, config_values(cfg), strict=True)), max_new_top)
+    return " ".join(f"{o.name} must be {o.allowed} here, got {_shown(o.value)}." for o in outside) or None
 
 
 def rerun(decoder: Decoder, prompt_ids: list[int], cfg: DecodeConfig,
@@ -689,31 +722,38 @@ class DemoApp:
                                      info="AR decodes one token per forward, for comparison.")
                 self.algorithm = gr.Dropdown(list(ALGORITHMS), value="confidence_threshold", label="Algorithm",
                                              elem_id="pg-algorithm",
-                                             info="How confidence is measured and how many tokens a forward commits. "
-                                                  "entropy, low_confidence and topk_margin commit one token per "
-                                                  "forward, as in the reference: never faster than AR, chosen for "
-                                                  "accuracy. elastic (this demo's extension, not the reference's) "
-                                                  "commits the leftmost mask, then the run after it above the "
-                                                  "threshold.")
-                self.threshold = gr.Slider(0.0, 1.0, value=0.9, step=0.01, label="Threshold", elem_id="pg-threshold",
-                                           info="Commit every masked position whose confidence is above this; "
-                                                "lower commits more per forward, and more wrongly.")
+                                             info="Which MASKs a forward commits. confidence_threshold: every one "
+                                                  "whose probability clears the threshold, and at least the most "
+                                                  "probable. entropy (lowest entropy), low_confidence (highest "
+                                                  "probability) and topk_margin (widest lead of the top candidate "
+                                                  "over the second) commit one token per forward, as in the "
+                                                  "reference: never faster than AR, chosen for accuracy. elastic "
+                                                  "(this demo's extension, not the reference's) commits the leftmost "
+                                                  "MASK, then the run after it that clears the threshold. The "
+                                                  "confidences on this page are the candidates' probabilities, "
+                                                  "whatever the rule ranks by.")
+                self.threshold = gr.Slider(*RANGES["threshold"], value=0.9, step=0.01, label="Threshold",
+                                           elem_id="pg-threshold",
+                                           info="confidence_threshold commits every MASK of the small block whose "
+                                                "probability is above this (at least the most probable one); "
+                                                "elastic, the leftmost MASK and the run after it above this. Lower "
+                                                "commits more per forward, and more wrongly.")
                 self.small_blocks = gr.Dropdown(SMALL_BLOCKS, value=1, label="Small blocks per block",
                                                 info=f"The {BLOCK}-token block is filled small block by small block, "
                                                      "left to right.")
             with gr.Row(equal_height=True, elem_id="pg-sampling"):
-                self.temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature",
+                self.temperature = gr.Slider(*RANGES["temperature"], value=0.0, step=0.05, label="Temperature",
                                              info="0 = greedy (deterministic).")
                 # As in the reference, confidence is read after the filter, also at temperature 0: the token stays,
                 # its confidence rises, and more tokens clear the threshold.
-                self.top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p",
+                self.top_p = gr.Slider(*RANGES["top_p"], value=1.0, step=0.05, label="top_p",
                                        info="1 = off. Confidence is read after the filter: lower top_p, "
                                             "more tokens clear the threshold.")
-                self.top_k = gr.Slider(0, 200, value=0, step=1, label="top_k",
+                self.top_k = gr.Slider(*RANGES["top_k"], value=0, step=1, label="top_k",
                                        info="0 = off. As top_p, it raises the confidence of what it "
                                             "keeps.")
-                # A browser number is exact up to 2^53 - 1; beyond it a typed seed would be rounded.
-                self.seed = gr.Number(0, precision=0, minimum=0, maximum=2**53 - 1, label="Seed",
+                self.seed = gr.Number(0, precision=0, minimum=RANGES["seed"][0], maximum=RANGES["seed"][1],
+                                      label="Seed",
                                       info="Same seed + settings = same answer.")
             with gr.Row(equal_height=True):
                 # Whole blocks: the reference decodes whole blocks of 32 and cuts the result.
@@ -850,7 +890,7 @@ class DemoApp:
         cfg = make_config(*settings)
         lm, decoder = self.models.get(model_label)
         ids = prompt_ids(lm.tokenizer, history, text, asked, system)
-        think = {True: "on", False: "off", "auto": "auto"}[asked]
+        think = think_name(asked)
         if not fit:
             check_context(len(ids), cfg, lm.context_length)
             return Prepared(lm, decoder, cfg, ids, text, think, system)
@@ -1044,6 +1084,8 @@ class DemoApp:
             lm, decoder = self.models.get(sess.model_label)
         except ModelLoadError as e:
             return None, str(e)
+        if sess.opened == UNNAMED:
+            return None, f"This run was opened from a trace that names no model; {doing} needs the model that wrote it."
         if sess.opened is not None and (lm.name != sess.opened or decoder.mask_id != sess.mask_id):
             return None, (f"This run was opened from a trace of {sess.opened}; {doing} needs that model to decode "
                           "again. Choose it under Model, then open the trace again.")
@@ -1082,29 +1124,38 @@ class DemoApp:
         sess.reset()
         rec = t.recording
         sess.recording, sess.token_text, sess.mask_id = rec, t.token_text, t.mask_id
-        sess.opened, sess.options, sess.fresh = t.model or "an unnamed model", options, True
+        sess.opened, sess.options, sess.fresh = t.model or UNNAMED, options, True
         sess.model_label = model_label  # the model that may decode it again, if it is the trace's
-        sess.think, sess.system = t.think or "on", t.system
+        sess.think, sess.system = t.think, t.system
         user = [{"role": "user", "content": render.escape_chat(t.prompt)}] if t.prompt else []
         sess.chat = user + render.assistant_messages(frame.reply, rec.thinking_seconds(), False)
         sess.history = [(t.prompt, frame.reply.answer)] if t.prompt else []
         n = len(rec.steps)
-        note = (f"Opened a trace of {sess.opened}: {n} forwards, {len(rec.result.tokens)} tokens. Scrub or play it "
-                "below; nothing is recomputed.")
+        controls, outside = self._controls_of(t, model_label)
+        note = " ".join([f"Opened a trace of {sess.opened}: {n} forwards, {len(rec.result.tokens)} tokens. Scrub or "
+                         "play it below; nothing is recomputed.", *([outside] if outside else [])])
         timer, play = self._pause()
         return {self.chatbot: sess.chat, self.grid: frame.grid, self.plot: plot_value(frame.figure),
                 self.stats_box: render.stats_html(frame.stats), self.replay_row: gr.Column(visible=True),
                 self.replay: gr.Slider(minimum=1, maximum=max(n, 2), value=n), self.notice: message_html(note),
                 self.session: sess, self.trace_btn: write_trace(sess, t.model), self.timer: timer,
-                self.play_btn: play, self.playing: False} | self._stale() | self._controls_of(t, model_label)
+                self.play_btn: play, self.playing: False} | self._stale() | controls
 
-    def _controls_of(self, t: trace.Trace, model_label: str | None) -> dict:
-        """The controls set as the trace's run was asked: its decoding settings (max new tokens within this page's
-        slider), and its thinking and system message when the file says them."""
-        settings = dict(zip(self.settings, config_values(t.recording.config), strict=True))
-        settings[self.max_new] = min(settings[self.max_new], self.models.max_new_tokens(model_label)[0])
+    def _controls_of(self, t: trace.Trace, model_label: str | None) -> tuple[dict, str]:
+        """The controls set as the trace's run was asked (its decoding settings, and its thinking and system message
+        when the file says them), and in words what the controls could not hold: a trace may come from the CLI
+        or the API, which take more than the page's sliders."""
+        values = dict(zip(LINK_SETTINGS, config_values(t.recording.config), strict=True))
+        outside = outside_controls(values, self.models.max_new_tokens(model_label)[0])
+        for o in outside:
+            values[o.name] = o.nearest
+        controls = dict(zip(LINK_SETTINGS, self.settings, strict=True))
+        update = {controls[name]: value for name, value in values.items() if value is not None}
         asked = {self.think: t.think, self.system: t.system or ""} if t.think is not None else {}
-        return {**settings, self.preset: "Custom", **asked}
+        note = " ".join(f"It ran with {o.name} {_shown(o.value)}, which this page's control does not hold (it takes "
+                        f"{o.allowed}): " + (f"{_shown(o.nearest)} is set." if o.nearest is not None else
+                                             "left as it was.") for o in outside)
+        return {**update, self.preset: "Custom", **asked}, note
 
     def _stale(self) -> dict:
         """What a new run or Clear makes stale: the comparisons, their figure, the GIF and the link."""
@@ -1235,7 +1286,7 @@ class DemoApp:
         the CLI's --trace writes) and "done": true.
         think: True (think first), False (adds /no_think) or "auto" (adds /auto_think: the model decides).
         mode: "diffusion" or "ar" (one token per forward, for comparison).
-        algorithm: confidence_threshold (the reference's default), entropy, low_confidence, topk_margin or
+        algorithm: confidence_threshold (the model card's throughput setting), entropy, low_confidence, topk_margin or
         elastic (this demo's). threshold: confidence_threshold and elastic commit every masked position whose
         confidence is above it. num_small_blocks: 1, 2, 4, 8, 16 or 32 per block of 32.
         temperature: 0 = greedy; above 0 samples with seed. top_p (1 = off) and top_k (0 = off): confidence is
@@ -1255,7 +1306,7 @@ class DemoApp:
                    "done": frame.final}
             if frame.final:
                 out["trace"] = trace.dumps(frame.recording, req.lm.tokenizer.token_text, req.decoder.mask_id,
-                                           model=req.lm.name, prompt=req.text)
+                                           model=req.lm.name, prompt=req.text, think=req.think, system=req.system)
             yield out
 
 

@@ -88,8 +88,9 @@ def test_generate_ar_no_think(tiny_checkpoint: Path, tiny_model: LoadedModel, tm
     assert code == 0, err
     figures = re.fullmatch(r"NFE (\d+) \| TPF 1\.00 \| .*", out.splitlines()[-1])  # AR: one token per forward
     assert figures and 1 <= int(figures.group(1)) <= 12
-    prompt = tiny_model.tokenizer.decode(json.loads(trace.read_text(encoding="utf-8"))["result"]["prompt_ids"])
-    assert prompt.endswith("[unused9]用户：Hi /no_think[unused10][unused9]助手：")
+    saved = json.loads(trace.read_text(encoding="utf-8"))
+    prompt = tiny_model.tokenizer.decode(saved["result"]["prompt_ids"])
+    assert prompt.endswith("[unused9]用户：Hi /no_think[unused10][unused9]助手：") and saved["think"] == "off"
 
 
 def test_generate_fused_commit(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import re
 from html import escape as html_escape
 
@@ -471,7 +472,7 @@ def test_commits_below_the_threshold_are_marked_in_grid_rows_heatmap_and_stats()
     # Before any run the setting may still change: the legend names no number that could go stale.
     empty = render.grid_html([], 0, table.get, MASK, threshold=0.9)
     assert "committed below the threshold (every forward" in empty and "0.9" not in empty
-    assert "below the threshold: committed only because" in html_text  # hover text of the marked cells
+    assert "below the threshold: every forward commits a token, sure or not" in html_text  # marked cells' hover
     # No threshold (an algorithm without one): nothing is marked, no legend entry.
     plain = render.grid_html(steps, 5, table.get, MASK)
     assert "pg-below" not in plain and "below the threshold" not in plain
@@ -597,3 +598,35 @@ def test_moving_frames_of_a_long_reply_draw_the_latest_blocks_of_the_answer(tiny
     assert sorted(token_indices(final=True, moving=True)) == list(range(96, 160))  # Play
     title = render.heatmap_figure(steps, len(steps), "answer", latest_blocks=2)["layout"]["title"]["text"]
     assert "blocks 4-5 while it runs" in title
+
+
+def test_a_guess_passed_over_for_the_leftmost_mask_is_told_as_elastic_does_it():
+    steps, table = fake_run(SEVEN)
+    # The leftmost MASK at 0.5 is committed while position 9 cleared 0.9: only elastic leaves a sure one for later.
+    leftmost = dataclasses.replace(steps[2], candidates={3: (token_id(3), 0.5), 9: (token_id(9), 0.95)},
+                                   committed=[3], committed_tokens=[token_id(3)], committed_confidence=[0.5])
+    said = render.forward_text(leftmost, table.get, 0.9)
+    assert "Elastic commits the leftmost MASK first" in said and "1 further right cleared 0.9" in said
+    assert "None cleared" not in said
+    nothing_cleared = dataclasses.replace(leftmost, candidates={3: (token_id(3), 0.5), 9: (token_id(9), 0.4)})
+    assert "None cleared 0.9" in render.forward_text(nothing_cleared, table.get, 0.9)
+
+
+def test_ar_blocks_are_told_without_denoising_words():
+    steps, table = fake_run(SEVEN)
+    ar = [dataclasses.replace(s, kind="ar") if s.kind == "denoise" else s for s in steps]
+    live = render.grid_html(ar, 4, table.get, MASK)
+    caption = live.split('class="pg-caption"', 1)[1].split("</div>", 1)[0]
+    assert "AR, one token per forward" in caption and "MASK" not in caption and "positions not written" in caption
+    assert "step 1: committed by AR forward 1 of this block" in html.unescape(live)
+    done = html.unescape(render.grid_html(ar, len(ar), table.get, MASK))  # block 1 finished, shown as a row
+    assert re.search(r"the one that opened it and \d+ AR\)", done) and "denoising)" not in done
+    # The same run by block diffusion keeps its words.
+    assert re.search(r"the one that opened it and \d+ denoising\)", html.unescape(
+        render.grid_html(steps, len(steps), table.get, MASK)))
+
+
+def test_small_blocks_count_from_one_in_a_mask_cells_title():
+    steps, table = fake_run(SEVEN)
+    tags = cells(render.grid_html(steps, 2, table.get, MASK, num_small_blocks=4))
+    assert 'title="position 9: MASK (small block 2)"' in tags[9]  # as the forward line says "small block 2 of 4"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import urllib.parse
@@ -162,8 +163,11 @@ def test_the_api_refuses_a_history_of_the_wrong_shape(app: ui.DemoApp, history: 
 def test_the_api_takes_a_history_of_pairs(app: ui.DemoApp) -> None:
     assert ui.check_history([["Hi", "Hello!"], ("And you?", "Fine.")]) == [("Hi", "Hello!"), ("And you?", "Fine.")]
     assert ui.check_history(None) == ui.check_history([]) == []
-    last = list(app.api_generate("And then?", history=[["Hi", "Hello!"]], max_new_tokens=16))[-1]
+    last = list(app.api_generate("And then?", history=[["Hi", "Hello!"]], max_new_tokens=16, think="auto",
+                                 system="Be brief."))[-1]
     assert last["done"]
+    saved = json.loads(last["trace"])  # how it was asked, as the page's and the CLI's traces say it
+    assert (saved["prompt"], saved["think"], saved["system"]) == ("And then?", "auto", "Be brief.")
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [({"model": "nope"}, "Unknown model 'nope'; this host offers: "),
@@ -273,11 +277,29 @@ def test_an_opened_trace_sets_the_controls_and_compares_on_its_own_model(app: ui
         text, race, *_ = list(app.compare_with_ar(other, request()))[-1]
         assert "opened from a trace" in text and race.visible is False
         assert "opened from a trace" in list(app.sweep_thresholds(other, request()))[-1][0]
-    # A trace that does not say how it was asked (the CLI's before, or any writer's) leaves thinking and system.
+    # A trace that does not say how it was asked (the CLI's before, or any writer's) leaves thinking and system,
+    # and its download does not claim them either.
     data.pop("think"), data.pop("system")
     (tmp_path / "old.json").write_text(json.dumps(data), encoding="utf-8")
     update = app.open_trace(str(tmp_path / "old.json"), ui.VIEWS[0], other, app.models.default)
     assert app.think not in update and app.system not in update and update[app.algorithm] == "elastic"
+    again = json.loads(Path(update[app.trace_btn]).read_text(encoding="utf-8"))
+    assert (again["think"], again["system"]) == (None, None)
+    # Settings the engine ran but the page's controls cannot hold (from the CLI or the API) are brought to the
+    # nearest value the control holds, and said: Gradio would refuse the next Generate otherwise.
+    data["result"]["config"] |= {"temperature": 3.0, "max_new_tokens": 100_000}
+    (tmp_path / "wide.json").write_text(json.dumps(data), encoding="utf-8")
+    update = app.open_trace(str(tmp_path / "wide.json"), ui.VIEWS[0], other, app.models.default)
+    top = app.models.max_new_tokens(app.models.default)[0]
+    assert (update[app.temperature], update[app.max_new]) == (2.0, top)
+    said = html.unescape(update[app.notice])
+    assert "temperature 3, which this page's control does not hold (it takes from 0 to 2): 2 is set" in said
+    assert f"max_new_tokens 100,000, which this page's control does not hold (it takes from 32 to {top})" in said
+    # A trace that names no model cannot be decoded again, and the page does not ask for the impossible.
+    data["model"] = ""
+    (tmp_path / "unnamed.json").write_text(json.dumps(data), encoding="utf-8")
+    app.open_trace(str(tmp_path / "unnamed.json"), ui.VIEWS[0], other, app.models.default)
+    assert "names no model" in list(app.compare_with_ar(other, request()))[-1][0]
 
 
 def test_a_bad_trace_gives_a_notice_and_keeps_the_conversation(app: ui.DemoApp, tmp_path: Path,
@@ -513,11 +535,15 @@ def test_a_link_is_refused_for_settings_that_could_not_run() -> None:
     ({"prompt": "", "system": " "}, {}, []),  # empty is no value
     ({"threshold": "2", "prompt": "Hi"}, {"prompt": "Hi"}, ["settings were left out: threshold must be between"]),
     ({"max_new_tokens": "40"}, {"max_new_tokens": 40}, []),  # as Generate takes it: whole blocks, then cut
-    ({"max_new_tokens": "2048"}, {}, ["at most 1024 here, got 2048"]),
+    ({"max_new_tokens": "2048"}, {}, ["max_new_tokens must be from 32 to 1,024 here, got 2,048"]),
+    ({"max_new_tokens": "10"}, {}, ["max_new_tokens must be from 32 to 1,024 here, got 10"]),  # the slider's least
+    ({"temperature": "3", "seed": str(2**60)}, {},  # the engine takes them, the page's controls do not
+     ["temperature must be from 0 to 2 here, got 3. seed must be from 0 to 9,007,199,254,740,991 here, got "
+      "1,152,921,504,606,846,976."]),
     ({"think": "maybe", "top_k": "2.5"}, {}, ["thinking setting was left out", "top_k must be a whole number"]),
     ({"threshold": "abc", "algorithm": "foo", "max_new_tokens": "99999", "seed": "1"}, {},  # every bad one named
      ["algorithm 'foo'; valid algorithms: confidence_threshold, entropy, low_confidence, topk_margin, elastic. "
-      "Threshold must be a number (got 'abc'). max_new_tokens must be at most 1024 here, got 99999."]),
+      "Threshold must be a number (got 'abc'). max_new_tokens must be from 32 to 1,024 here, got 99,999."]),
     ({"max_new_tokens": "99999", "top_p": "0"}, {}, ["top_p must be in (0, 1] (1 = off), got 0.0. max_new_tokens"]),
 ])
 def test_a_link_takes_what_it_can_and_says_what_it_left_out(query: dict, values: dict, words: list) -> None:
