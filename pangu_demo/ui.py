@@ -241,10 +241,10 @@ class Session:
     epoch: int = 0  # bumped by Clear: a run started before it must not put its turn back
     clears: int = 0  # Clear presses only (an opened trace resets too): the page's copy goes with each question
     model_label: str | None = None  # the model of the recorded run, for "Compare with AR"
-    opened: str | None = None  # the recording came from an opened trace of this model: no model to rerun it
+    opened: str | None = None  # the recording came from an opened trace of this model: only it may rerun it
     fresh: bool = False  # the recording is the run that just finished (not one from before a refused send)
-    think: str | None = None  # how the recorded run's question was asked ("on", "off", "auto"), for its trace;
-    system: str | None = None  # None for a run opened from a trace that does not say
+    think: str | None = None  # how the recorded run's question was asked ("on", "off", "auto"), for its trace:
+    system: str | None = None  # both None for a run opened from a trace that does not say
 
     def reset(self) -> None:
         """Forget the conversation and the recorded run (Clear)."""
