@@ -199,19 +199,22 @@ def _cell_title(text: str, pos: int, block: BlockState, i: int) -> str:
 
 
 # -- the token grid -----------------------------------------------------------------------------
-def legend_html(top: int, threshold: float | None = None, padding: bool = False, run: bool = True) -> str:
+def legend_html(top: int, threshold: float | None = None, padding: bool = False, run: bool = True,
+                ar: bool = False) -> str:
     """The grid's key. `run`: the threshold is a run's; before any run the setting may still change, so it is
-    not named."""
+    not named. `ar`: an AR run has no MASK to denoise and no small blocks."""
     stops = ", ".join(step_colour(round(i * top / 9), top)[0] for i in range(10))
     return (
         '<div class="pg-legend">'
         '<span class="pg-legend-item"><b>Colour = the forward pass of its block that committed the token</b></span>'
         f'<span class="pg-legend-item">0 (first) <span class="pg-ramp" '
         f'style="background:linear-gradient(90deg,{stops})"></span> {top}+ (late)</span>'
-        '<span class="pg-legend-item"><span class="pg-swatch pg-mask"></span> still MASK</span>'
+        '<span class="pg-legend-item"><span class="pg-swatch pg-mask"></span>'
+        f' {"not written yet" if ar else "still MASK"}</span>'
         '<span class="pg-legend-item"><span class="pg-swatch pg-latest-swatch"></span>'
         " committed by the latest forward</span>"
-        '<span class="pg-legend-item"><span class="pg-swatch pg-sb-swatch"></span> small-block boundary</span>'
+        + ("" if ar else
+           '<span class="pg-legend-item"><span class="pg-swatch pg-sb-swatch"></span> small-block boundary</span>')
         + ('<span class="pg-legend-item"><span class="pg-swatch pg-below-swatch"></span>'
            f" committed below the threshold{f' {threshold:g}' if run else ''} (every forward commits at least one)"
            "</span>"
@@ -234,6 +237,13 @@ HOW_TO_READ = (
     "probability) and step. Finished blocks are listed above the current one, coloured the same way. Each block "
     "counts its forwards with the one that opened it (they add up to the run's NFE) and its tokens per forward. "
     "␣ is a space, ↵ a newline."
+)
+HOW_TO_READ_AR = (
+    "How to read this (AR mode): the answer is written one token per forward pass, left to right, as an "
+    "autoregressive model writes; the grid shows it in blocks of 32 so that it compares with block diffusion. A "
+    "cell's number is its step, the forward of its block that wrote it, so each block runs from dark to bright. "
+    "Hover or tap a cell (or Tab to the block and use the arrow keys) for its token and probability. ␣ is a space, "
+    "↵ a newline."
 )
 # Why a token can be committed below the threshold, for both rules that have one.
 BELOW_WHY = ("every forward commits a token, sure or not (confidence_threshold: the most probable one; elastic: "
@@ -295,8 +305,8 @@ def _cell_html(i: int, tok: int, current: BlockState, token_text: TokenText, mas
         cls.append("pg-sb-active")
     if tok == mask_id or current.step[i] is None:
         cls.append("pg-mask")
-        return (f'<div class="{" ".join(cls)}" data-pos="{i}" data-sb="{sb}" '
-                f'title="position {i}: MASK (small block {sb + 1})"></div>')
+        title = f"position {i}: not written yet" if current.ar else f"position {i}: MASK (small block {sb + 1})"
+        return f'<div class="{" ".join(cls)}" data-pos="{i}" data-sb="{sb}" title="{title}"></div>'
     text = token_text(tok)
     bg, fg = step_colour(current.step[i], top)
     cls.append("pg-done")
@@ -414,6 +424,8 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     end = reply_end(current.tokens, stop_ids)  # what follows the stop token is not reply
     cells = [_cell_html(i, tok, current, token_text, mask_id, top, size, active_sb, end)
              for i, tok in enumerate(current.tokens)]
+    if current.ar:
+        how_to = HOW_TO_READ_AR
     padding = bool(current.padding)
     # Newest first in the page source: the box is flex column-reverse, so it reads top to bottom in block order
     # and stays scrolled to the newest row.
@@ -426,7 +438,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
                  f'<div class="pg-finished">{rows}</div>') if rows else ""
     caption = _block_caption(current, mask_id, len(masked), num_small_blocks, size, run_over, stop_ids)
     forward = html.escape(forward_text(steps[upto - 1], token_text, threshold, num_small_blocks))
-    return (f'<div class="pg-grid">{legend_html(top, threshold, padding)}{done_part}'
+    return (f'<div class="pg-grid">{legend_html(top, threshold, padding, ar=current.ar)}{done_part}'
             f'<div class="pg-caption">{caption}</div><div class="pg-forward">{forward}</div>'
             '<div class="pg-cells" tabindex="0" aria-label="The current block: the arrow keys read its cells">'
             f'{"".join(cells)}</div>'

@@ -34,10 +34,11 @@ class Candidates:
 
 def warpers(temperature: float, top_p: float, top_k: int) -> LogitsProcessorList:
     chain = LogitsProcessorList()
+    # float(): transformers refuses a whole-number int (a trace's JSON or an API call may hold 2, not 2.0).
     if temperature > 0 and temperature != 1.0:
-        chain.append(TemperatureLogitsWarper(temperature))
+        chain.append(TemperatureLogitsWarper(float(temperature)))
     if top_p < 1.0:
-        chain.append(TopPLogitsWarper(top_p))
+        chain.append(TopPLogitsWarper(float(top_p)))
     if top_k and top_k > 0:
         chain.append(TopKLogitsWarper(top_k))
     return chain

@@ -471,7 +471,8 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
         alone = [_link_settings_error(base | {name: value}, max_new_top) for name, value in given.items()]
         wrong = [e for e in alone if e] or [e for e in [_link_settings_error(base | given, max_new_top)] if e]
         if wrong:
-            problems.append(f"Its settings were left out: {' '.join(wrong)}")
+            problems.append(f"Its settings were left out, all of them, since a run takes them together: "
+                            f"{' '.join(wrong)}")
         else:
             checked = dict(zip(LINK_SETTINGS, config_values(make_config(*(base | given).values())), strict=True))
             values |= {name: checked[name] for name in given}
@@ -493,12 +494,16 @@ def _shown(value: object) -> str:
 
 def outside_controls(settings: dict[str, object], max_new_top: int) -> list[Outside]:
     """The settings (by LINK_SETTINGS name) that the page's controls cannot hold, though the engine could run
-    them: a slider refuses a value beyond its ends, and the small-blocks list has only divisors of BLOCK."""
+    them: a slider refuses a value beyond its ends, Max new tokens goes by whole blocks, and the small-blocks list
+    has only divisors of BLOCK."""
     out = []
     for name, value in settings.items():
         lo, hi = (BLOCK, max_new_top) if name == "max_new_tokens" else RANGES.get(name, (None, None))
         if lo is not None and not lo <= value <= hi:
             out.append(Outside(name, value, f"from {_shown(lo)} to {_shown(hi)}", min(max(value, lo), hi)))
+        elif name == "max_new_tokens" and value % BLOCK:
+            out.append(Outside(name, value, f"whole blocks of {BLOCK} up to {_shown(hi)}",
+                               min(max(round(value / BLOCK) * BLOCK, lo), hi)))
         elif name == "small_blocks" and value not in SMALL_BLOCKS:
             out.append(Outside(name, value, f"one of {', '.join(map(str, SMALL_BLOCKS))}", None))
     return out
@@ -1088,7 +1093,7 @@ class DemoApp:
             return None, f"This run was opened from a trace that names no model; {doing} needs the model that wrote it."
         if sess.opened is not None and (lm.name != sess.opened or decoder.mask_id != sess.mask_id):
             return None, (f"This run was opened from a trace of {sess.opened}; {doing} needs that model to decode "
-                          "again. Choose it under Model, then open the trace again.")
+                          "again: where this host offers it under Model, choose it and open the trace again.")
         return decoder, None
 
     @staticmethod
@@ -1152,10 +1157,16 @@ class DemoApp:
         controls = dict(zip(LINK_SETTINGS, self.settings, strict=True))
         update = {controls[name]: value for name, value in values.items() if value is not None}
         asked = {self.think: t.think, self.system: t.system or ""} if t.think is not None else {}
-        note = " ".join(f"It ran with {o.name} {_shown(o.value)}, which this page's control does not hold (it takes "
-                        f"{o.allowed}): " + (f"{_shown(o.nearest)} is set." if o.nearest is not None else
-                                             "left as it was.") for o in outside)
-        return {**update, self.preset: "Custom", **asked}, note
+        notes = [f"It ran with {o.name} {_shown(o.value)}, which this page's control does not hold (it takes "
+                 f"{o.allowed}): " + (f"{_shown(o.nearest)} is set." if o.nearest is not None else "left as it was.")
+                 for o in outside]
+        if t.think is None:
+            notes.append("It does not say how the question was asked: Thinking and the system message are left as "
+                         "they were.")
+        if t.recording.config.fused_commit:
+            notes.append("It ran with the fused commit (the command line's option), which this page does not "
+                         "offer: Generate decodes by the reference.")
+        return {**update, self.preset: "Custom", **asked}, " ".join(notes)
 
     def _stale(self) -> dict:
         """What a new run or Clear makes stale: the comparisons, their figure, the GIF and the link."""

@@ -128,6 +128,12 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     page.wait_for_function("() => document.querySelector('#pg-threshold input[type=number]').value === '1'",
                            timeout=5_000)
     set_number(page, "pg-threshold", 0.9)
+    box = page.locator("#pg-max-new input[type=number]")  # ... and one between its steps, the step it will take
+    box.fill("40")
+    box.press("Enter")
+    page.wait_for_function("() => document.querySelector('#pg-max-new input[type=number]').value === '32'",
+                           timeout=5_000)
+    set_number(page, "pg-max-new", 256)
 
     # The example buttons show their whole labels; a click puts the whole prompt in the textbox at once, so
     # Generate pressed right after it sends that prompt (on a fresh server it once went out empty).

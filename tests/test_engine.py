@@ -301,6 +301,12 @@ def test_seeded_sampling_is_reproducible(tiny_decoder: Decoder, prompt: list[int
     assert tokens(2) != first  # 40 draws at temperature 0.8: identical by chance is vanishingly unlikely
 
 
+def test_whole_number_sampling_settings_run(tiny_decoder: Decoder, prompt: list[int]) -> None:
+    """A trace's JSON (or an API call) may hold temperature 2 rather than 2.0: the same run, not an error."""
+    as_ints = run(tiny_decoder, prompt, cfg(temperature=2, seed=3, max_new_tokens=32))[1].tokens
+    assert as_ints == run(tiny_decoder, prompt, cfg(temperature=2.0, seed=3, max_new_tokens=32))[1].tokens
+
+
 # -- validation --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("kw", "words"), [
     (dict(algorithm="origin"), ["confidence_threshold", "entropy", "low_confidence", "topk_margin", "elastic"]),

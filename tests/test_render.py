@@ -619,6 +619,8 @@ def test_ar_blocks_are_told_without_denoising_words():
     caption = live.split('class="pg-caption"', 1)[1].split("</div>", 1)[0]
     assert "AR, one token per forward" in caption and "MASK" not in caption and "positions not written" in caption
     assert "step 1: committed by AR forward 1 of this block" in html.unescape(live)
+    assert 'title="position 9: not written yet"' in live and "MASK (small block" not in live
+    assert "How to read this (AR mode)" in live and "still MASK" not in live and "small-block boundary" not in live
     done = html.unescape(render.grid_html(ar, len(ar), table.get, MASK))  # block 1 finished, shown as a row
     assert re.search(r"the one that opened it and \d+ AR\)", done) and "denoising)" not in done
     # The same run by block diffusion keeps its words.

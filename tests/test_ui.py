@@ -295,6 +295,12 @@ def test_an_opened_trace_sets_the_controls_and_compares_on_its_own_model(app: ui
     said = html.unescape(update[app.notice])
     assert "temperature 3, which this page's control does not hold (it takes from 0 to 2): 2 is set" in said
     assert f"max_new_tokens 100,000, which this page's control does not hold (it takes from 32 to {top})" in said
+    assert "does not say how the question was asked" in said  # this file has no think or system
+    data["result"]["config"] |= {"temperature": 0.0, "max_new_tokens": 40, "fused_commit": True}
+    (tmp_path / "cut.json").write_text(json.dumps(data), encoding="utf-8")
+    update = app.open_trace(str(tmp_path / "cut.json"), ui.VIEWS[0], other, app.models.default)
+    said = html.unescape(update[app.notice])
+    assert update[app.max_new] == 32 and "(it takes whole blocks of 32 up to" in said and "fused commit" in said
     # A trace that names no model cannot be decoded again, and the page does not ask for the impossible.
     data["model"] = ""
     (tmp_path / "unnamed.json").write_text(json.dumps(data), encoding="utf-8")
@@ -533,8 +539,10 @@ def test_a_link_is_refused_for_settings_that_could_not_run() -> None:
 @pytest.mark.parametrize(("query", "values", "words"), [
     ({"threshold": "0.7", "utm_source": "x"}, {"threshold": 0.7}, []),  # unknown keys are someone else's
     ({"prompt": "", "system": " "}, {}, []),  # empty is no value
-    ({"threshold": "2", "prompt": "Hi"}, {"prompt": "Hi"}, ["settings were left out: threshold must be between"]),
-    ({"max_new_tokens": "40"}, {"max_new_tokens": 40}, []),  # as Generate takes it: whole blocks, then cut
+    ({"threshold": "2", "prompt": "Hi"}, {"prompt": "Hi"},
+     ["settings were left out, all of them, since a run takes them together: threshold must be between"]),
+    ({"max_new_tokens": "64"}, {"max_new_tokens": 64}, []),
+    ({"max_new_tokens": "40"}, {}, ["max_new_tokens must be whole blocks of 32 up to 1,024 here, got 40"]),
     ({"max_new_tokens": "2048"}, {}, ["max_new_tokens must be from 32 to 1,024 here, got 2,048"]),
     ({"max_new_tokens": "10"}, {}, ["max_new_tokens must be from 32 to 1,024 here, got 10"]),  # the slider's least
     ({"temperature": "3", "seed": str(2**60)}, {},  # the engine takes them, the page's controls do not
