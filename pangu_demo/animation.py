@@ -149,9 +149,9 @@ def frame_size(n_blocks: int, block_length: int = 32) -> tuple[int, int]:
                    + MARGIN)
 
 
-def legend(threshold: float | None) -> str:
-    text = ("colour: the forward of its block that committed the token (dark = first) · grey: MASK · "
-            "orange: this forward")
+def legend(threshold: float | None, ar: bool = False) -> str:
+    text = (f"colour: the forward of its block that committed the token (dark = first) · grey: "
+            f"{'not written yet' if ar else 'MASK'} · orange: this forward")
     return text + (f" · red corner: below the threshold {threshold:g}" if threshold is not None else "")
 
 
@@ -212,7 +212,8 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
     if finished is not None:
         for index in [i for i in finished if i < shown[0].index]:  # scrolled out: never shown again
             del finished[index]
-    draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold), fill=LEGEND_INK, font=_font(11))
+    ar = any(s.kind == "ar" for s in steps)
+    draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold, ar), fill=LEGEND_INK, font=_font(11))
     return image
 
 

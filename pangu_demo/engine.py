@@ -47,6 +47,10 @@ class DecodeConfig:
 
     def validate(self) -> None:
         """Raise ValueError saying what is allowed."""
+        for name in ("block_length", "num_small_blocks", "threshold", "temperature", "top_p", "top_k",
+                     "max_new_tokens", "seed"):
+            if isinstance(getattr(self, name), bool):  # a bool passes for an int in Python, not in a setting
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}.")
         if self.mode not in MODES:
             raise ValueError(f"Unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}.")
         if self.algorithm not in ALGORITHMS:

@@ -41,7 +41,7 @@ FORWARDS = [
     Forward("2. Denoising block 1", PROMPT, ["a1", MASK, MASK, MASK], False,
             "a1 and the MASKs see the whole prompt (from the cache) and every position of their block, left and "
             "right. Outputs are still read one position on: a1's output predicts the first MASK. Each forward "
-            "commits at least one MASK (with a threshold rule, every one the model is sure enough of) and runs "
+            "commits at least one MASK (by the default rule, every one the model is sure enough of) and runs "
             "again; nothing of the block is stored yet."),
     Forward("3. Commit forward", PROMPT, BLOCK_1, True,
             "The finished block runs once more, causally, and enters the cache, exactly as if it had been "

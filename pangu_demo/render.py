@@ -16,7 +16,7 @@ import math
 import re
 import textwrap
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from .chat import Reply, split_reply
@@ -229,10 +229,12 @@ def legend_html(top: int, threshold: float | None = None, padding: bool = False,
 
 HOW_TO_READ = (
     "How to read this: the answer is written 32 tokens (one block) at a time. Inside a block the model fills "
-    "the MASK cells in any order, at least one per forward pass (with a threshold rule, every one it is sure "
-    "enough of). A cell's number is its step, the forward of its block that committed it: step 0 (dark) is the "
-    "block's first token, predicted autoregressively by the forward that opened the block (the prefill or the "
-    "commit of the block before); steps 1, 2, … are its denoising forwards, so bright cells were decided late. "
+    "the MASK cells in the order its rule picks, at least one per forward pass (confidence_threshold: every one "
+    "it is sure enough of, anywhere in the small block; elastic: the leftmost and the unbroken run after it that "
+    "it is sure of). A cell's number is its step, the forward of its block that committed it: step 0 (dark) is "
+    "the block's first token, predicted autoregressively by the forward that opened the block (the prefill or the "
+    "commit of the block before; a fused commit also denoises, so all it commits is step 0); steps 1, 2, … are "
+    "its denoising forwards, so bright cells were decided late. "
     "Hover or tap a cell (or Tab to the block and use the arrow keys) for its token, confidence (the candidate's "
     "probability) and step. Finished blocks are listed above the current one, coloured the same way. Each block "
     "counts its forwards with the one that opened it (they add up to the run's NFE) and its tokens per forward. "
@@ -405,7 +407,7 @@ FINISHED_SHOWN = 32  # finished blocks drawn above the current one (1,024 tokens
 def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_id: int,
               num_small_blocks: int = 1, top: int | None = None,
               threshold: float | None = None, run_over: bool = False, stop_ids: Collection[int] = (),
-              blocks: list[BlockState] | None = None) -> str:
+              blocks: list[BlockState] | None = None, ar: bool = False) -> str:
     """The current block as a grid of cells, the latest finished blocks above it as compact rows; with a `threshold`,
     commits that did not clear it are marked. `run_over`: the caption says "last", not "so far". `blocks`:
     `block_states(steps, upto, threshold, stop_ids)` if the caller has it already."""
@@ -418,6 +420,8 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
                 f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
     blocks = block_states(steps, upto, threshold, stop_ids) if blocks is None else blocks
     current, finished = blocks[-1], blocks[:-1]
+    if ar and not current.ar:  # an AR run's first block before its second forward: only the prefill so far
+        current = replace(current, ar=True)
     size = max(1, len(current.tokens) // max(1, num_small_blocks))
     masked = [i for i, t in enumerate(current.tokens) if t == mask_id]
     active_sb = masked[0] // size if masked else None

@@ -465,6 +465,12 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
             except ValueError as e:
                 problems.append(f"Its {LINK_NAMES[name]} was left out: {e}")
     given = {name: query[name] for name in LINK_SETTINGS if name in query}
+    with contextlib.suppress(ValueError):  # not a number: said below, with the other settings
+        asked = _number("max_new_tokens", given.get("max_new_tokens"), int)
+        if 0 < asked < max_new_top and asked % BLOCK:  # the slider's steps: the same forwards, whole blocks
+            given["max_new_tokens"] = str(whole_blocks(asked))
+            problems.append(f"Its max_new_tokens {asked:,} is taken as {whole_blocks(asked):,}: the page counts "
+                            f"whole blocks of {BLOCK}, which decoding fills anyway.")
     if given:
         base = dict(zip(LINK_SETTINGS, LINK_BASE, strict=True))
         # Each setting alone first, so that every bad one is named; then all of them together.
@@ -477,6 +483,11 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
             checked = dict(zip(LINK_SETTINGS, config_values(make_config(*(base | given).values())), strict=True))
             values |= {name: checked[name] for name in given}
     return values, problems
+
+
+def whole_blocks(tokens: int) -> int:
+    """Max new tokens rounded up to whole blocks: the same forwards, since decoding ends only at a block's end."""
+    return max(BLOCK, -(-tokens // BLOCK) * BLOCK)
 
 
 class Outside(NamedTuple):
@@ -503,7 +514,7 @@ def outside_controls(settings: dict[str, object], max_new_top: int) -> list[Outs
             out.append(Outside(name, value, f"from {_shown(lo)} to {_shown(hi)}", min(max(value, lo), hi)))
         elif name == "max_new_tokens" and value % BLOCK:
             out.append(Outside(name, value, f"whole blocks of {BLOCK} up to {_shown(hi)}",
-                               min(max(round(value / BLOCK) * BLOCK, lo), hi)))
+                               min(whole_blocks(value), hi)))  # the engine decodes whole blocks anyway
         elif name == "small_blocks" and value not in SMALL_BLOCKS:
             out.append(Outside(name, value, f"one of {', '.join(map(str, SMALL_BLOCKS))}", None))
     return out
@@ -1298,8 +1309,9 @@ class DemoApp:
         think: True (think first), False (adds /no_think) or "auto" (adds /auto_think: the model decides).
         mode: "diffusion" or "ar" (one token per forward, for comparison).
         algorithm: confidence_threshold (the model card's throughput setting), entropy, low_confidence, topk_margin or
-        elastic (this demo's). threshold: confidence_threshold and elastic commit every masked position whose
-        confidence is above it. num_small_blocks: 1, 2, 4, 8, 16 or 32 per block of 32.
+        elastic (this demo's). threshold: confidence_threshold commits every masked position of the small block
+        whose confidence is above it (at least the most confident), elastic the leftmost and the unbroken run
+        after it above it. num_small_blocks: 1, 2, 4, 8, 16 or 32 per block of 32.
         temperature: 0 = greedy; above 0 samples with seed. top_p (1 = off) and top_k (0 = off): confidence is
         read after the filter. max_new_tokens: up to what the model's context leaves after the prompt.
         history: earlier turns as [[user, answer], ...]. model: a label of the model panel ('' = default).

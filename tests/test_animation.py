@@ -178,3 +178,8 @@ def test_finished_blocks_drawn_once_look_the_same(tiny_decoder: Decoder, monkeyp
         assert kept.tobytes() == A.draw_frame(steps, upto, str, tiny_decoder.mask_id).tobytes(), upto
         assert len(finished) <= 1  # only the finished block still in view is kept
     assert finished
+
+
+def test_the_gif_legend_of_an_ar_run_names_no_mask() -> None:
+    assert "grey: not written yet" in A.legend(None, ar=True) and "MASK" not in A.legend(None, ar=True)
+    assert "grey: MASK" in A.legend(0.9)

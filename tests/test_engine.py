@@ -312,6 +312,8 @@ def test_whole_number_sampling_settings_run(tiny_decoder: Decoder, prompt: list[
     (dict(algorithm="origin"), ["confidence_threshold", "entropy", "low_confidence", "topk_margin", "elastic"]),
     (dict(num_small_blocks=3), ["num_small_blocks", "1, 2, 4, 8, 16, 32"]),
     (dict(threshold=1.5), ["threshold", "between 0 and 1"]),
+    (dict(top_k=True), ["top_k must be a number, got True"]),  # a bool is an int to Python, not a setting
+    (dict(seed=False), ["seed must be a number, got False"]),
     (dict(threshold=float("nan")), ["threshold", "between 0 and 1"]),
     (dict(temperature=float("nan")), ["temperature", "finite"]),
     (dict(temperature=float("inf")), ["temperature", "finite"]),

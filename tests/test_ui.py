@@ -300,7 +300,7 @@ def test_an_opened_trace_sets_the_controls_and_compares_on_its_own_model(app: ui
     (tmp_path / "cut.json").write_text(json.dumps(data), encoding="utf-8")
     update = app.open_trace(str(tmp_path / "cut.json"), ui.VIEWS[0], other, app.models.default)
     said = html.unescape(update[app.notice])
-    assert update[app.max_new] == 32 and "(it takes whole blocks of 32 up to" in said and "fused commit" in said
+    assert update[app.max_new] == 64 and "(it takes whole blocks of 32 up to" in said and "fused commit" in said
     # A trace that names no model cannot be decoded again, and the page does not ask for the impossible.
     data["model"] = ""
     (tmp_path / "unnamed.json").write_text(json.dumps(data), encoding="utf-8")
@@ -542,9 +542,9 @@ def test_a_link_is_refused_for_settings_that_could_not_run() -> None:
     ({"threshold": "2", "prompt": "Hi"}, {"prompt": "Hi"},
      ["settings were left out, all of them, since a run takes them together: threshold must be between"]),
     ({"max_new_tokens": "64"}, {"max_new_tokens": 64}, []),
-    ({"max_new_tokens": "40"}, {}, ["max_new_tokens must be whole blocks of 32 up to 1,024 here, got 40"]),
+    ({"max_new_tokens": "40"}, {"max_new_tokens": 64}, ["max_new_tokens 40 is taken as 64: the page counts whole"]),
     ({"max_new_tokens": "2048"}, {}, ["max_new_tokens must be from 32 to 1,024 here, got 2,048"]),
-    ({"max_new_tokens": "10"}, {}, ["max_new_tokens must be from 32 to 1,024 here, got 10"]),  # the slider's least
+    ({"max_new_tokens": "10"}, {"max_new_tokens": 32}, ["max_new_tokens 10 is taken as 32"]),  # the slider's least
     ({"temperature": "3", "seed": str(2**60)}, {},  # the engine takes them, the page's controls do not
      ["temperature must be from 0 to 2 here, got 3. seed must be from 0 to 9,007,199,254,740,991 here, got "
       "1,152,921,504,606,846,976."]),
