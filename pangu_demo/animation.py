@@ -15,7 +15,7 @@ from functools import lru_cache
 from PIL import Image, ImageDraw, ImageFont
 
 from . import render
-from .engine import DecodeConfig, Result, Step
+from .engine import Result, Step
 from .streaming import Recording
 
 COLS = 16  # as on the page: a block of 32 in two rows (a trace may hold longer blocks: more rows)
@@ -180,12 +180,12 @@ def _draw_block(draw: ImageDraw.ImageDraw, block: render.BlockState, top_y: int,
 def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_id: int, *,
                result: Result | None = None, threshold: float | None = None, stop_ids: Collection[int] = (),
                n_blocks: int | None = None, scale: int | None = None, num_small_blocks: int = 1,
-               finished: dict[int, Image.Image] | None = None) -> Image.Image:
+               finished: dict[int, Image.Image] | None = None, ar: bool = False) -> Image.Image:
     """The state after `upto` forwards: a header with the counts (and the forwards AR would need for as many
     tokens: one each) and what the forward did (the page's line under the grid), then the newest blocks as
     grids. `finished`: a run's drawings of its finished blocks by index, kept between frames (a finished block
     never changes, and drawing cells' text is most of a frame's time)."""
-    blocks = render.block_states(steps, upto, threshold, stop_ids)
+    blocks = render.block_states(steps, upto, threshold, stop_ids, ar)
     n_blocks = len({s.block for s in steps}) if n_blocks is None else n_blocks
     scale = render.scale_max(steps) if scale is None else scale
     block_length = len(blocks[0].tokens)
@@ -212,14 +212,14 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
     if finished is not None:
         for index in [i for i in finished if i < shown[0].index]:  # scrolled out: never shown again
             del finished[index]
-    ar = any(s.kind == "ar" for s in steps)
-    draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold, ar), fill=LEGEND_INK, font=_font(11))
+    draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold, blocks[-1].ar), fill=LEGEND_INK,
+              font=_font(11))
     return image
 
 
 def run_gif(steps: list[Step], token_text: render.TokenText, mask_id: int, *, result: Result | None = None,
             threshold: float | None = None, stop_ids: Collection[int] = (), forwards_per_second: float = 5.0,
-            max_frames: int = MAX_FRAMES, num_small_blocks: int = 1) -> bytes:
+            max_frames: int = MAX_FRAMES, num_small_blocks: int = 1, ar: bool = False) -> bytes:
     """The whole run as a looping GIF: one frame per forward (see `frame_indices`), the last one held."""
     if not steps:
         raise ValueError("no forwards recorded: generate a reply first")
@@ -229,7 +229,8 @@ def run_gif(steps: list[Step], token_text: render.TokenText, mask_id: int, *, re
 
     def frame(k: int) -> Image.Image:
         return draw_frame(steps, k, token_text, mask_id, result=result, threshold=threshold, stop_ids=stop_ids,
-                          n_blocks=n_blocks, scale=scale, num_small_blocks=num_small_blocks, finished=finished)
+                          n_blocks=n_blocks, scale=scale, num_small_blocks=num_small_blocks, finished=finished,
+                          ar=ar)
 
     # One palette for every frame, from the last one (it holds the most colours): Pillow then stores only the
     # part of each frame that changed, several times smaller than a palette per frame; colours stay within a
@@ -248,7 +249,7 @@ def run_gif(steps: list[Step], token_text: render.TokenText, mask_id: int, *, re
 def recording_gif(rec: Recording, token_text: render.TokenText, mask_id: int,
                   forwards_per_second: float = 5.0) -> bytes:
     """`run_gif` for a recorded run (live or read from a trace), with the settings it ran with."""
-    cfg = rec.config or DecodeConfig()
+    cfg = rec.settings
     return run_gif(rec.steps, token_text, mask_id, result=rec.result, threshold=render.commit_threshold(cfg),
                    stop_ids=rec.stop_ids, forwards_per_second=forwards_per_second,
-                   num_small_blocks=cfg.num_small_blocks)
+                   num_small_blocks=cfg.num_small_blocks, ar=cfg.mode == "ar")

@@ -16,7 +16,7 @@ import math
 import re
 import textwrap
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .chat import Reply, split_reply
@@ -127,10 +127,10 @@ def clamp_upto(steps: list[Step], upto: int | None) -> int:
 
 
 def block_states(steps: list[Step], upto: int | None = None, threshold: float | None = None,
-                 stop_ids: Collection[int] = ()) -> list[BlockState]:
+                 stop_ids: Collection[int] = (), ar: bool = False) -> list[BlockState]:
     """The blocks as they were after `upto` forwards, in order (`threshold`: see `below_threshold`). Stop ids
     after a block's first one (`stop_ids`) are end-of-turn padding, not reply, and commits after it are never
-    marked below.
+    marked below. `ar`: the run is in AR mode, which its steps show only after the prefill.
 
     Step 0 of a block is the forward that opened it (prefill or the previous block's commit
     forward, which predicts position 0); steps 1, 2, … are the denoising forwards (or, in AR
@@ -142,7 +142,8 @@ def block_states(steps: list[Step], upto: int | None = None, threshold: float | 
         b = blocks.get(s.block)
         if b is None:
             n = len(s.block_tokens)
-            b = blocks[s.block] = BlockState(s.block, list(s.block_tokens), [None] * n, [None] * n, [None] * n)
+            b = blocks[s.block] = BlockState(s.block, list(s.block_tokens), [None] * n, [None] * n, [None] * n,
+                                             ar=ar)
         else:
             b.forwards += 1
         b.ar = b.ar or s.kind == "ar"
@@ -407,7 +408,7 @@ FINISHED_SHOWN = 32  # finished blocks drawn above the current one (1,024 tokens
 def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_id: int,
               num_small_blocks: int = 1, top: int | None = None,
               threshold: float | None = None, run_over: bool = False, stop_ids: Collection[int] = (),
-              blocks: list[BlockState] | None = None, ar: bool = False) -> str:
+              blocks: list[BlockState] | None = None) -> str:
     """The current block as a grid of cells, the latest finished blocks above it as compact rows; with a `threshold`,
     commits that did not clear it are marked. `run_over`: the caption says "last", not "so far". `blocks`:
     `block_states(steps, upto, threshold, stop_ids)` if the caller has it already."""
@@ -420,8 +421,6 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
                 f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
     blocks = block_states(steps, upto, threshold, stop_ids) if blocks is None else blocks
     current, finished = blocks[-1], blocks[:-1]
-    if ar and not current.ar:  # an AR run's first block before its second forward: only the prefill so far
-        current = replace(current, ar=True)
     size = max(1, len(current.tokens) // max(1, num_small_blocks))
     masked = [i for i, t in enumerate(current.tokens) if t == mask_id]
     active_sb = masked[0] // size if masked else None
@@ -526,7 +525,7 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
     if view == "answer":
         return _answer_figure(steps, blocks, token_text, colour, latest_blocks, stop_ids)
     block, z = block_heatmap_data(steps, upto)
-    if not z and any(s.kind == "ar" for s in steps[:upto]):
+    if not z and blocks[-1].ar:
         return _empty_figure("No denoising forwards in this view (AR mode decodes one token per forward): "
                              "switch to the whole-answer view.")
     if not z:  # only the prefill so far

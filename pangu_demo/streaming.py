@@ -37,6 +37,11 @@ class Recording:
     think_start: float | None = None  # elapsed seconds when the trace opened / closed
     think_end: float | None = None
 
+    @property
+    def settings(self) -> DecodeConfig:
+        """The run's config, or the engine's defaults for a recording made without one."""
+        return self.config or DecodeConfig()
+
     def thinking_seconds(self) -> float | None:
         if self.think_start is None:
             return None
@@ -89,15 +94,16 @@ def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, opti
     split, and the figure when asked. `final`: the run is over, so the last state shows its result. `moving`
     (default: not final): frames follow each other quickly (a live run, Play), so the whole-answer view draws
     only the newest blocks."""
-    cfg = rec.config or DecodeConfig()
+    cfg = rec.settings
     steps = rec.steps[:]  # the worker thread may append while we render
     upto = render.clamp_upto(steps, upto)
     threshold = render.commit_threshold(cfg)
     result = rec.result if final and upto == len(steps) else None
-    blocks = render.block_states(steps, upto, threshold, rec.stop_ids)  # once: it walks every step so far
+    # Once: it walks every step so far.
+    blocks = render.block_states(steps, upto, threshold, rec.stop_ids, ar=cfg.mode == "ar")
     grid = render.grid_html(steps, upto, token_text, mask_id, num_small_blocks=cfg.num_small_blocks
                             if cfg.mode == "diffusion" else 1, threshold=threshold, run_over=result is not None,
-                            stop_ids=rec.stop_ids, blocks=blocks, ar=cfg.mode == "ar")
+                            stop_ids=rec.stop_ids, blocks=blocks)
     moving = not final if moving is None else moving
     figure = render.heatmap_figure(steps, upto, options.view, token_text, options.colour, threshold, rec.stop_ids,
                                    ANSWER_BLOCKS_MOVING if moving else None, blocks) if with_figure else None

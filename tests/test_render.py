@@ -622,9 +622,12 @@ def test_ar_blocks_are_told_without_denoising_words():
     assert 'title="position 9: not written yet"' in live and "MASK (small block" not in live
     assert "How to read this (AR mode)" in live and "still MASK" not in live and "small-block boundary" not in live
     # After the prefill alone no step says "ar" yet: the run's mode does.
-    first = render.grid_html(ar, 1, table.get, MASK, ar=True)
+    first = render.grid_html(ar, 1, table.get, MASK, blocks=render.block_states(ar, 1, ar=True))
     assert "How to read this (AR mode)" in first and "MASK left" not in first
     assert "How to read this (AR mode)" not in render.grid_html(ar, 1, table.get, MASK)
+    # The heatmap says so too: no denoising forward to draw, as AR has none.
+    empty = render.heatmap_figure(ar, 1, blocks=render.block_states(ar, 1, ar=True))
+    assert "No denoising forwards in this view (AR mode" in empty["layout"]["annotations"][0]["text"]
     done = html.unescape(render.grid_html(ar, len(ar), table.get, MASK))  # block 1 finished, shown as a row
     assert re.search(r"the one that opened it and \d+ AR\)", done) and "denoising)" not in done
     # The same run by block diffusion keeps its words.
