@@ -465,12 +465,6 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
             except ValueError as e:
                 problems.append(f"Its {LINK_NAMES[name]} was left out: {e}")
     given = {name: query[name] for name in LINK_SETTINGS if name in query}
-    with contextlib.suppress(ValueError):  # not a number: said below, with the other settings
-        asked = _number("max_new_tokens", given.get("max_new_tokens"), int)
-        if 0 < asked < max_new_top and asked % BLOCK:  # the slider's steps: the same forwards, whole blocks
-            given["max_new_tokens"] = str(whole_blocks(asked))
-            problems.append(f"Its max_new_tokens {asked:,} is taken as {whole_blocks(asked):,}: the page counts "
-                            f"whole blocks of {BLOCK}, which decoding fills anyway.")
     if given:
         base = dict(zip(LINK_SETTINGS, LINK_BASE, strict=True))
         # Each setting alone first, so that every bad one is named; then all of them together.
@@ -481,6 +475,10 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
                             f"{' '.join(wrong)}")
         else:
             checked = dict(zip(LINK_SETTINGS, config_values(make_config(*(base | given).values())), strict=True))
+            for o in outside_controls({name: checked[name] for name in given}, max_new_top):  # only same_forwards
+                checked[o.name] = o.nearest
+                problems.append(f"Its {o.name} {_shown(o.value)} is taken as {_shown(o.nearest)}: the page counts "
+                                f"whole blocks of {BLOCK}, which decoding fills anyway.")
             values |= {name: checked[name] for name in given}
     return values, problems
 
@@ -496,6 +494,7 @@ class Outside(NamedTuple):
     value: object
     allowed: str  # "from 0 to 2", "one of 1, 2, 4, …"
     nearest: object | None  # the nearest value the control holds (None: none is near)
+    same_forwards: bool = False  # the nearest value decodes the same forwards (whole blocks of max new tokens)
 
 
 def _shown(value: object) -> str:
@@ -510,11 +509,11 @@ def outside_controls(settings: dict[str, object], max_new_top: int) -> list[Outs
     out = []
     for name, value in settings.items():
         lo, hi = (BLOCK, max_new_top) if name == "max_new_tokens" else RANGES.get(name, (None, None))
-        if lo is not None and not lo <= value <= hi:
+        if name == "max_new_tokens" and value <= hi and value % BLOCK:  # the engine decodes whole blocks anyway
+            out.append(Outside(name, value, f"whole blocks of {BLOCK} up to {_shown(hi)}", whole_blocks(value),
+                               same_forwards=True))
+        elif lo is not None and not lo <= value <= hi:
             out.append(Outside(name, value, f"from {_shown(lo)} to {_shown(hi)}", min(max(value, lo), hi)))
-        elif name == "max_new_tokens" and value % BLOCK:
-            out.append(Outside(name, value, f"whole blocks of {BLOCK} up to {_shown(hi)}",
-                               min(whole_blocks(value), hi)))  # the engine decodes whole blocks anyway
         elif name == "small_blocks" and value not in SMALL_BLOCKS:
             out.append(Outside(name, value, f"one of {', '.join(map(str, SMALL_BLOCKS))}", None))
     return out
@@ -527,7 +526,8 @@ def _link_settings_error(settings: dict[str, object], max_new_top: int) -> str |
     except ValueError as e:
         return str(e)
     outside = outside_controls(dict(zip(LINK_SETTINGS, config_values(cfg), strict=True)), max_new_top)
-    return " ".join(f"{o.name} must be {o.allowed} here, got {_shown(o.value)}." for o in outside) or None
+    return " ".join(f"{o.name} must be {o.allowed} here, got {_shown(o.value)}." for o in outside
+                    if not o.same_forwards) or None
 
 
 def rerun(decoder: Decoder, prompt_ids: list[int], cfg: DecodeConfig,
