@@ -10,6 +10,7 @@ from test_render import MASK, SEVEN, fake_run, with_confidences
 
 from pangu_demo import animation, render
 from pangu_demo.engine import DecodeConfig, Decoder, run
+from pangu_demo.streaming import Recording
 
 A = animation
 
@@ -180,6 +181,13 @@ def test_finished_blocks_drawn_once_look_the_same(tiny_decoder: Decoder, monkeyp
     assert finished
 
 
-def test_the_gif_legend_of_an_ar_run_names_no_mask() -> None:
+def test_the_gif_legend_of_an_ar_run_names_no_mask(tiny_decoder: Decoder, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "grey: not written yet" in A.legend(None, ar=True) and "MASK" not in A.legend(None, ar=True)
     assert "grey: MASK" in A.legend(0.9)
+    # A recorded AR run's GIF gets that legend from its first frame on (the prefill alone does not say AR).
+    drawn = []
+    monkeypatch.setattr(A, "legend", lambda threshold, ar=False: drawn.append(ar) or "")
+    config = DecodeConfig(mode="ar", max_new_tokens=8, stop_ids=())
+    steps, result = run(tiny_decoder, [1, 5, 6, 7], config)
+    A.recording_gif(Recording(steps=steps, result=result, config=config), str, tiny_decoder.mask_id)
+    assert drawn and all(drawn)

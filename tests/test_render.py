@@ -278,10 +278,14 @@ def test_figures_draw_no_opaque_grid_lines():
     others = [render.heatmap_figure(steps, 4, "answer", table.get)["layout"],
               render.race_figure([("run", steps)])["layout"]]
     axes = [axis for layout in others for name, axis in layout.items() if name.startswith(("xaxis", "yaxis"))]
-    assert len(axes) == 6 and all(axis["gridcolor"] == render.GRID_LINE for axis in axes)
-    assert all(axis.get("showgrid", True) for axis in axes)
-    # Nothing to zoom in one block or in an empty figure: no zoom buttons to tab through.
-    assert block["modebar"]["remove"] == render.ZOOM_BUTTONS
+    assert len(axes) == 6 and all(axis.get("showgrid", True) for axis in axes)
+    for axis in axes:  # translucent grid and zero lines, whatever their colour
+        for key in ("gridcolor", "zerolinecolor"):
+            alpha = re.fullmatch(r"rgba\(\d+,\d+,\d+,([\d.]+)\)", axis[key])
+            assert alpha and float(alpha[1]) < 1, axis[key]
+    # Nothing to zoom in one block or in an empty figure: no zoom buttons to tab through; the PNG download stays.
+    assert {"zoom", "pan", "select", "lasso", "autoscale"} <= set(block["modebar"]["remove"])
+    assert "toimage" not in block["modebar"]["remove"]
     assert "toimage" in render.heatmap_figure(steps, 0, "block", table.get)["layout"]["modebar"]["remove"]
 
 
