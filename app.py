@@ -13,7 +13,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the demo works off
 import torch
 
 from pangu_demo.loading import DTYPES
-from pangu_demo.ui import allow_custom_default, build_app, default_model_source, default_threads, launch_options
+from pangu_demo.models import allow_custom_default
+from pangu_demo.ui import build_app, default_model_source, default_threads, launch_options
 
 
 def _at_least_one(text: str) -> int:

@@ -10,6 +10,7 @@ from .tokenizer import AUTO_THINK_SUFFIX, NO_THINK_SUFFIX, ROLE_TOKENS, PanguTok
 THINK_START, THINK_END = ROLE_TOKENS["think_start"], ROLE_TOKENS["think_end"]
 # True: think first; False: answer at once (/no_think); "auto": the model decides (/auto_think).
 Think = bool | Literal["auto"]
+THINK_NAMES = ("on", "off", "auto")  # how links, trace files and the API name the three
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,14 @@ def build_messages(history: list[tuple[str, str]], user: str, think: Think = Tru
 def think_name(think: Think) -> str:
     """How a trace file and a link name the mode: "on", "off" or "auto"."""
     return "auto" if think == "auto" else "on" if think else "off"
+
+
+def think_mode(value: object) -> Think:
+    """The Thinking control's value (or the API's `think`: a bool, or "on" / "off" / "auto") as chat's Think."""
+    modes = {"on": True, "off": False, "auto": "auto", True: True, False: False}
+    if isinstance(value, (str, bool)) and value in modes:
+        return modes[value]
+    raise ValueError(f"Thinking must be one of on, off or auto (got {value!r}).")
 
 
 def think_suffix(think: Think) -> str:

@@ -167,11 +167,10 @@ def add_replay(subparsers: argparse._SubParsersAction) -> None:
 def replay(args: argparse.Namespace) -> int:
     _check_output_folders(("GIF", args.gif))  # args.trace is the file read, not one written
     try:
-        data = args.trace.read_bytes()
-    except OSError as e:
-        raise CliError(f"cannot read {args.trace}: {e}") from e
-    t = trace.loads(data)  # a TraceError is a ValueError: one line on stderr
-    print(f"Trace of {t.model or 'an unnamed model'}" + (f": {t.prompt}" if t.prompt else ""))
+        t = trace.load(args.trace)
+    except trace.TraceError as e:  # what is wrong with the file, and which file
+        raise CliError(f"{args.trace}: {e}") from None
+    print(f"Trace of {t.model or trace.UNNAMED}" + (f": {t.prompt}" if t.prompt else ""))
     _report(t.recording)
     _write_gif(args.gif, t.recording, t.token_text, t.mask_id)
     return 0

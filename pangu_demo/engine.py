@@ -28,6 +28,12 @@ from .tokenizer import PanguTokenizer
 # The reference's four, then elastic (ours: the leftmost mask plus the run after it that clears the threshold).
 ALGORITHMS = ("confidence_threshold", "entropy", "low_confidence", "topk_margin", "elastic")
 MODES = ("diffusion", "ar")
+THRESHOLD_ALGORITHMS = ("confidence_threshold", "elastic")  # the rules that read `threshold`
+
+
+def small_block_counts(block_length: int) -> list[int]:
+    """The numbers of small blocks a block can be cut into: the divisors of its length."""
+    return [n for n in range(1, block_length + 1) if block_length % n == 0]
 
 
 @dataclass
@@ -59,9 +65,8 @@ class DecodeConfig:
             raise ValueError(f"block_length must be an integer ≥ 2, got {self.block_length!r}.")
         n = self.num_small_blocks
         if not isinstance(n, int) or n < 1 or self.block_length % n:
-            divisors = [d for d in range(1, self.block_length + 1) if self.block_length % d == 0]
             raise ValueError(f"num_small_blocks must divide block_length {self.block_length}: one of "
-                             f"{', '.join(map(str, divisors))} (got {n!r}).")
+                             f"{', '.join(map(str, small_block_counts(self.block_length)))} (got {n!r}).")
         if not 0.0 <= self.threshold <= 1.0:  # also refuses nan
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}.")
         if not math.isfinite(self.temperature) or self.temperature < 0:

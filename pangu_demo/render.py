@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .chat import Reply, split_reply
-from .engine import DecodeConfig, Result, Step
+from .engine import THRESHOLD_ALGORITHMS, DecodeConfig, Result, Step
 from .tokenizer import ROLE_TOKENS
 
 TokenText = Callable[[int], str]
@@ -107,7 +107,7 @@ class BlockState:
 def commit_threshold(config: DecodeConfig | None) -> float | None:
     """The threshold a denoising commit must clear, or None when the algorithm has none (it commits the
     single best candidate per forward, so no commit is "below" anything)."""
-    if config is None or config.mode != "diffusion" or config.algorithm not in ("confidence_threshold", "elastic"):
+    if config is None or config.mode != "diffusion" or config.algorithm not in THRESHOLD_ALGORITHMS:
         return None
     return config.threshold
 
@@ -229,7 +229,7 @@ def legend_html(top: int, threshold: float | None = None, padding: bool = False,
 
 
 HOW_TO_READ = (
-    "How to read this: the answer is written 32 tokens (one block) at a time. Inside a block the model fills "
+    "How to read this: the answer is written {block} tokens (one block) at a time. Inside a block the model fills "
     "the MASK cells in the order its rule picks, at least one per forward pass (confidence_threshold: every one "
     "it is sure enough of, anywhere in the small block; elastic: the leftmost and the unbroken run after it that "
     "it is sure of). A cell's number is its step, the forward of its block that committed it: step 0 (dark) is "
@@ -243,7 +243,7 @@ HOW_TO_READ = (
 )
 HOW_TO_READ_AR = (
     "How to read this (AR mode): the answer is written one token per forward pass, left to right, as an "
-    "autoregressive model writes; the grid shows it in blocks of 32 so that it compares with block diffusion. A "
+    "autoregressive model writes; the grid shows it in blocks of {block} so that it compares with block diffusion. A "
     "cell's number is its step, the forward of its block that wrote it, so each block runs from dark to bright. "
     "Hover or tap a cell (or Tab to the block and use the arrow keys) for its token and probability. ␣ is a space, "
     "↵ a newline."
@@ -414,8 +414,8 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     `block_states(steps, upto, threshold, stop_ids)` if the caller has it already."""
     upto = clamp_upto(steps, upto)
     top = scale_max(steps) if top is None else top
-    how_to = HOW_TO_READ + (HOW_TO_READ_BELOW if threshold is not None else "")
-    if upto == 0:
+    how_to = HOW_TO_READ.format(block=32) + (HOW_TO_READ_BELOW if threshold is not None else "")
+    if upto == 0:  # before a run: the page's block length
         return (f'<div class="pg-grid">{legend_html(top, threshold, run=False)}'
                 '<div class="pg-empty">The decoding grid appears here when you send a message.</div>'
                 f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
@@ -427,8 +427,8 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     end = reply_end(current.tokens, stop_ids)  # what follows the stop token is not reply
     cells = [_cell_html(i, tok, current, token_text, mask_id, top, size, active_sb, end)
              for i, tok in enumerate(current.tokens)]
-    if current.ar:
-        how_to = HOW_TO_READ_AR
+    how_to = (HOW_TO_READ_AR if current.ar else HOW_TO_READ).format(block=len(current.tokens)) + (
+        HOW_TO_READ_BELOW if threshold is not None and not current.ar else "")
     padding = bool(current.padding)
     # Newest first in the page source: the box is flex column-reverse, so it reads top to bottom in block order
     # and stays scrolled to the newest row.
@@ -487,16 +487,15 @@ def _layout(title: str) -> dict:
             "legend": {"orientation": "h", "y": -0.32, "x": 0}}
 
 
-def block_heatmap_data(steps: list[Step], upto: int | None, block: int | None = None) -> tuple[int, list[list]]:
+def block_heatmap_data(steps: list[Step], upto: int | None) -> tuple[int, list[list]]:
     """(block index, z) with z[r][j] = confidence of position j's candidate at the block's r-th denoising
     forward; None where the position was no longer masked."""
     upto = clamp_upto(steps, upto)
     shown = steps[:upto]
-    if block is None:
-        denoised = [s.block for s in shown if s.kind == "denoise"]
-        latest = shown[-1].block if shown else 0
-        # Just after a commit forward the new block has no denoising step yet: show the one before.
-        block = latest if latest in denoised else (denoised[-1] if denoised else latest)
+    denoised = [s.block for s in shown if s.kind == "denoise"]
+    latest = shown[-1].block if shown else 0
+    # Just after a commit forward the new block has no denoising step yet: show the one before.
+    block = latest if latest in denoised else (denoised[-1] if denoised else latest)
     rows = [s for s in shown if s.block == block and s.kind == "denoise"]
     width = len(shown[-1].block_tokens) if shown else 32
     z = [[s.candidates[j][1] if j in s.candidates else None for j in range(width)] for s in rows]
@@ -524,6 +523,11 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
     blocks = block_states(steps, upto, threshold, stop_ids) if blocks is None else blocks
     if view == "answer":
         return _answer_figure(steps, blocks, token_text, colour, latest_blocks, stop_ids)
+    return _block_figure(steps, upto, blocks, token_text)
+
+
+def _block_figure(steps: list[Step], upto: int, blocks: list[BlockState], token_text: TokenText | None) -> dict:
+    """The block view: the latest block with denoising forwards, one row per forward, its commits marked."""
     block, z = block_heatmap_data(steps, upto)
     if not z and blocks[-1].ar:
         return _empty_figure("No denoising forwards in this view (AR mode decodes one token per forward): "
@@ -693,7 +697,7 @@ STOP_REASONS = {"stop_token": "finished (stop token)", "length": "reached max ne
 
 def stats_html(s: dict, live: bool = False) -> str:
     planned = f" of max {s['blocks_planned']}" if s["blocks_planned"] else ""
-    items = [("block", f"{s['block']}{planned}", "the block being decoded, of the blocks of 32 that max new tokens "
+    items = [("block", f"{s['block']}{planned}", "the block being decoded, of the blocks that max new tokens "
               "allows (decoding ends sooner at the stop token)"),
              ("forwards (NFE)", str(s["nfe"]), "model forward passes so far: prefill, denoising and commit forwards"),
              ("tokens", str(s["tokens"]), "reply tokens committed so far, in any order, the stop token included"),
@@ -830,6 +834,17 @@ def reply_at(steps: list[Step], upto: int | None, result: Result | None = None) 
     if result is not None and upto == len(steps):
         return split_reply(result.text)
     return split_reply(steps[upto - 1].text if upto else "")
+
+
+# Every ASCII character Markdown may read as syntax (CommonMark lets a backslash make each of them literal).
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:])")
+
+
+def escape_markdown(text: str) -> str:
+    """Untrusted text (a model's name or error, which a visitor's folder may set) shown literally in Markdown: HTML
+    escaped, and every Markdown character backslashed, so a name like [x](http://…) or ![](…) stays text and is
+    not made a link."""
+    return _MARKDOWN_SYNTAX.sub(r"\\\1", html.escape(text, quote=False))
 
 
 def escape_chat(text: str) -> str:

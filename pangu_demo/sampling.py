@@ -39,7 +39,7 @@ def warpers(temperature: float, top_p: float, top_k: int) -> LogitsProcessorList
         chain.append(TemperatureLogitsWarper(float(temperature)))
     if top_p < 1.0:
         chain.append(TopPLogitsWarper(float(top_p)))
-    if top_k and top_k > 0:
+    if top_k > 0:
         chain.append(TopKLogitsWarper(top_k))
     return chain
 

@@ -9,8 +9,10 @@ GPU can be watched, scrubbed and turned into a GIF on a laptop. Opened files are
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 import pydantic
@@ -19,6 +21,7 @@ from .engine import DecodeConfig, Result, Step
 from .streaming import Recording
 
 VERSION = 2
+UNNAMED = "an unnamed model"  # what a trace that names no model is called
 MAX_BYTES = 20 * 2**20  # 960 forwards of the teaching model (32 small blocks, all candidates kept) wrote 4.8 MB
 KINDS = ("prefill", "denoise", "commit", "fused", "ar")
 
@@ -43,6 +46,16 @@ class _File(pydantic.BaseModel):
     result: Result
 
 
+@dataclass(eq=False)
+class TokenTable:
+    """Token id -> display text, called as a tokenizer's token_text is. It holds the table only: the page's row
+    cache keeps it as a key, and must not keep a whole trace alive with it."""
+    pieces: dict[int, str]
+
+    def __call__(self, token_id: int) -> str:
+        return self.pieces.get(token_id, f"<id {token_id}>")
+
+
 @dataclass
 class Trace:
     recording: Recording
@@ -53,8 +66,8 @@ class Trace:
     think: str | None = None  # "on", "off" or "auto", when the writer knew it (then system is known too)
     system: str | None = None
 
-    def token_text(self, token_id: int) -> str:
-        return self.pieces.get(token_id, f"<id {token_id}>")
+    def __post_init__(self) -> None:
+        self.token_text = TokenTable(self.pieces)
 
 
 def _token_ids(steps: list[Step], result: Result) -> set[int]:
@@ -116,6 +129,18 @@ def check_size(n_bytes: int) -> None:
     """TraceError for a file too large to be a trace (before it is read or parsed)."""
     if n_bytes > MAX_BYTES:
         raise TraceError(f"The file is {n_bytes / 2**20:.1f} MB; a trace may be at most {MAX_BYTES // 2**20} MB.")
+
+
+def load(path: str | Path | None) -> Trace:
+    """A trace file, checked; TraceError says what is wrong with it (its size before it is read whole)."""
+    if not path:
+        raise TraceError("No file was received.")
+    try:
+        check_size(os.path.getsize(path))
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise TraceError(f"The file could not be read: {e.strerror or e}.") from None
+    return loads(data)
 
 
 def loads(data: bytes | str) -> Trace:

@@ -401,6 +401,46 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
     tokenizer, or fewer layers or MLP units: see `grow_depth` and `grow_width`) instead of random ones; the
     optimiser and the schedule start afresh."""
     out.mkdir(parents=True, exist_ok=True)
+    tok = _tokenizer(out, cfg, tokenizer_dir)
+    model, optim, start = _model_and_optimiser(out, cfg, tok, init)
+    record = {**asdict(cfg), **({"init": str(init)} if init is not None and start == 0 else {})}
+    (out / "train_config.json").write_text(json.dumps(record, indent=2))
+    n_params = sum(p.numel() for p in model.parameters())
+    _truncate_log(out / "train_log.jsonl", start)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
+               desc=f"training {n_params / 1e6:.1f}M")
+    t_last, tokens = time.perf_counter(), 0
+    with (out / "train_log.jsonl").open("a") as log:
+        for step in bar:
+            batch = make_batch(tok, cfg, step)
+            order_masks(model, batch, tok.ids.mask, cfg.block_length, cfg.order_passes)  # no-op when the option is off
+            for group in optim.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
+                loss, parts = loss_fn(model, batch, cfg.diffusion_weight)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            tokens += int((batch["input_ids"] != tok.ids.pad).sum())
+            now = time.perf_counter()
+            rec = {"step": step + 1, "loss": loss.item(), **parts, "lr": lr_at(step, cfg),
+                   "tokens_per_s": tokens / (now - t_last), "time": time.time()}
+            t_last, tokens = now, 0
+            log.write(json.dumps(rec) + "\n")
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", diff=f"{parts['diffusion']:.3f}", ar=f"{parts['ar']:.3f}",
+                            tok_s=f"{rec['tokens_per_s']:.0f}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                log.flush()
+                save_checkpoint(out, model, optim, step + 1, cfg)
+    if not (out / "checkpoint.pt").is_file():  # --steps 0: the starting weights (grown, say), for --export
+        save_checkpoint(out, model, optim, start, cfg)
+    plot_loss(out / "train_log.jsonl", out / "loss_curve.png")
+    return out
+
+
+def _tokenizer(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None) -> PanguTokenizer:
+    """The run's tokenizer, in out/tokenizer: copied from `tokenizer_dir`, or trained there on first start."""
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.model").is_file():
         if tokenizer_dir is not None:
@@ -409,56 +449,27 @@ def train(out: Path, cfg: TrainConfig, tokenizer_dir: Path | None = None, progre
             from .tokenizer_train import train_tokenizer
 
             train_tokenizer(tok_dir, vocab_size=cfg.vocab_size, seed=cfg.seed)
-    tok = PanguTokenizer.from_pretrained(tok_dir)
+    return PanguTokenizer.from_pretrained(tok_dir)
+
+
+def _model_and_optimiser(out: Path, cfg: TrainConfig, tok: PanguTokenizer,
+                         init: Path | None) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
+    """The model and AdamW (no weight decay on biases and norms) and the step to go on from: the run's own
+    checkpoint if it has one (resume), else `init`'s weights or random ones at step 0."""
     model = new_model(cfg, tok)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    start = 0
     if (out / "checkpoint.pt").is_file():
         state = torch.load(out / "checkpoint.pt", weights_only=False)
         model.load_state_dict(state["model"])
         optim.load_state_dict(state["optim"])
-        start = state["step"]
-    elif init is not None:
+        return model, optim, state["step"]
+    if init is not None:
         weights = grow_depth(initial_weights(init), cfg.num_hidden_layers)
         model.load_state_dict(grow_width(weights, cfg.intermediate_size, cfg.seed))
-    record = {**asdict(cfg), **({"init": str(init)} if init is not None and start == 0 else {})}
-    (out / "train_config.json").write_text(json.dumps(record, indent=2))
-    n_params = sum(p.numel() for p in model.parameters())
-    _truncate_log(out / "train_log.jsonl", start)
-    log = (out / "train_log.jsonl").open("a")
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
-               desc=f"training {n_params / 1e6:.1f}M")
-    t_last, tokens = time.perf_counter(), 0
-    for step in bar:
-        batch = make_batch(tok, cfg, step)
-        order_masks(model, batch, tok.ids.mask, cfg.block_length, cfg.order_passes)  # no-op when the option is off
-        for group in optim.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
-            loss, parts = loss_fn(model, batch, cfg.diffusion_weight)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
-        tokens += int((batch["input_ids"] != tok.ids.pad).sum())
-        now = time.perf_counter()
-        rec = {"step": step + 1, "loss": loss.item(), **parts, "lr": lr_at(step, cfg),
-               "tokens_per_s": tokens / (now - t_last), "time": time.time()}
-        t_last, tokens = now, 0
-        log.write(json.dumps(rec) + "\n")
-        bar.set_postfix(loss=f"{rec['loss']:.3f}", diff=f"{parts['diffusion']:.3f}", ar=f"{parts['ar']:.3f}",
-                        tok_s=f"{rec['tokens_per_s']:.0f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            log.flush()
-            save_checkpoint(out, model, optim, step + 1, cfg)
-    if not (out / "checkpoint.pt").is_file():  # --steps 0: the starting weights (grown, say), for --export
-        save_checkpoint(out, model, optim, start, cfg)
-    log.close()
-    plot_loss(out / "train_log.jsonl", out / "loss_curve.png")
-    return out
+    return model, optim, 0
 
 
 def _truncate_log(log_file: Path, step: int) -> None:

@@ -1,8 +1,10 @@
 """The Gradio 6 app: chat, live token grid, confidence heatmap, stats, controls, replay, model panel.
 
-Components are wired to `render` (pure HTML / figures / stats) and `streaming` (the decoding loop's
-coalesced frames) only. Per-session data lives in gr.State; the Stop flag of a running generation
-is kept per browser session (its session hash), so sessions never see each other's runs.
+The page's components and their handlers. What the handlers do is elsewhere: `controls` checks settings,
+messages and links, `models` loads and caches the models, `streaming` runs the engine and builds the frames,
+`render` and `animation` draw them, `trace` and `downloads` read and write files. Per-session data lives in
+gr.State; the Stop flag of a running generation is kept per browser session (its session hash), so sessions
+never see each other's runs.
 """
 
 from __future__ import annotations
@@ -13,12 +15,7 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import threading
-import time
-import urllib.parse
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,37 +24,48 @@ from typing import NamedTuple
 import gradio as gr
 from gradio.components.plot import PlotData
 
-from . import animation, render, trace
-from .chat import Think, prompt_ids, think_name
-from .engine import ALGORITHMS, DecodeConfig, Decoder, Result, Step, check_context, fit_context, run
+from . import animation, downloads, render, trace
+from .chat import THINK_NAMES, prompt_ids, think_mode, think_name
+from .controls import (
+    BLOCK,
+    LINK_SETTINGS,
+    MAX_PROMPT_CHARS,
+    PRESETS,
+    RANGES,
+    SMALL_BLOCKS,
+    check_history,
+    check_prompt,
+    check_system,
+    config_values,
+    describe_preset,
+    link_query,
+    make_config,
+    outside_controls,
+    read_link,
+    shown,
+)
+from .engine import (
+    ALGORITHMS,
+    THRESHOLD_ALGORITHMS,
+    DecodeConfig,
+    Decoder,
+    Result,
+    Step,
+    check_context,
+    fit_context,
+    run,
+)
 from .explainer import explainer_html
-from .loading import EMBEDDED_MODEL, OFFICIAL_HUB_ID, LoadedModel, ModelLoadError, load_model
+from .loading import EMBEDDED_MODEL, OFFICIAL_HUB_ID, LoadedModel, ModelLoadError
+from .models import ModelRegistry, allow_custom_default
 from .streaming import Frame, FrameOptions, Recording, build_frame, stream_frames
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CSS_PATH = ASSETS / "app.css"
 HEAD_PATH = ASSETS / "head.html"  # the page's meta description and script
-BLOCK = DecodeConfig().block_length  # the page decodes blocks of the reference's length
-SMALL_BLOCKS = [n for n in range(1, BLOCK + 1) if BLOCK % n == 0]
-# The ends of the page's sliders (and the seed box); Max new tokens goes from BLOCK to its model's top. A value
-# beyond an end is refused by Gradio, so what a link or a trace puts in a control must be checked against them.
-RANGES = {"threshold": (0.0, 1.0), "temperature": (0.0, 2.0), "top_p": (0.05, 1.0), "top_k": (0, 200),
-          "seed": (0, 2**53 - 1)}  # a browser number is exact up to 2^53 - 1; beyond it a seed would be rounded
 SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)  # "Try other thresholds" (the recorded run's own is kept)
-MAX_PROMPT_CHARS = 20_000
 SLOW_REPLAY_MAX_SECONDS = 3.0  # a longer run could be watched as it ran: no replay after it
-THINK_CHOICES = {"Think first": "on", "Answer at once": "off", "Model decides": "auto"}
-# The page's ceiling on Max new tokens (the API's is the context): a longer reply's trace file and whole-answer
-# figure get heavy for a browser. Its context (32k) lets the real model think for longer than 1,024 tokens.
-MAX_NEW_TOKENS_PAGE = 8192
-EMBEDDED_LABEL = "Embedded teaching model (assets/model)"
-PRESETS = {  # the openPangu-R-7B-Diffusion model card's three, then one of ours
-    "Throughput": {"algorithm": "confidence_threshold", "threshold": 0.9, "num_small_blocks": 1},
-    "Benchmark": {"algorithm": "entropy", "num_small_blocks": 8},
-    "Coding": {"algorithm": "entropy", "num_small_blocks": 32, "top_p": 0.8, "temperature": 1.0},
-    # Ours, not the model card's: the commit order alone, at the Throughput preset's threshold.
-    "Elastic (ours)": {"algorithm": "elastic", "threshold": 0.9, "num_small_blocks": 1},
-}
+THINK_CHOICES = dict(zip(("Think first", "Answer at once", "Model decides"), THINK_NAMES, strict=True))
 # (button label, prompt). Labels stay under 60 characters, where Gradio cuts them; the word problems are ones
 # the embedded model answers right by block diffusion at the default settings.
 EXAMPLES = [
@@ -120,114 +128,6 @@ HOW_TO_GET = (
 )
 
 
-def allow_custom_default() -> bool:
-    return os.environ.get("PANGU_DEMO_ALLOW_CUSTOM", "0").lower() in ("1", "true", "yes")
-
-
-# -- models -------------------------------------------------------------------------------------
-class ModelRegistry:
-    """The models the host configured (label -> source) and a small cache of loaded ones."""
-
-    def __init__(self, host_model: str | None = None, allow_custom: bool = False, cache_size: int = 2,
-                 preloaded: LoadedModel | None = None, dtype: str | None = None) -> None:
-        self.sources: dict[str, str | None] = {EMBEDDED_LABEL: None}
-        self.dtype = dtype  # None: the loader's choice for the device
-        self.default = EMBEDDED_LABEL
-        if host_model:
-            label = f"{Path(host_model).name or host_model} ({host_model})"
-            self.sources[label] = host_model
-            self.default = label
-        self.allow_custom = allow_custom
-        self.cache_size = cache_size
-        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
-        self._decoders: dict[str, Decoder] = {}
-        self._lock = threading.Lock()
-        self.errors: dict[str, str] = {}
-        if preloaded is not None:
-            self._store(self.default, preloaded)
-
-    def labels(self) -> list[str]:
-        return list(self.sources)
-
-    def resolve(self, label: str | None) -> str:
-        """`label` if the host offers it, else the default model's."""
-        return label if label in self.sources else self.default
-
-    def is_embedded(self, label: str | None) -> bool:
-        """Whether `label` names the embedded teaching model (also when the host gave its folder)."""
-        source = self.sources.get(self.resolve(label))
-        return source is None or Path(source).expanduser().resolve() == EMBEDDED_MODEL.resolve()
-
-    def add_custom(self, source: str) -> str:
-        if not self.allow_custom:
-            raise ModelLoadError("This host does not allow loading other models (start the app with "
-                                 "--allow-custom-models or PANGU_DEMO_ALLOW_CUSTOM=1).")
-        label = f"custom: {source}"
-        self.sources[label] = source
-        return label
-
-    def _store(self, label: str, lm: LoadedModel) -> None:
-        self._loaded[label] = lm
-        self._decoders[label] = Decoder(lm.model, lm.tokenizer)
-        while len(self._loaded) > self.cache_size:  # bound memory: drop the least recently used
-            old, _ = self._loaded.popitem(last=False)
-            self._decoders.pop(old, None)
-
-    def get(self, label: str | None) -> tuple[LoadedModel, Decoder]:
-        label = self.resolve(label)
-        with self._lock:
-            if label not in self._loaded:
-                try:
-                    self._store(label, load_model(self.sources[label], dtype=self.dtype, progress=False))
-                except ModelLoadError as e:
-                    self.errors[label] = str(e)
-                    raise
-                except Exception as e:  # a broken folder must not take the app down
-                    self.errors[label] = f"Could not load {label}: {type(e).__name__}: {e}"
-                    raise ModelLoadError(self.errors[label]) from e
-                self.errors.pop(label, None)
-            self._loaded.move_to_end(label)
-            return self._loaded[label], self._decoders[label]
-
-    def name_of(self, label: str | None) -> str | None:
-        """The loaded model's own name (config.json), else the label: what a trace file should record."""
-        lm = self._loaded.get(self.resolve(label))
-        return lm.name if lm is not None else label
-
-    def max_new_tokens(self, label: str | None) -> tuple[int, int]:
-        """The top and the starting value of the Max new tokens slider for `label`'s model."""
-        lm = self._loaded.get(self.resolve(label))
-        top = max_new_limit(lm.context_length if lm is not None else None)
-        return top, max_new_default(self.is_embedded(label), top)
-
-    def describe(self, label: str | None) -> str:
-        label = self.resolve(label)
-        lm = self._loaded.get(label)
-        if lm is not None:
-            return " · ".join([f"**Loaded:** {_md_escape(lm.name)}", *lm.facts()])
-        if label in self.errors:
-            return f"**Not loaded:** {_md_escape(self.errors[label])}"
-        return f"**{_md_escape(label)}** is loaded on first use."
-
-
-def max_new_limit(context_length: int | None) -> int:
-    """The top of the Max new tokens slider for a model: the whole blocks its context holds after a block of prompt
-    (a reply as long as the whole context leaves no room for the question), at most MAX_NEW_TOKENS_PAGE (a context
-    of 1,024 while no model is loaded)."""
-    limit = min((context_length or 1024) - BLOCK, MAX_NEW_TOKENS_PAGE)
-    return max(BLOCK, limit // BLOCK * BLOCK)
-
-
-def max_new_default(embedded: bool, top: int) -> int:
-    """Where Max new tokens starts for a model: 256 for the teaching model, whose replies are short, and 1,024 for
-    others, whose slow-thinking traces need room; never above the slider's top."""
-    return min(256 if embedded else 1024, top)
-
-
-def _md_escape(text: str) -> str:
-    return html.escape(text).replace("*", "\\*").replace("_", "\\_").replace("`", "\\`")
-
-
 # -- per-session data ---------------------------------------------------------------------------
 @dataclass
 class Session:
@@ -253,103 +153,16 @@ class Session:
         self.epoch += 1
 
 
-def make_config(mode: str, algorithm: str, threshold: float, small_blocks: int | str, temperature: float,
-                top_p: float, top_k: int | float, max_new_tokens: int | float, seed: int | float) -> DecodeConfig:
-    """Controls to a DecodeConfig; raises ValueError (the engine's words) for impossible settings."""
-    cfg = DecodeConfig(mode=str(mode), algorithm=str(algorithm), threshold=_number("Threshold", threshold, float),
-                       num_small_blocks=_number("Small blocks", small_blocks, int),
-                       temperature=_number("Temperature", temperature, float),
-                       top_p=_number("top_p", top_p, float), top_k=_number("top_k", top_k, int),
-                       max_new_tokens=_number("Max new tokens", max_new_tokens, int),
-                       seed=_number("Seed", seed, int))
-    cfg.validate()
-    return cfg
-
-
-def _number(name: str, value: object, kind: type) -> int | float:
-    """`value` as a float, or as an int when `kind` is int: a slider sends 256.0, which is whole; 33.7 is not,
-    and is refused rather than cut."""
-    try:
-        if kind is float or isinstance(value, int):
-            return kind(value)
-        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-            return int(value)  # exact, also beyond a float's 2^53
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{name} must be a number (got {'nothing' if value is None else repr(value)}).") from None
-    if not number.is_integer():
-        raise ValueError(f"{name} must be a whole number (got {value!r}).")
-    return int(number)
-
 
 def warn(text: str) -> None:
     """A pop-up warning. Gradio renders its message as HTML, and the text may quote what the user typed."""
     gr.Warning(html.escape(text))
 
 
-UNNAMED = "an unnamed model"  # what an opened trace that names no model is called
-
-
-def think_mode(value: object) -> Think:
-    """The Thinking control's value (or the API's `think`: a bool, or "on" / "off" / "auto") as chat's Think."""
-    modes = {"on": True, "off": False, "auto": "auto", True: True, False: False}
-    if isinstance(value, (str, bool)) and value in modes:
-        return modes[value]
-    raise ValueError(f"Thinking must be one of on, off or auto (got {value!r}).")
-
-
-def _within_limit(what: str, text: str) -> str:
-    if len(text) > MAX_PROMPT_CHARS:
-        raise ValueError(f"{what} has {len(text):,} characters; the limit here is {MAX_PROMPT_CHARS:,}.")
-    return text
-
-
-def check_system(system: str | None) -> str | None:
-    """The system message to put first (None for none), or ValueError if it is too long."""
-    text = "" if system is None else str(system)
-    return _within_limit("The system message", text) if text.strip() else None
-
-
-def check_prompt(prompt: str | None) -> str:
-    """The message to send, or ValueError with what is wrong with it."""
-    if prompt is not None and not isinstance(prompt, str):
-        raise ValueError(f"The message must be text (got {type(prompt).__name__}).")
-    if prompt is None or not prompt.strip():
-        raise ValueError("Type a message first.")
-    return _within_limit("The message", prompt)
-
-
-def check_history(history: object) -> list[tuple[str, str]]:
-    """The API's earlier turns, [[user, answer], ...] of strings, or ValueError saying what shape is expected."""
-    if history is None:
-        return []
-    if isinstance(history, list) and all(isinstance(turn, list | tuple) and len(turn) == 2
-                                         and all(isinstance(part, str) for part in turn) for turn in history):
-        return [(user, answer) for user, answer in history]
-    raise ValueError('history must be a list of [user message, answer] pairs of text, e.g. [["Hi", "Hello!"]].')
 
 
 def plot_value(figure: dict | None) -> PlotData | None:
     return None if figure is None else PlotData(type="plotly", plot=json.dumps(figure))
-
-
-TRACE_DIR = Path(tempfile.gettempdir()) / "pangu-demo-traces"
-TRACE_KEEP_SECONDS = 3600
-
-
-def _download_file(kind: str, suffix: str, content: bytes) -> str:
-    """A new file for a download, named for the reader (block-diffusion-trace-20261205-083501.json) in a folder
-    of its own under TRACE_DIR, so that two sessions' files never clash. Folders older than an hour are removed, so
-    a long-running host does not fill its disk."""
-    TRACE_DIR.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    for old in TRACE_DIR.iterdir():
-        with contextlib.suppress(OSError):  # another session may remove it first
-            if now - old.stat().st_mtime > TRACE_KEEP_SECONDS:
-                shutil.rmtree(old) if old.is_dir() else old.unlink()
-    path = Path(tempfile.mkdtemp(dir=TRACE_DIR)) / f"block-diffusion-{kind}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
-    path.write_bytes(content)
-    return str(path)
 
 
 def write_trace(sess: Session, model: str | None) -> str | None:
@@ -361,7 +174,7 @@ def write_trace(sess: Session, model: str | None) -> str | None:
     prompt = sess.history[-1][0] if sess.history else None
     content = trace.dumps(rec, sess.token_text or str, sess.mask_id, model=model or "", prompt=prompt,
                           think=sess.think, system=sess.system)
-    return _download_file("trace", ".json", content.encode("utf-8"))
+    return downloads.new_file("trace", ".json", content.encode("utf-8"))
 
 
 def write_gif(rec: Recording | None, token_text: render.TokenText, mask_id: int, speed: float | None) -> str | None:
@@ -369,19 +182,7 @@ def write_gif(rec: Recording | None, token_text: render.TokenText, mask_id: int,
     if rec is None or rec.result is None or not rec.steps:
         return None
     gif = animation.recording_gif(rec, token_text, mask_id, forwards_per_second=float(speed or 5))
-    return _download_file("run", ".gif", gif)
-
-
-def read_trace(path: str | None) -> trace.Trace:
-    """An uploaded trace file, checked; TraceError says what is wrong with it."""
-    if not path:
-        raise trace.TraceError("No file was received.")
-    try:
-        trace.check_size(os.path.getsize(path))  # before reading it all into memory
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise trace.TraceError(f"The file could not be read: {e.strerror or e}.") from None
-    return trace.loads(data)
+    return downloads.new_file("run", ".gif", gif)
 
 
 def empty_grid() -> str:
@@ -420,115 +221,6 @@ def play_interval(speed: float | None) -> float:
     return max(0.1, 1.0 / float(speed or 5))
 
 
-# A link opens the page with a question and its settings filled in (not run: Generate stays the reader's).
-LINK_SETTINGS = ("mode", "algorithm", "threshold", "small_blocks", "temperature", "top_p", "top_k",
-                 "max_new_tokens", "seed")  # make_config's order, which is also self.settings'
-
-
-def config_values(cfg: DecodeConfig) -> tuple:
-    """A config's settings in make_config's (and LINK_SETTINGS') order."""
-    return (cfg.mode, cfg.algorithm, cfg.threshold, cfg.num_small_blocks, cfg.temperature, cfg.top_p, cfg.top_k,
-            cfg.max_new_tokens, cfg.seed)
-
-
-# What a link's settings are checked with where it gives no value (the engine's defaults, where the controls
-# start; 32 new tokens fits every model). Only the settings it gives are applied.
-LINK_BASE = config_values(replace(DecodeConfig(), max_new_tokens=32))
-
-
-def link_query(text: str, think: str, system: str | None, settings: tuple) -> str:
-    """The query string of a link to `text` asked with these controls' values (`settings` in make_config's
-    order); ValueError if they could not be run as they are."""
-    cfg = make_config(*settings)
-    values = {"prompt": check_prompt(text), "think": think if think in THINK_CHOICES.values() else "on"}
-    if check_system(system):
-        values["system"] = system
-    values |= {name: f"{v:g}" if isinstance(v, float) else v  # 1 rather than 1.0
-               for name, v in zip(LINK_SETTINGS, config_values(cfg), strict=True)}
-    return "?" + urllib.parse.urlencode(values)
-
-
-LINK_NAMES = {"prompt": "question", "system": "system message", "think": "thinking setting"}  # in messages
-
-
-def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object], list[str]]:
-    """The controls' values a link gives (by name: prompt, think, system and LINK_SETTINGS) and what is wrong
-    with the rest, in words. Settings come all or none: they are checked together, as a run would use them."""
-    values: dict[str, object] = {}
-    problems = []
-    checks = (("prompt", check_prompt), ("system", check_system),
-              ("think", lambda v: v if v in THINK_CHOICES.values() else think_mode(v)))
-    for name, check in checks:
-        if query.get(name, "").strip():  # an empty one is no value, as in a form
-            try:
-                values[name] = check(query[name])
-            except ValueError as e:
-                problems.append(f"Its {LINK_NAMES[name]} was left out: {e}")
-    given = {name: query[name] for name in LINK_SETTINGS if name in query}
-    if given:
-        base = dict(zip(LINK_SETTINGS, LINK_BASE, strict=True))
-        # Each setting alone first, so that every bad one is named; then all of them together.
-        alone = [_link_settings_error(base | {name: value}, max_new_top) for name, value in given.items()]
-        wrong = [e for e in alone if e] or [e for e in [_link_settings_error(base | given, max_new_top)] if e]
-        if wrong:
-            problems.append(f"Its settings were left out, all of them, since a run takes them together: "
-                            f"{' '.join(wrong)}")
-        else:
-            checked = dict(zip(LINK_SETTINGS, config_values(make_config(*(base | given).values())), strict=True))
-            for o in outside_controls({name: checked[name] for name in given}, max_new_top):  # only same_forwards
-                checked[o.name] = o.nearest
-                problems.append(f"Its {o.name} {_shown(o.value)} is taken as {_shown(o.nearest)}: the page counts "
-                                f"whole blocks of {BLOCK}, which decoding fills anyway.")
-            values |= {name: checked[name] for name in given}
-    return values, problems
-
-
-def whole_blocks(tokens: int) -> int:
-    """Max new tokens rounded up to whole blocks: the same forwards, since decoding ends only at a block's end."""
-    return max(BLOCK, -(-tokens // BLOCK) * BLOCK)
-
-
-class Outside(NamedTuple):
-    """A setting the page's control cannot hold."""
-    name: str  # as in LINK_SETTINGS
-    value: object
-    allowed: str  # "from 0 to 2", "one of 1, 2, 4, …"
-    nearest: object | None  # the nearest value the control holds (None: none is near)
-    same_forwards: bool = False  # the nearest value decodes the same forwards (whole blocks of max new tokens)
-
-
-def _shown(value: object) -> str:
-    """A setting's value in a message: 0.9, 2; whole numbers grouped (9,007,199,254,740,991)."""
-    return f"{value:,}" if isinstance(value, int) else f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def outside_controls(settings: dict[str, object], max_new_top: int) -> list[Outside]:
-    """The settings (by LINK_SETTINGS name) that the page's controls cannot hold, though the engine could run
-    them: a slider refuses a value beyond its ends, Max new tokens goes by whole blocks, and the small-blocks list
-    has only divisors of BLOCK."""
-    out = []
-    for name, value in settings.items():
-        lo, hi = (BLOCK, max_new_top) if name == "max_new_tokens" else RANGES.get(name, (None, None))
-        if name == "max_new_tokens" and value <= hi and value % BLOCK:  # the engine decodes whole blocks anyway
-            out.append(Outside(name, value, f"whole blocks of {BLOCK} up to {_shown(hi)}", whole_blocks(value),
-                               same_forwards=True))
-        elif lo is not None and not lo <= value <= hi:
-            out.append(Outside(name, value, f"from {_shown(lo)} to {_shown(hi)}", min(max(value, lo), hi)))
-        elif name == "small_blocks" and value not in SMALL_BLOCKS:
-            out.append(Outside(name, value, f"one of {', '.join(map(str, SMALL_BLOCKS))}", None))
-    return out
-
-
-def _link_settings_error(settings: dict[str, object], max_new_top: int) -> str | None:
-    """What is wrong with a link's settings (all of LINK_SETTINGS), in words; None if they could run here."""
-    try:
-        cfg = make_config(*settings.values())
-    except ValueError as e:
-        return str(e)
-    outside = outside_controls(dict(zip(LINK_SETTINGS, config_values(cfg), strict=True)), max_new_top)
-    return " ".join(f"{o.name} must be {o.allowed} here, got {_shown(o.value)}." for o in outside
-                    if not o.same_forwards) or None
-
 
 def rerun(decoder: Decoder, prompt_ids: list[int], cfg: DecodeConfig,
           stop: threading.Event) -> tuple[list[Step], Result]:
@@ -559,8 +251,7 @@ def recording_of(sess: object) -> Recording | None:
 def applicable(mode: str, algorithm: str) -> tuple:
     """Show only the controls that the chosen mode and algorithm use."""
     diffusion = mode == "diffusion"
-    return (gr.Dropdown(visible=diffusion), gr.Slider(visible=diffusion and algorithm in ("confidence_threshold",
-                                                                                        "elastic")),
+    return (gr.Dropdown(visible=diffusion), gr.Slider(visible=diffusion and algorithm in THRESHOLD_ALGORITHMS),
             gr.Dropdown(visible=diffusion))
 
 
@@ -571,17 +262,6 @@ def apply_preset(name: str) -> tuple:
     return ("diffusion", p["algorithm"], p.get("threshold", gr.skip()), p["num_small_blocks"],
             p.get("temperature", 0.0), p.get("top_p", 1.0))
 
-
-def describe_preset(p: dict) -> str:
-    """A preset's settings in a few words, e.g. 'entropy, 32 small blocks, top_p 0.8, T 1'."""
-    words = [p["algorithm"] + (f" {p['threshold']:g}" if "threshold" in p else "")]
-    n = p["num_small_blocks"]
-    words.append(f"{n} small block{'s' if n > 1 else ''}")
-    if "top_p" in p:
-        words.append(f"top_p {p['top_p']:g}")
-    if "temperature" in p:
-        words.append(f"T {p['temperature']:g}")
-    return ", ".join(words)
 
 
 class Prepared(NamedTuple):
@@ -607,7 +287,9 @@ class DemoApp:
         self.stops: dict[str, threading.Event] = {}
 
     def build(self, max_queue: int = 16) -> gr.Blocks:
-        with gr.Blocks(title="openPangu block diffusion, live") as demo:
+        # delete_cache: Gradio keeps its own copy of every download and upload; an hour on, as for ours.
+        keep = (downloads.KEEP_SECONDS, downloads.KEEP_SECONDS)
+        with gr.Blocks(title="openPangu block diffusion, live", delete_cache=keep) as demo:
             self.session = gr.State(None)  # a Session, created by the first generation
             # Session.clears as the page knows it, sent with each question: one asked before a Clear and still
             # waiting in the queue must not be answered in the cleared chat.
@@ -1100,7 +782,7 @@ class DemoApp:
             lm, decoder = self.models.get(sess.model_label)
         except ModelLoadError as e:
             return None, str(e)
-        if sess.opened == UNNAMED:
+        if sess.opened == trace.UNNAMED:
             return None, f"This run was opened from a trace that names no model; {doing} needs the model that wrote it."
         if sess.opened is not None and (lm.name != sess.opened or decoder.mask_id != sess.mask_id):
             return None, (f"This run was opened from a trace of {sess.opened}; {doing} needs that model to decode "
@@ -1126,7 +808,7 @@ class DemoApp:
             if sess.running:
                 raise trace.TraceError("A reply is still being written: wait for it (or press Stop), then open "
                                        "the trace.")
-            t = read_trace(path)
+            t = trace.load(path)
             options = options_for(view_label)
             frame = build_frame(t.recording, t.token_text, t.mask_id, options, final=True)
         except trace.TraceError as e:
@@ -1140,7 +822,7 @@ class DemoApp:
         sess.reset()
         rec = t.recording
         sess.recording, sess.token_text, sess.mask_id = rec, t.token_text, t.mask_id
-        sess.opened, sess.options, sess.fresh = t.model or UNNAMED, options, True
+        sess.opened, sess.options, sess.fresh = t.model or trace.UNNAMED, options, True
         sess.model_label = model_label  # the model that may decode it again, if it is the trace's
         sess.think, sess.system = t.think, t.system
         user = [{"role": "user", "content": render.escape_chat(t.prompt)}] if t.prompt else []
@@ -1168,8 +850,8 @@ class DemoApp:
         controls = dict(zip(LINK_SETTINGS, self.settings, strict=True))
         update = {controls[name]: value for name, value in values.items() if value is not None}
         asked = {self.think: t.think, self.system: t.system or ""} if t.think is not None else {}
-        notes = [f"It ran with {o.name} {_shown(o.value)}, which this page's control does not hold (it takes "
-                 f"{o.allowed}): " + (f"{_shown(o.nearest)} is set." if o.nearest is not None else "left as it was.")
+        notes = [f"It ran with {o.name} {shown(o.value)}, which this page's control does not hold (it takes "
+                 f"{o.allowed}): " + (f"{shown(o.nearest)} is set." if o.nearest is not None else "left as it was.")
                  for o in outside]
         if t.think is None:
             notes.append("It does not say how the question was asked: Thinking and the system message are left as "
@@ -1294,7 +976,7 @@ class DemoApp:
             self.models.get(label)
         except ModelLoadError as e:
             warn(str(e))
-            return gr.skip(), f"**Not loaded:** {_md_escape(str(e))}"
+            return gr.skip(), f"**Not loaded:** {render.escape_markdown(str(e))}"
         return gr.Dropdown(choices=self.models.labels(), value=label), self.models.describe(label)
 
     # -- the API endpoint -----------------------------------------------------------------------

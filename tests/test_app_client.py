@@ -99,7 +99,8 @@ def test_missing_or_broken_model_folder_gives_a_message_and_the_app_runs(tmp_pat
 
 
 def test_the_registry_knows_which_model_is_the_embedded_one(tiny_checkpoint):
-    from pangu_demo.ui import EMBEDDED_LABEL, EMBEDDED_MODEL, ModelRegistry
+    from pangu_demo.loading import EMBEDDED_MODEL
+    from pangu_demo.models import EMBEDDED_LABEL, ModelRegistry
 
     assert ModelRegistry().is_embedded(None)
     assert ModelRegistry(str(EMBEDDED_MODEL)).is_embedded(None)  # the host named the embedded folder
@@ -112,7 +113,7 @@ def test_the_registry_loads_in_the_dtype_the_host_asked_for(tiny_checkpoint):
     import torch
 
     from pangu_demo.loading import pick_dtype
-    from pangu_demo.ui import ModelRegistry
+    from pangu_demo.models import ModelRegistry
 
     assert ModelRegistry(str(tiny_checkpoint)).get(None)[0].dtype == pick_dtype(torch.device("cpu"))  # the default
     assert ModelRegistry(str(tiny_checkpoint), dtype="bfloat16").get(None)[0].dtype == torch.bfloat16
@@ -122,18 +123,18 @@ def test_trace_files_are_written_and_old_ones_removed(tmp_path, monkeypatch):
     import os
     import time
 
-    from pangu_demo import ui
+    from pangu_demo import downloads, ui
     from pangu_demo.engine import Result
     from pangu_demo.streaming import Recording
 
-    monkeypatch.setattr(ui, "TRACE_DIR", tmp_path)
+    monkeypatch.setattr(downloads, "DOWNLOAD_DIR", tmp_path)
     old = tmp_path / "trace-old.json"
     old.write_text("{}")
     old_folder = tmp_path / "abc123"
     (old_folder / "block-diffusion-trace-20260101-000000.json").parent.mkdir()
     (old_folder / "block-diffusion-trace-20260101-000000.json").write_text("{}")
     for stale in (old, old_folder):
-        os.utime(stale, (time.time() - 2 * ui.TRACE_KEEP_SECONDS,) * 2)
+        os.utime(stale, (time.time() - 2 * downloads.KEEP_SECONDS,) * 2)
     assert ui.write_trace(ui.Session(), "m") is None
     rec = Recording(result=Result(tokens=[5, 6], text="hi", nfe=2, seconds=0.1, stop_reason="stop_token",
                                   prompt_ids=[1], config={}))

@@ -421,7 +421,7 @@ def test_a_phone_opens_on_the_chat_with_the_embedded_model(browser):
 
 def choose_embedded(page) -> None:
     """Select the embedded teaching model in the Model panel and wait for its note."""
-    from pangu_demo.ui import EMBEDDED_LABEL
+    from pangu_demo.models import EMBEDDED_LABEL
 
     page.click("#pg-model")
     page.click("#pg-model-choice input")

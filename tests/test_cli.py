@@ -79,6 +79,14 @@ def test_replay_of_a_bad_file_is_one_clean_line(content: bytes, words: str, tmp_
     err = capsys.readouterr().err
     assert code == 2 and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
+    assert str(path) in err  # which file
+
+
+def test_replay_of_a_missing_file_names_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = cli.main(["replay", str(tmp_path / "gone.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "gone.json" in err and "could not be read" in err and len(err.strip().splitlines()) == 1
+
 
 def test_generate_ar_no_think(tiny_checkpoint: Path, tiny_model: LoadedModel, tmp_path: Path,
                               capsys: pytest.CaptureFixture) -> None:

@@ -199,6 +199,17 @@ def test_tokens_are_escaped(evil):
     assert "<script" not in str(fig) and "<b id" not in str(fig)
 
 
+@pytest.mark.parametrize("name", ["[x](http://evil.example)", "![img](http://evil.example/a.png)", "<b>bold</b>",
+                                  "*a* _b_ `c` # d", "<http://evil.example>", r"back\\slash [x]\\(y)", "1. item"])
+def test_a_model_name_in_markdown_stays_text(name):
+    # A visitor's folder sets the model's name; the model panel shows it in Markdown (CommonMark, as markdown-it).
+    from markdown_it import MarkdownIt
+
+    shown = MarkdownIt("commonmark").render(render.escape_markdown(name))
+    assert "<a " not in shown and "<img" not in shown and "<b>" not in shown and "<em>" not in shown
+    assert html.unescape(re.sub(r"<[^>]+>", "", shown)).strip() == name  # every character shown as typed
+
+
 def test_prompts_and_replies_are_escaped_in_chat():
     reply = render.split_reply("[unused16]think <script>x</script>[unused17]<b id=x>broken</b> & \"q\"")
     messages = render.assistant_messages(reply, 1.5, running=False)

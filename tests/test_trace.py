@@ -67,6 +67,19 @@ def test_token_text_from_a_file_is_drawn_as_text(saved: str) -> None:
     assert "<img" not in grid and "&lt;img src=x" in grid
 
 
+def test_drawing_an_opened_trace_keeps_no_trace_alive(saved: str) -> None:
+    # The grid's row cache is global and keeps its token_text; a public page must not keep every opened file.
+    import gc
+    import weakref
+
+    t = trace.loads(saved)
+    build_frame(t.recording, t.token_text, t.mask_id, FrameOptions(), final=True)
+    gone = weakref.ref(t.recording)
+    del t
+    gc.collect()
+    assert gone() is None
+
+
 def test_an_unfinished_run_cannot_be_saved(recorded: Recording) -> None:
     with pytest.raises(ValueError, match="finished"):
         trace.dumps(Recording(steps=recorded.steps), str, 5)

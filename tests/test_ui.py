@@ -13,7 +13,7 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-from pangu_demo import ui
+from pangu_demo import controls, models, ui
 from pangu_demo.loading import LoadedModel
 
 DEFAULTS = ("diffusion", "confidence_threshold", 0.9, 1, 0.0, 1.0, 0, 64, 0)  # the settings controls, in order
@@ -21,7 +21,7 @@ DEFAULTS = ("diffusion", "confidence_threshold", 0.9, 1, 0.0, 1.0, 0, 64, 0)  # 
 
 @pytest.fixture
 def app(tiny_model: LoadedModel, tiny_checkpoint) -> ui.DemoApp:
-    app = ui.DemoApp(ui.ModelRegistry(str(tiny_checkpoint), preloaded=tiny_model))
+    app = ui.DemoApp(models.ModelRegistry(str(tiny_checkpoint), preloaded=tiny_model))
     app.build()
     return app
 
@@ -135,22 +135,24 @@ def test_a_typed_model_path_with_markup_is_warned_about_as_text(app: ui.DemoApp,
                                                (-1, "seed must be a whole number")])
 def test_impossible_seeds_are_refused_in_words(seed, message) -> None:
     with pytest.raises(ValueError, match=message):
-        ui.make_config(*DEFAULTS[:8], seed)
+        controls.make_config(*DEFAULTS[:8], seed)
 
 
 @pytest.mark.parametrize(("index", "value", "message"), [(7, 33.7, "Max new tokens must be a whole number"),
                                                          (6, 2.5, "top_k must be a whole number"),
                                                          (7, float("inf"), "Max new tokens must be a whole number"),
-                                                         (3, "two", "Small blocks must be a number")])
+                                                         (3, "two", "Small blocks must be a number"),
+                                                         (2, True, "Threshold must be a number"),
+                                                         (6, True, "top_k must be a number")])
 def test_whole_number_settings_refuse_fractions_in_words(index: int, value: object, message: str) -> None:
     settings = list(DEFAULTS)
     settings[index] = value
     with pytest.raises(ValueError, match=message):
-        ui.make_config(*settings)
+        controls.make_config(*settings)
 
 
 def test_whole_numbers_arrive_as_floats_or_text() -> None:
-    cfg = ui.make_config(*DEFAULTS[:6], 5.0, 256.0, "123456789012345678901"[:19])  # a slider sends floats
+    cfg = controls.make_config(*DEFAULTS[:6], 5.0, 256.0, "123456789012345678901"[:19])  # a slider sends floats
     assert (cfg.top_k, cfg.max_new_tokens, cfg.seed) == (5, 256, 1234567890123456789)
 
 
@@ -161,8 +163,9 @@ def test_the_api_refuses_a_history_of_the_wrong_shape(app: ui.DemoApp, history: 
 
 
 def test_the_api_takes_a_history_of_pairs(app: ui.DemoApp) -> None:
-    assert ui.check_history([["Hi", "Hello!"], ("And you?", "Fine.")]) == [("Hi", "Hello!"), ("And you?", "Fine.")]
-    assert ui.check_history(None) == ui.check_history([]) == []
+    pairs = [("Hi", "Hello!"), ("And you?", "Fine.")]
+    assert controls.check_history([["Hi", "Hello!"], ("And you?", "Fine.")]) == pairs
+    assert controls.check_history(None) == controls.check_history([]) == []
     last = list(app.api_generate("And then?", history=[["Hi", "Hello!"]], max_new_tokens=16, think="auto",
                                  system="Be brief."))[-1]
     assert last["done"]
@@ -180,36 +183,36 @@ def test_the_api_refuses_an_unknown_model_and_a_prompt_that_is_not_text(app: ui.
 
 
 def test_the_largest_seed_is_accepted() -> None:
-    assert ui.make_config(*DEFAULTS[:8], 2**63 - 1).seed == 2**63 - 1
+    assert controls.make_config(*DEFAULTS[:8], 2**63 - 1).seed == 2**63 - 1
 
 
 def test_the_threshold_slider_spans_what_the_engine_accepts(app: ui.DemoApp) -> None:
     slider = app.threshold
     assert (slider.minimum, slider.maximum) == (0.0, 1.0)
     for end in (slider.minimum, slider.maximum):  # both ends run as shown, not clamped elsewhere
-        assert ui.make_config(DEFAULTS[0], DEFAULTS[1], end, *DEFAULTS[3:]).threshold == end
+        assert controls.make_config(DEFAULTS[0], DEFAULTS[1], end, *DEFAULTS[3:]).threshold == end
     for outside in (slider.minimum - 0.01, slider.maximum + 0.01):
         with pytest.raises(ValueError, match="between 0 and 1"):
-            ui.make_config(DEFAULTS[0], DEFAULTS[1], outside, *DEFAULTS[3:])
+            controls.make_config(DEFAULTS[0], DEFAULTS[1], outside, *DEFAULTS[3:])
 
 
 def test_every_preset_sets_controls_the_engine_accepts() -> None:
-    for name, preset in ui.PRESETS.items():
+    for name, preset in controls.PRESETS.items():
         mode, algorithm, threshold, small_blocks, temperature, top_p = ui.apply_preset(name)
         # A preset without a threshold leaves the slider as it is (a skip update): keep the default.
         threshold = threshold if isinstance(threshold, float) else DEFAULTS[2]
-        cfg = ui.make_config(mode, algorithm, threshold, small_blocks, temperature, top_p, *DEFAULTS[6:])
+        cfg = controls.make_config(mode, algorithm, threshold, small_blocks, temperature, top_p, *DEFAULTS[6:])
         assert (cfg.algorithm, cfg.num_small_blocks) == (preset["algorithm"], preset["num_small_blocks"])
         assert cfg.threshold == preset.get("threshold", DEFAULTS[2])
     assert ui.apply_preset("Custom") == (gr.skip(),) * 6  # Custom leaves every control as it is
 
 
 def test_preset_descriptions_follow_the_presets() -> None:
-    assert ui.describe_preset(ui.PRESETS["Throughput"]) == "confidence_threshold 0.9, 1 small block"
-    assert ui.describe_preset(ui.PRESETS["Coding"]) == "entropy, 32 small blocks, top_p 0.8, T 1"
+    assert controls.describe_preset(controls.PRESETS["Throughput"]) == "confidence_threshold 0.9, 1 small block"
+    assert controls.describe_preset(controls.PRESETS["Coding"]) == "entropy, 32 small blocks, top_p 0.8, T 1"
     # Any preset's description names its own settings, so the radio's note cannot drift from PRESETS.
-    for preset in ui.PRESETS.values():
-        text = ui.describe_preset(preset)
+    for preset in controls.PRESETS.values():
+        text = controls.describe_preset(preset)
         assert text.startswith(preset["algorithm"]) and f"{preset['num_small_blocks']} small block" in text
 
 
@@ -431,7 +434,7 @@ def test_other_thresholds_need_a_run_with_a_threshold(app: ui.DemoApp, settings:
 
 
 def test_a_third_turn_with_the_teaching_model_says_it_gets_worse(tiny_model: LoadedModel) -> None:
-    app = ui.DemoApp(ui.ModelRegistry(preloaded=tiny_model))  # shown as the embedded teaching model
+    app = ui.DemoApp(models.ModelRegistry(preloaded=tiny_model))  # shown as the embedded teaching model
     app.build()
     for turns, warned in ((1, False), (2, True)):
         sess = ui.Session(history=[("Tom has 3 apples.", "3")] * turns)
@@ -465,27 +468,27 @@ def test_a_finished_run_is_replayed_in_slow_motion_when_asked(app: ui.DemoApp) -
 
 def test_max_new_tokens_follows_the_chosen_model(app: ui.DemoApp) -> None:
     assert (app.max_new.maximum, app.max_new.value) == (480, 480)  # context 512, less a block
-    _, _, slider, *_ = app.choose_model(ui.EMBEDDED_LABEL)
+    _, _, slider, *_ = app.choose_model(models.EMBEDDED_LABEL)
     assert (slider.maximum, slider.value) == (992, 256)  # the teaching model: its context, short replies
     _, _, slider, *_ = app.choose_model(app.models.labels()[1])
     assert (slider.maximum, slider.value) == (480, 480)
-    embedded_host = ui.DemoApp(ui.ModelRegistry())
+    embedded_host = ui.DemoApp(models.ModelRegistry())
     embedded_host.build()
     assert (embedded_host.max_new.maximum, embedded_host.max_new.value) == (992, 256)
 
 
 def test_the_page_caps_max_new_tokens_for_a_long_context_model() -> None:
-    assert ui.max_new_limit(32768) == ui.MAX_NEW_TOKENS_PAGE == 8192  # openPangu-R-7B-Diffusion
-    assert ui.max_new_limit(1024) == 992  # whole blocks of 32, and one block of context left for the question
-    assert ui.max_new_limit(1000) == 960
-    assert ui.max_new_limit(None) == 992  # no model loaded yet
-    assert ui.max_new_default(False, 8192) == 1024 and ui.max_new_default(True, 8192) == 256
+    assert controls.max_new_limit(32768) == controls.MAX_NEW_TOKENS_PAGE == 8192  # openPangu-R-7B-Diffusion
+    assert controls.max_new_limit(1024) == 992  # whole blocks of 32, and one block of context left for the question
+    assert controls.max_new_limit(1000) == 960
+    assert controls.max_new_limit(None) == 992  # no model loaded yet
+    assert controls.max_new_default(False, 8192) == 1024 and controls.max_new_default(True, 8192) == 256
 
 
 def test_the_examples_and_the_chat_placeholder_follow_the_model(app: ui.DemoApp) -> None:
     teaching, general = app.examples[True], app.examples[False]
     assert not teaching.visible and general.visible  # the host's model is not the teaching one
-    *_, chat, teaching_row, general_row = app.choose_model(ui.EMBEDDED_LABEL)
+    *_, chat, teaching_row, general_row = app.choose_model(models.EMBEDDED_LABEL)
     assert teaching_row.visible and not general_row.visible and "word problem" in chat.placeholder
     *_, chat, teaching_row, general_row = app.choose_model(app.models.labels()[1])
     assert not teaching_row.visible and general_row.visible and "Ask anything" in chat.placeholder
@@ -521,19 +524,19 @@ LINKED = ("diffusion", "elastic", 0.7, 4, 0.5, 0.9, 20, 64, 7)
 
 def test_a_link_gives_back_the_question_and_the_settings_it_was_made_with() -> None:
     text = 'Is 3 + 4 = 7? & what about "8"? <b>'
-    query = ui.link_query(text, "auto", "Be brief.", LINKED)
+    query = controls.link_query(text, "auto", "Be brief.", LINKED)
     parsed = urllib.parse.parse_qs(query.removeprefix("?"), keep_blank_values=True)
-    values, problems = ui.read_link({k: v[0] for k, v in parsed.items()}, 1024)
+    values, problems = controls.read_link({k: v[0] for k, v in parsed.items()}, 1024)
     assert problems == []
     assert values == {"prompt": text, "think": "auto", "system": "Be brief.",
-                      **dict(zip(ui.LINK_SETTINGS, LINKED, strict=True))}
+                      **dict(zip(controls.LINK_SETTINGS, LINKED, strict=True))}
 
 
 def test_a_link_is_refused_for_settings_that_could_not_run() -> None:
     with pytest.raises(ValueError, match="num_small_blocks"):
-        ui.link_query("Hi", "on", "", ("diffusion", "confidence_threshold", 0.9, 3, 0.0, 1.0, 0, 64, 0))
+        controls.link_query("Hi", "on", "", ("diffusion", "confidence_threshold", 0.9, 3, 0.0, 1.0, 0, 64, 0))
     with pytest.raises(ValueError, match="Type a message first"):
-        ui.link_query("  ", "on", "", LINKED)
+        controls.link_query("  ", "on", "", LINKED)
 
 
 @pytest.mark.parametrize(("query", "values", "words"), [
@@ -555,7 +558,7 @@ def test_a_link_is_refused_for_settings_that_could_not_run() -> None:
     ({"max_new_tokens": "99999", "top_p": "0"}, {}, ["top_p must be in (0, 1] (1 = off), got 0.0. max_new_tokens"]),
 ])
 def test_a_link_takes_what_it_can_and_says_what_it_left_out(query: dict, values: dict, words: list) -> None:
-    got, problems = ui.read_link(query, 1024)
+    got, problems = controls.read_link(query, 1024)
     assert got == values
     assert len(problems) == len(words) and all(w in p for w, p in zip(words, problems, strict=True)), problems
 

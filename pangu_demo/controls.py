@@ -1,0 +1,226 @@
+"""What the page's controls hold, and how their values (or a link's) become a run's DecodeConfig.
+
+No Gradio here: the page, the API and the link reader check settings and messages with these functions, and
+their ValueErrors say what is wrong in words.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import replace
+from typing import NamedTuple
+
+from .chat import THINK_NAMES, think_mode
+from .engine import DecodeConfig, small_block_counts
+
+BLOCK = DecodeConfig().block_length  # the page decodes blocks of the reference's length
+SMALL_BLOCKS = small_block_counts(BLOCK)
+# The ends of the page's sliders (and the seed box); Max new tokens goes from BLOCK to its model's top. A value
+# beyond an end is refused by Gradio, so what a link or a trace puts in a control must be checked against them.
+RANGES = {"threshold": (0.0, 1.0), "temperature": (0.0, 2.0), "top_p": (0.05, 1.0), "top_k": (0, 200),
+          "seed": (0, 2**53 - 1)}  # a browser number is exact up to 2^53 - 1; beyond it a seed would be rounded
+MAX_PROMPT_CHARS = 20_000
+# The page's ceiling on Max new tokens (the API's is the context): a longer reply's trace file and whole-answer
+# figure get heavy for a browser. Its context (32k) lets the real model think for longer than 1,024 tokens.
+MAX_NEW_TOKENS_PAGE = 8192
+PRESETS = {  # the openPangu-R-7B-Diffusion model card's three, then one of ours
+    "Throughput": {"algorithm": "confidence_threshold", "threshold": 0.9, "num_small_blocks": 1},
+    "Benchmark": {"algorithm": "entropy", "num_small_blocks": 8},
+    "Coding": {"algorithm": "entropy", "num_small_blocks": 32, "top_p": 0.8, "temperature": 1.0},
+    # Ours, not the model card's: the commit order alone, at the Throughput preset's threshold.
+    "Elastic (ours)": {"algorithm": "elastic", "threshold": 0.9, "num_small_blocks": 1},
+}
+
+
+def max_new_limit(context_length: int | None) -> int:
+    """The top of the Max new tokens slider for a model: the whole blocks its context holds after a block of prompt
+    (a reply as long as the whole context leaves no room for the question), at most MAX_NEW_TOKENS_PAGE (a context
+    of 1,024 while no model is loaded)."""
+    limit = min((context_length or 1024) - BLOCK, MAX_NEW_TOKENS_PAGE)
+    return max(BLOCK, limit // BLOCK * BLOCK)
+
+
+def max_new_default(embedded: bool, top: int) -> int:
+    """Where Max new tokens starts for a model: 256 for the teaching model, whose replies are short, and 1,024 for
+    others, whose slow-thinking traces need room; never above the slider's top."""
+    return min(256 if embedded else 1024, top)
+
+def make_config(mode: str, algorithm: str, threshold: float, small_blocks: int | str, temperature: float,
+                top_p: float, top_k: int | float, max_new_tokens: int | float, seed: int | float) -> DecodeConfig:
+    """Controls to a DecodeConfig; raises ValueError (the engine's words) for impossible settings."""
+    cfg = DecodeConfig(mode=str(mode), algorithm=str(algorithm), threshold=_number("Threshold", threshold, float),
+                       num_small_blocks=_number("Small blocks", small_blocks, int),
+                       temperature=_number("Temperature", temperature, float),
+                       top_p=_number("top_p", top_p, float), top_k=_number("top_k", top_k, int),
+                       max_new_tokens=_number("Max new tokens", max_new_tokens, int),
+                       seed=_number("Seed", seed, int))
+    cfg.validate()
+    return cfg
+
+
+def _number(name: str, value: object, kind: type) -> int | float:
+    """`value` as a float, or as an int when `kind` is int: a slider sends 256.0, which is whole; 33.7 is not,
+    and is refused rather than cut."""
+    if isinstance(value, bool):  # a bool is an int to Python, but true is no threshold or seed
+        raise ValueError(f"{name} must be a number (got {value!r}).")
+    try:
+        if kind is float or isinstance(value, int):
+            return kind(value)
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)  # exact, also beyond a float's 2^53
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be a number (got {'nothing' if value is None else repr(value)}).") from None
+    if not number.is_integer():
+        raise ValueError(f"{name} must be a whole number (got {value!r}).")
+    return int(number)
+
+def _within_limit(what: str, text: str) -> str:
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(f"{what} has {len(text):,} characters; the limit here is {MAX_PROMPT_CHARS:,}.")
+    return text
+
+
+def check_system(system: str | None) -> str | None:
+    """The system message to put first (None for none), or ValueError if it is too long."""
+    text = "" if system is None else str(system)
+    return _within_limit("The system message", text) if text.strip() else None
+
+
+def check_prompt(prompt: str | None) -> str:
+    """The message to send, or ValueError with what is wrong with it."""
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValueError(f"The message must be text (got {type(prompt).__name__}).")
+    if prompt is None or not prompt.strip():
+        raise ValueError("Type a message first.")
+    return _within_limit("The message", prompt)
+
+
+def check_history(history: object) -> list[tuple[str, str]]:
+    """The API's earlier turns, [[user, answer], ...] of strings, or ValueError saying what shape is expected."""
+    if history is None:
+        return []
+    if isinstance(history, list) and all(isinstance(turn, list | tuple) and len(turn) == 2
+                                         and all(isinstance(part, str) for part in turn) for turn in history):
+        return [(user, answer) for user, answer in history]
+    raise ValueError('history must be a list of [user message, answer] pairs of text, e.g. [["Hi", "Hello!"]].')
+
+# A link opens the page with a question and its settings filled in (not run: Generate stays the reader's).
+LINK_SETTINGS = ("mode", "algorithm", "threshold", "small_blocks", "temperature", "top_p", "top_k",
+                 "max_new_tokens", "seed")  # make_config's order, which is also self.settings'
+
+
+def config_values(cfg: DecodeConfig) -> tuple:
+    """A config's settings in make_config's (and LINK_SETTINGS') order."""
+    return (cfg.mode, cfg.algorithm, cfg.threshold, cfg.num_small_blocks, cfg.temperature, cfg.top_p, cfg.top_k,
+            cfg.max_new_tokens, cfg.seed)
+
+
+# What a link's settings are checked with where it gives no value (the engine's defaults, where the controls
+# start; 32 new tokens fits every model). Only the settings it gives are applied.
+LINK_BASE = config_values(replace(DecodeConfig(), max_new_tokens=32))
+
+
+def link_query(text: str, think: str, system: str | None, settings: tuple) -> str:
+    """The query string of a link to `text` asked with these controls' values (`settings` in make_config's
+    order); ValueError if they could not be run as they are."""
+    cfg = make_config(*settings)
+    values = {"prompt": check_prompt(text), "think": think if think in THINK_NAMES else "on"}
+    if check_system(system):
+        values["system"] = system
+    values |= {name: f"{v:g}" if isinstance(v, float) else v  # 1 rather than 1.0
+               for name, v in zip(LINK_SETTINGS, config_values(cfg), strict=True)}
+    return "?" + urllib.parse.urlencode(values)
+
+
+LINK_NAMES = {"prompt": "question", "system": "system message", "think": "thinking setting"}  # in messages
+
+
+def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object], list[str]]:
+    """The controls' values a link gives (by name: prompt, think, system and LINK_SETTINGS) and what is wrong
+    with the rest, in words. Settings come all or none: they are checked together, as a run would use them."""
+    values: dict[str, object] = {}
+    problems = []
+    checks = (("prompt", check_prompt), ("system", check_system),
+              ("think", lambda v: v if v in THINK_NAMES else think_mode(v)))
+    for name, check in checks:
+        if query.get(name, "").strip():  # an empty one is no value, as in a form
+            try:
+                values[name] = check(query[name])
+            except ValueError as e:
+                problems.append(f"Its {LINK_NAMES[name]} was left out: {e}")
+    given = {name: query[name] for name in LINK_SETTINGS if name in query}
+    if given:
+        base = dict(zip(LINK_SETTINGS, LINK_BASE, strict=True))
+        # Each setting alone first, so that every bad one is named; then all of them together.
+        alone = [_link_settings_error(base | {name: value}, max_new_top) for name, value in given.items()]
+        wrong = [e for e in alone if e] or [e for e in [_link_settings_error(base | given, max_new_top)] if e]
+        if wrong:
+            problems.append(f"Its settings were left out, all of them, since a run takes them together: "
+                            f"{' '.join(wrong)}")
+        else:
+            checked = dict(zip(LINK_SETTINGS, config_values(make_config(*(base | given).values())), strict=True))
+            for o in outside_controls({name: checked[name] for name in given}, max_new_top):  # only same_forwards
+                checked[o.name] = o.nearest
+                problems.append(f"Its {o.name} {shown(o.value)} is taken as {shown(o.nearest)}: the page counts "
+                                f"whole blocks of {BLOCK}, which decoding fills anyway.")
+            values |= {name: checked[name] for name in given}
+    return values, problems
+
+
+def whole_blocks(tokens: int) -> int:
+    """Max new tokens rounded up to whole blocks: the same forwards, since decoding ends only at a block's end."""
+    return max(BLOCK, -(-tokens // BLOCK) * BLOCK)
+
+
+class Outside(NamedTuple):
+    """A setting the page's control cannot hold."""
+    name: str  # as in LINK_SETTINGS
+    value: object
+    allowed: str  # "from 0 to 2", "one of 1, 2, 4, …"
+    nearest: object | None  # the nearest value the control holds (None: none is near)
+    same_forwards: bool = False  # the nearest value decodes the same forwards (whole blocks of max new tokens)
+
+
+def shown(value: object) -> str:
+    """A setting's value in a message: 0.9, 2; whole numbers grouped (9,007,199,254,740,991)."""
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def outside_controls(settings: dict[str, object], max_new_top: int) -> list[Outside]:
+    """The settings (by LINK_SETTINGS name) that the page's controls cannot hold, though the engine could run
+    them: a slider refuses a value beyond its ends, Max new tokens goes by whole blocks, and the small-blocks list
+    has only divisors of BLOCK."""
+    out = []
+    for name, value in settings.items():
+        lo, hi = (BLOCK, max_new_top) if name == "max_new_tokens" else RANGES.get(name, (None, None))
+        if name == "max_new_tokens" and value <= hi and value % BLOCK:  # the engine decodes whole blocks anyway
+            out.append(Outside(name, value, f"whole blocks of {BLOCK} up to {shown(hi)}", whole_blocks(value),
+                               same_forwards=True))
+        elif lo is not None and not lo <= value <= hi:
+            out.append(Outside(name, value, f"from {shown(lo)} to {shown(hi)}", min(max(value, lo), hi)))
+        elif name == "small_blocks" and value not in SMALL_BLOCKS:
+            out.append(Outside(name, value, f"one of {', '.join(map(str, SMALL_BLOCKS))}", None))
+    return out
+
+
+def _link_settings_error(settings: dict[str, object], max_new_top: int) -> str | None:
+    """What is wrong with a link's settings (all of LINK_SETTINGS), in words; None if they could run here."""
+    try:
+        cfg = make_config(*settings.values())
+    except ValueError as e:
+        return str(e)
+    outside = outside_controls(dict(zip(LINK_SETTINGS, config_values(cfg), strict=True)), max_new_top)
+    return " ".join(f"{o.name} must be {o.allowed} here, got {shown(o.value)}." for o in outside
+                    if not o.same_forwards) or None
+
+def describe_preset(p: dict) -> str:
+    """A preset's settings in a few words, e.g. 'entropy, 32 small blocks, top_p 0.8, T 1'."""
+    words = [p["algorithm"] + (f" {p['threshold']:g}" if "threshold" in p else "")]
+    n = p["num_small_blocks"]
+    words.append(f"{n} small block{'s' if n > 1 else ''}")
+    if "top_p" in p:
+        words.append(f"top_p {p['top_p']:g}")
+    if "temperature" in p:
+        words.append(f"T {p['temperature']:g}")
+    return ", ".join(words)
