@@ -19,6 +19,13 @@ SMALL_BLOCKS = small_block_counts(BLOCK)
 # beyond an end is refused by Gradio, so what a link or a trace puts in a control must be checked against them.
 RANGES = {"threshold": (0.0, 1.0), "temperature": (0.0, 2.0), "top_p": (0.05, 1.0), "top_k": (0, 200),
           "seed": (0, 2**53 - 1)}  # a browser number is exact up to 2^53 - 1; beyond it a seed would be rounded
+# The settings by name, in make_config's order (which is also the page's controls' and a link's), with the
+# controls' labels (messages name them) and the type the engine takes.
+LINK_SETTINGS = ("mode", "algorithm", "threshold", "small_blocks", "temperature", "top_p", "top_k",
+                 "max_new_tokens", "seed")
+LABELS = dict(zip(LINK_SETTINGS, ("Mode", "Algorithm", "Threshold", "Small blocks per block", "Temperature",
+                                  "top_p", "top_k", "Max new tokens", "Seed"), strict=True))
+KINDS = dict(zip(LINK_SETTINGS, (str, str, float, int, float, float, int, int, int), strict=True))
 MAX_PROMPT_CHARS = 20_000
 # The page's ceiling on Max new tokens (the API's is the context): a longer reply's trace file and whole-answer
 # figure get heavy for a browser. Its context (32k) lets the real model think for longer than 1,024 tokens.
@@ -45,15 +52,24 @@ def max_new_default(embedded: bool, top: int) -> int:
     others, whose slow-thinking traces need room; never above the slider's top."""
     return min(256 if embedded else 1024, top)
 
+
 def make_config(mode: str, algorithm: str, threshold: float, small_blocks: int | str, temperature: float,
                 top_p: float, top_k: int | float, max_new_tokens: int | float, seed: int | float) -> DecodeConfig:
     """Controls to a DecodeConfig; raises ValueError (the engine's words) for impossible settings."""
-    cfg = DecodeConfig(mode=str(mode), algorithm=str(algorithm), threshold=_number("Threshold", threshold, float),
-                       num_small_blocks=_number("Small blocks", small_blocks, int),
-                       temperature=_number("Temperature", temperature, float),
-                       top_p=_number("top_p", top_p, float), top_k=_number("top_k", top_k, int),
-                       max_new_tokens=_number("Max new tokens", max_new_tokens, int),
-                       seed=_number("Seed", seed, int))
+    values = (mode, algorithm, threshold, small_blocks, temperature, top_p, top_k, max_new_tokens, seed)
+    return _config(_numbers(dict(zip(LINK_SETTINGS, values, strict=True))))
+
+
+def _numbers(settings: dict[str, object]) -> dict[str, object]:
+    """Settings (by LINK_SETTINGS name) as the engine takes them; ValueError names the control of a bad one."""
+    return {name: str(v) if KINDS[name] is str else _number(LABELS[name], v, KINDS[name])
+            for name, v in settings.items()}
+
+
+def _config(v: dict[str, object]) -> DecodeConfig:
+    cfg = DecodeConfig(mode=v["mode"], algorithm=v["algorithm"], threshold=v["threshold"],
+                       num_small_blocks=v["small_blocks"], temperature=v["temperature"], top_p=v["top_p"],
+                       top_k=v["top_k"], max_new_tokens=v["max_new_tokens"], seed=v["seed"])
     cfg.validate()
     return cfg
 
@@ -105,9 +121,7 @@ def check_history(history: object) -> list[tuple[str, str]]:
         return [(user, answer) for user, answer in history]
     raise ValueError('history must be a list of [user message, answer] pairs of text, e.g. [["Hi", "Hello!"]].')
 
-# A link opens the page with a question and its settings filled in (not run: Generate stays the reader's).
-LINK_SETTINGS = ("mode", "algorithm", "threshold", "small_blocks", "temperature", "top_p", "top_k",
-                 "max_new_tokens", "seed")  # make_config's order, which is also self.settings'
+
 
 
 def config_values(cfg: DecodeConfig) -> tuple:
@@ -121,6 +135,7 @@ def config_values(cfg: DecodeConfig) -> tuple:
 LINK_BASE = config_values(replace(DecodeConfig(), max_new_tokens=32))
 
 
+# A link opens the page with a question and its settings filled in (not run: Generate stays the reader's).
 def link_query(text: str, think: str, system: str | None, settings: tuple) -> str:
     """The query string of a link to `text` asked with these controls' values (`settings` in make_config's
     order); ValueError if they could not be run as they are."""
@@ -153,8 +168,8 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
     if given:
         base = dict(zip(LINK_SETTINGS, LINK_BASE, strict=True))
         # Each setting alone first, so that every bad one is named; then all of them together.
-        alone = [_link_settings_error(base | {name: value}, max_new_top) for name, value in given.items()]
-        wrong = [e for e in alone if e] or [e for e in [_link_settings_error(base | given, max_new_top)] if e]
+        alone = [settings_error(base | {name: value}, max_new_top) for name, value in given.items()]
+        wrong = [e for e in alone if e] or [e for e in [settings_error(base | given, max_new_top)] if e]
         if wrong:
             problems.append(f"Its settings were left out, all of them, since a run takes them together: "
                             f"{' '.join(wrong)}")
@@ -162,8 +177,8 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
             checked = dict(zip(LINK_SETTINGS, config_values(make_config(*(base | given).values())), strict=True))
             for o in outside_controls({name: checked[name] for name in given}, max_new_top):  # only same_forwards
                 checked[o.name] = o.nearest
-                problems.append(f"Its {o.name} {shown(o.value)} is taken as {shown(o.nearest)}: the page counts "
-                                f"whole blocks of {BLOCK}, which decoding fills anyway.")
+                problems.append(f"Its {LABELS[o.name]} {shown(o.value)} is taken as {shown(o.nearest)}: the page "
+                                f"counts whole blocks of {BLOCK}, which decoding fills anyway.")
             values |= {name: checked[name] for name in given}
     return values, problems
 
@@ -204,15 +219,22 @@ def outside_controls(settings: dict[str, object], max_new_top: int) -> list[Outs
     return out
 
 
-def _link_settings_error(settings: dict[str, object], max_new_top: int) -> str | None:
-    """What is wrong with a link's settings (all of LINK_SETTINGS), in words; None if they could run here."""
+def settings_error(settings: dict[str, object], max_new_top: int) -> str | None:
+    """What is wrong with settings (all of LINK_SETTINGS, as a link or the controls give them) for this page, in
+    words that name its controls; None if they could run here."""
     try:
-        cfg = make_config(*settings.values())
+        values = _numbers(settings)
     except ValueError as e:
         return str(e)
-    outside = outside_controls(dict(zip(LINK_SETTINGS, config_values(cfg), strict=True)), max_new_top)
-    return " ".join(f"{o.name} must be {o.allowed} here, got {shown(o.value)}." for o in outside
-                    if not o.same_forwards) or None
+    outside = [o for o in outside_controls(values, max_new_top) if not o.same_forwards]
+    if outside:
+        return " ".join(f"{LABELS[o.name]} must be {o.allowed} here (got {shown(o.value)})." for o in outside)
+    try:
+        _config(values)
+    except ValueError as e:  # what the page's ranges do not say: an unknown mode or algorithm
+        return str(e)
+    return None
+
 
 def describe_preset(p: dict) -> str:
     """A preset's settings in a few words, e.g. 'entropy, 32 small blocks, top_p 0.8, T 1'."""

@@ -28,6 +28,7 @@ from . import animation, downloads, render, trace
 from .chat import THINK_NAMES, prompt_ids, think_mode, think_name
 from .controls import (
     BLOCK,
+    LABELS,
     LINK_SETTINGS,
     MAX_PROMPT_CHARS,
     PRESETS,
@@ -40,8 +41,10 @@ from .controls import (
     describe_preset,
     link_query,
     make_config,
+    max_new_limit,
     outside_controls,
     read_link,
+    settings_error,
     shown,
 )
 from .engine import (
@@ -450,8 +453,9 @@ class DemoApp:
                 self.top_k = gr.Slider(*RANGES["top_k"], value=0, step=1, label="top_k",
                                        info="0 = off. As top_p, it raises the confidence of what it "
                                             "keeps.")
-                self.seed = gr.Number(0, precision=0, minimum=RANGES["seed"][0], maximum=RANGES["seed"][1],
-                                      label="Seed",
+                # No minimum or maximum: Gradio would refuse a value beyond them before the handler, with error
+                # badges over the whole page; the handler's check names the Seed box instead.
+                self.seed = gr.Number(0, precision=0, label="Seed",
                                       info="Same seed + settings = same answer.")
             with gr.Row(equal_height=True):
                 # Whole blocks: the reference decodes whole blocks of 32 and cuts the result.
@@ -582,11 +586,16 @@ class DemoApp:
 
     def prepare(self, text: str | None, think: object, settings: tuple, model_label: str | None,
                 history: list[tuple[str, str]], fit: bool = False, system: str | None = None) -> Prepared:
-        """Check a request, or raise ValueError / ModelLoadError saying what is wrong. With `fit`, max new tokens
-        is lowered to what the context leaves after the prompt (and a note says so) instead of refused."""
+        """Check a request, or raise ValueError / ModelLoadError saying what is wrong. With `fit` (the page's
+        requests), the settings must be ones the page's controls hold (a number box takes what is typed), and max
+        new tokens is lowered to what the context leaves after the prompt (and a note says so) instead of refused."""
         text, system, asked = check_prompt(text), check_system(system), think_mode(think)
-        cfg = make_config(*settings)
         lm, decoder = self.models.get(model_label)
+        # Max new tokens is not checked against the slider here: below, it is fitted to the context instead.
+        named = dict(zip(LINK_SETTINGS, settings, strict=True)) | {"max_new_tokens": BLOCK}
+        if fit and (error := settings_error(named, max_new_limit(lm.context_length))):
+            raise ValueError(error)
+        cfg = make_config(*settings)
         ids = prompt_ids(lm.tokenizer, history, text, asked, system)
         think = think_name(asked)
         if not fit:
@@ -850,9 +859,9 @@ class DemoApp:
         controls = dict(zip(LINK_SETTINGS, self.settings, strict=True))
         update = {controls[name]: value for name, value in values.items() if value is not None}
         asked = {self.think: t.think, self.system: t.system or ""} if t.think is not None else {}
-        notes = [f"It ran with {o.name} {shown(o.value)}, which this page's control does not hold (it takes "
-                 f"{o.allowed}): " + (f"{shown(o.nearest)} is set." if o.nearest is not None else "left as it was.")
-                 for o in outside]
+        notes = [f"It ran with {LABELS[o.name]} {shown(o.value)}, which this page's control does not hold (it "
+                 f"takes {o.allowed}): "
+                 + (f"{shown(o.nearest)} is set." if o.nearest is not None else "left as it was.") for o in outside]
         if t.think is None:
             notes.append("It does not say how the question was asked: Thinking and the system message are left as "
                          "they were.")

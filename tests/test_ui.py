@@ -87,6 +87,18 @@ def test_clear_during_a_replay_stops_it_and_resets_the_play_button(app: ui.DemoA
     assert "Play" in cleared[app.play_btn].value
 
 
+@pytest.mark.parametrize(("seed", "words"), [(-1, "Seed must be from 0 to 9,007,199,254,740,991 here (got -1)."),
+                                             (2**60, "Seed must be from 0 to 9,007,199,254,740,991 here (got 1,152")])
+def test_a_seed_the_box_cannot_hold_is_refused_by_name_and_the_chat_stays(app: ui.DemoApp, seed: int,
+                                                                          words: str) -> None:
+    # The Seed box has no minimum or maximum (Gradio would put error badges over the page): the handler checks it.
+    sess = ui.Session(history=[("earlier", "reply")], chat=[{"role": "user", "content": "earlier"}])
+    updates = list(generate(app, sess, settings=DEFAULTS[:8] + (seed,)))
+    assert len(updates) == 1 and set(updates[0]) == {app.notice} and words in updates[0][app.notice]
+    assert sess.history == [("earlier", "reply")] and sess.recording is None
+    assert app.seed.minimum is None and app.seed.maximum is None
+
+
 def test_max_new_tokens_is_lowered_to_fit_the_context_with_a_note(app: ui.DemoApp, tiny_model: LoadedModel) -> None:
     sess = ui.Session()
     too_many = DEFAULTS[:7] + (1024, 0)  # the tiny model's context is 512
@@ -141,7 +153,7 @@ def test_impossible_seeds_are_refused_in_words(seed, message) -> None:
 @pytest.mark.parametrize(("index", "value", "message"), [(7, 33.7, "Max new tokens must be a whole number"),
                                                          (6, 2.5, "top_k must be a whole number"),
                                                          (7, float("inf"), "Max new tokens must be a whole number"),
-                                                         (3, "two", "Small blocks must be a number"),
+                                                         (3, "two", "Small blocks per block must be a number"),
                                                          (2, True, "Threshold must be a number"),
                                                          (6, True, "top_k must be a number")])
 def test_whole_number_settings_refuse_fractions_in_words(index: int, value: object, message: str) -> None:
@@ -296,8 +308,8 @@ def test_an_opened_trace_sets_the_controls_and_compares_on_its_own_model(app: ui
     top = app.models.max_new_tokens(app.models.default)[0]
     assert (update[app.temperature], update[app.max_new]) == (2.0, top)
     said = html.unescape(update[app.notice])
-    assert "temperature 3, which this page's control does not hold (it takes from 0 to 2): 2 is set" in said
-    assert f"max_new_tokens 100,000, which this page's control does not hold (it takes from 32 to {top})" in said
+    assert "Temperature 3, which this page's control does not hold (it takes from 0 to 2): 2 is set" in said
+    assert f"Max new tokens 100,000, which this page's control does not hold (it takes from 32 to {top})" in said
     assert "does not say how the question was asked" in said  # this file has no think or system
     data["result"]["config"] |= {"temperature": 0.0, "max_new_tokens": 40, "fused_commit": True}
     (tmp_path / "cut.json").write_text(json.dumps(data), encoding="utf-8")
@@ -543,19 +555,20 @@ def test_a_link_is_refused_for_settings_that_could_not_run() -> None:
     ({"threshold": "0.7", "utm_source": "x"}, {"threshold": 0.7}, []),  # unknown keys are someone else's
     ({"prompt": "", "system": " "}, {}, []),  # empty is no value
     ({"threshold": "2", "prompt": "Hi"}, {"prompt": "Hi"},
-     ["settings were left out, all of them, since a run takes them together: threshold must be between"]),
+     ["settings were left out, all of them, since a run takes them together: Threshold must be from 0 to 1 here "
+      "(got 2)."]),
     ({"max_new_tokens": "64"}, {"max_new_tokens": 64}, []),
-    ({"max_new_tokens": "40"}, {"max_new_tokens": 64}, ["max_new_tokens 40 is taken as 64: the page counts whole"]),
-    ({"max_new_tokens": "2048"}, {}, ["max_new_tokens must be from 32 to 1,024 here, got 2,048"]),
-    ({"max_new_tokens": "10"}, {"max_new_tokens": 32}, ["max_new_tokens 10 is taken as 32"]),  # the slider's least
+    ({"max_new_tokens": "40"}, {"max_new_tokens": 64}, ["Max new tokens 40 is taken as 64: the page counts whole"]),
+    ({"max_new_tokens": "2048"}, {}, ["Max new tokens must be from 32 to 1,024 here (got 2,048)."]),
+    ({"max_new_tokens": "10"}, {"max_new_tokens": 32}, ["Max new tokens 10 is taken as 32"]),  # the slider's least
     ({"temperature": "3", "seed": str(2**60)}, {},  # the engine takes them, the page's controls do not
-     ["temperature must be from 0 to 2 here, got 3. seed must be from 0 to 9,007,199,254,740,991 here, got "
-      "1,152,921,504,606,846,976."]),
+     ["Temperature must be from 0 to 2 here (got 3). Seed must be from 0 to 9,007,199,254,740,991 here (got "
+      "1,152,921,504,606,846,976)."]),
     ({"think": "maybe", "top_k": "2.5"}, {}, ["thinking setting was left out", "top_k must be a whole number"]),
     ({"threshold": "abc", "algorithm": "foo", "max_new_tokens": "99999", "seed": "1"}, {},  # every bad one named
      ["algorithm 'foo'; valid algorithms: confidence_threshold, entropy, low_confidence, topk_margin, elastic. "
-      "Threshold must be a number (got 'abc'). max_new_tokens must be from 32 to 1,024 here, got 99,999."]),
-    ({"max_new_tokens": "99999", "top_p": "0"}, {}, ["top_p must be in (0, 1] (1 = off), got 0.0. max_new_tokens"]),
+      "Threshold must be a number (got 'abc'). Max new tokens must be from 32 to 1,024 here (got 99,999)."]),
+    ({"max_new_tokens": "99999", "top_p": "0"}, {}, ["top_p must be from 0.05 to 1 here (got 0). Max new tokens"]),
 ])
 def test_a_link_takes_what_it_can_and_says_what_it_left_out(query: dict, values: dict, words: list) -> None:
     got, problems = controls.read_link(query, 1024)
