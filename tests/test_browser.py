@@ -556,6 +556,12 @@ def test_the_chats_trash_icon_forgets_the_conversation(browser, app_url):
     send(page, "First question.")
     wait_finished(page)
     assert page.locator("#pg-chat").get_by_text("First question.").count() == 1
+    # The label and the icon sit above the messages' scrolling box: over it, they covered a message's first line.
+    over = page.evaluate("""() => { const c = document.querySelector('#pg-chat');
+        const messages = c.querySelector('[aria-label="chatbot conversation"]').getBoundingClientRect();
+        return [...c.querySelectorAll('label[data-testid="block-label"], button[aria-label*="clear" i]')]
+            .map(e => e.getBoundingClientRect()).filter(r => r.height && r.bottom > messages.top + 1).length; }""")
+    assert over == 0
     page.click("#pg-chat button[aria-label*='clear' i], #pg-chat button[title*='clear' i]")
     page.wait_for_function("() => !document.querySelector('#pg-chat').textContent.includes('First question.')",
                            timeout=30_000)
