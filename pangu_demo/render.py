@@ -853,9 +853,15 @@ def escape_chat(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def assistant_messages(reply: Reply, thinking_seconds: float | None, running: bool) -> list[dict]:
-    """The thought message (when the reply has a trace) and the answer, as Chatbot messages. A closed, empty
-    trace (a /no_think reply) gets no thought message: there was no thinking to show."""
+UNFINISHED = {"cancelled": "Stopped by you: the reply above is unfinished.",
+              "length": "Cut off at Max new tokens: the reply above is unfinished."}
+
+
+def assistant_messages(reply: Reply, thinking_seconds: float | None, running: bool,
+                       stop_reason: str | None = None) -> list[dict]:
+    """The thought message (when the reply has a trace) and the answer, as Chatbot messages, and a line saying so
+    when the reply did not end at its stop token (`stop_reason`). A closed, empty trace (a /no_think reply) gets no
+    thought message: there was no thinking to show."""
     out = []
     if reply.has_trace and (reply.thinking_open or reply.thinking.strip()):
         meta: dict = {"title": "Thinking"}
@@ -871,4 +877,6 @@ def assistant_messages(reply: Reply, thinking_seconds: float | None, running: bo
         out.append({"role": "assistant", "content": escape_chat(reply.answer) or "(no answer)"})
     elif not reply.has_trace:
         out.append({"role": "assistant", "content": "…"})
+    if not running and stop_reason in UNFINISHED:  # a message of its own: the answer's Copy copies the answer only
+        out.append({"role": "assistant", "content": UNFINISHED[stop_reason]})
     return out

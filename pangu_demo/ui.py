@@ -665,8 +665,9 @@ class DemoApp:
                       model_label: str | None) -> dict:
         """A streamed frame as component updates; the final one also files the run in the session."""
         rec = frame.recording
+        stop_reason = rec.result.stop_reason if frame.final and rec.result is not None else None
         update = {self.chatbot: base + render.assistant_messages(frame.reply, rec.thinking_seconds(),
-                                                                 not frame.final),
+                                                                 not frame.final, stop_reason),
                   self.grid: frame.grid, self.stats_box: render.stats_html(frame.stats, live=not frame.final)}
         if frame.figure is not None or frame.final:
             update[self.plot] = plot_value(frame.figure)
@@ -835,7 +836,8 @@ class DemoApp:
         sess.model_label = model_label  # the model that may decode it again, if it is the trace's
         sess.think, sess.system = t.think, t.system
         user = [{"role": "user", "content": render.escape_chat(t.prompt)}] if t.prompt else []
-        sess.chat = user + render.assistant_messages(frame.reply, rec.thinking_seconds(), False)
+        sess.chat = user + render.assistant_messages(frame.reply, rec.thinking_seconds(), False,
+                                                     rec.result.stop_reason)
         sess.history = [(t.prompt, frame.reply.answer)] if t.prompt else []
         n = len(rec.steps)
         controls, outside = self._controls_of(t, model_label)

@@ -253,6 +253,16 @@ def test_thought_message_pending_then_done():
     assert no_think == [{"role": "assistant", "content": "It is 9."}]
 
 
+@pytest.mark.parametrize(("stop_reason", "said"), [("cancelled", "Stopped by you"), ("length", "Cut off at Max new"),
+                                                   ("stop_token", None)])
+def test_an_unfinished_reply_says_so_in_the_chat(stop_reason, said):
+    reply = render.split_reply("[unused16]4 + 5 = 9[unused17]The answer")
+    messages = render.assistant_messages(reply, 1.0, running=False, stop_reason=stop_reason)
+    assert messages[1]["content"] == "The answer"  # the answer's own message (and its Copy) unchanged
+    assert (messages[2:] and messages[2]["content"].startswith(said)) if said else len(messages) == 2
+    assert render.assistant_messages(reply, 1.0, running=True, stop_reason=stop_reason)[2:] == []
+
+
 def test_heatmap_shape_and_marks():
     steps, table = fake_run(SEVEN)
     for k in (2, 4, 10):
