@@ -226,7 +226,7 @@ def fit_context(prompt_len: int, cfg: DecodeConfig, context: int | None) -> Deco
     room = (context - prompt_len) // unit * unit
     if room < 1:
         wanted = "a new token" if unit == 1 else f"a block of {unit} new tokens"
-        raise ValueError(f"The prompt is {prompt_len} tokens: the model's context of {context} tokens leaves no "
+        raise ValueError(f"The prompt is {prompt_len:,} tokens: the model's context of {context:,} tokens leaves no "
                          f"room for {wanted}. Shorten the prompt or the conversation before it.")
     return cfg if cfg.max_new_tokens <= room else replace(cfg, max_new_tokens=room)
 
@@ -236,9 +236,9 @@ def check_context(prompt_len: int, cfg: DecodeConfig, context: int | None) -> No
     fitted = fit_context(prompt_len, cfg, context)
     if fitted is not cfg:
         blocks = "" if cfg.mode == "ar" else f" (whole blocks of {cfg.block_length})"
-        raise ValueError(f"The prompt is {prompt_len} tokens; with {cfg.max_new_tokens} new tokens{blocks} that "
-                         f"exceeds the model's context of {context} tokens. Lower max new tokens to "
-                         f"{fitted.max_new_tokens} or less, or shorten the prompt.")
+        raise ValueError(f"The prompt is {prompt_len:,} tokens; with {cfg.max_new_tokens:,} new tokens{blocks} that "
+                         f"exceeds the model's context of {context:,} tokens. Lower max new tokens to "
+                         f"{fitted.max_new_tokens:,} or less, or shorten the prompt.")
 
 
 class _Run:

@@ -471,11 +471,21 @@ def _title(main: str, detail: str) -> str:
 
 # Translucent, so that the grid lines are faint on both the light and the dark page (plotly's white ones cross a
 # dark page's heatmap cells).
+OUTLINE = "rgba(128,128,128,0.9)"  # around markers: visible on the light and the dark theme alike
 GRID_LINE = "rgba(127,127,127,0.3)"
 
 
 def _axis(title: str, **options: object) -> dict:
     return {"title": {"text": title}, "gridcolor": GRID_LINE, "zerolinecolor": GRID_LINE} | options
+
+
+def _whole_ticks(values: list) -> dict:
+    """Tick options for an axis of whole numbers: one tick per number, and no room for numbers that cannot occur,
+    while they span a few (plotly's own ticks then fell on halves, and on token -1, around a single point);
+    plotly's choice beyond."""
+    if not values or max(values) - min(values) >= 8:
+        return {}
+    return {"dtick": 1, "tick0": 0, "range": [min(values) - 0.5, max(values) + 0.5]}
 
 
 def _layout(title: str) -> dict:
@@ -609,7 +619,9 @@ def _answer_figure(steps: list[Step], blocks: list[BlockState], token_text: Toke
                   "colorbar": {"title": {"text": "step in block"}, "thickness": 12}}
         title = _title("Whole answer: when each token was committed",
                        "coloured by its step in the block, as in the grid" + window)
-    marker.update(symbol="square", size=8, line={"width": 0})
+    # A mid-grey outline: the sure end of both scales is pale yellow, which alone vanished on the light theme's
+    # plot area, and the unsure end of the confidence scale is near black, which vanishes on the dark one.
+    marker.update(symbol="square", size=8, line={"width": 1, "color": OUTLINE})
     trace = {"type": "scatter", "mode": "markers", "x": xs, "y": ys, "text": texts, "marker": marker,
              "name": "committed token", "hovertemplate": "token %{x} · forward %{y}<br>%{text}<extra></extra>"}
     data = [trace]
@@ -617,8 +629,8 @@ def _answer_figure(steps: list[Step], blocks: list[BlockState], token_text: Toke
         data.append(_marks(bx, by, btext, "committed below the threshold", "square-open", "#f43f5e", width=1.5,
                            hover="token %{x} · forward %{y}<br>%{text} · below the threshold"))
     layout = _layout(title)
-    layout["xaxis"] = _axis("token index in the answer")
-    layout["yaxis"] = _axis("forward (NFE) at commit")
+    layout["xaxis"] = _axis("token index in the answer", **_whole_ticks(xs))
+    layout["yaxis"] = _axis("forward (NFE) at commit", **_whole_ticks(ys))
     layout["showlegend"] = bool(bx)
     return {"data": data, "layout": layout}
 

@@ -340,9 +340,9 @@ class DemoApp:
                                       placeholder=PLACEHOLDER[embedded])
             # One line that grows: Gradio sends a one-line box on Enter (a taller one only on Shift+Enter).
             self.prompt = gr.Textbox(label="Message", placeholder="Type a message and press Enter", lines=1,
-                                     info="Enter sends, Shift+Enter starts a new line. The prompt and the reply must "
-                                          "fit the model's context (see Model below); pastes are cut at "
-                                          f"{MAX_PROMPT_CHARS:,} characters.",
+                                     info="Enter sends, Shift+Enter starts a new line. The conversation and the reply "
+                                          "must fit the model's context: 1,024 tokens (a few thousand characters) "
+                                          "for the teaching model, 32,768 for openPangu (see Model below).",
                                      max_lines=8, max_length=MAX_PROMPT_CHARS, elem_id="pg-prompt")
             with gr.Row():
                 self.generate_btn = gr.Button("Generate", variant="primary", elem_id="pg-generate")

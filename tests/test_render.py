@@ -318,6 +318,18 @@ def test_answer_view_one_point_per_committed_token():
         assert fig["data"][0]["x"][-1] == 32
 
 
+def test_answer_view_ticks_only_numbers_that_occur_and_outlines_its_markers():
+    steps, table = fake_run(SEVEN)
+    first = render.heatmap_figure(steps, 1, "answer", table.get)  # one token, committed by forward 1
+    for axis, value in (("xaxis", 0), ("yaxis", 1)):
+        a = first["layout"][axis]
+        assert a["dtick"] == 1 and a["range"][0] > value - 1 and a["range"][1] < value + 1  # no token -1, no 0.5
+    whole = render.heatmap_figure(steps, len(steps), "answer", table.get)
+    assert "dtick" not in whole["layout"]["xaxis"]  # 33 tokens: plotly's own ticks
+    # Pale yellow (sure) and near-black (unsure) markers each vanish on one theme's plot area without an outline.
+    assert whole["data"][0]["marker"]["line"]["width"] >= 1
+
+
 def test_stats_line():
     steps, _ = fake_run(SEVEN)
     s = render.stats(steps, 4, max_new_tokens=64)
