@@ -228,8 +228,10 @@ def legend_html(top: int, threshold: float | None = None, padding: bool = False,
     )
 
 
+# The how-to's first sentence is its summary, on show; the rest folds (open, it stays open through later frames).
 HOW_TO_READ = (
-    "How to read this: the answer is written {block} tokens (one block) at a time. Inside a block the model fills "
+    "How to read this: each cell is a token, and bright cells were decided late. "
+    "The answer is written {block} tokens (one block) at a time. Inside a block the model fills "
     "the MASK cells in the order its rule picks, at least one per forward pass (confidence_threshold: every one "
     "it is sure enough of, anywhere in the small block; elastic: the leftmost and the unbroken run after it that "
     "it is sure of). A cell's number is its step, the forward of its block that committed it: step 0 (dark) is "
@@ -242,9 +244,10 @@ HOW_TO_READ = (
     "␣ is a space, ↵ a newline."
 )
 HOW_TO_READ_AR = (
-    "How to read this (AR mode): the answer is written one token per forward pass, left to right, as an "
-    "autoregressive model writes; the grid shows it in blocks of {block} so that it compares with block diffusion. A "
-    "cell's number is its step, the forward of its block that wrote it, so each block runs from dark to bright. "
+    "How to read this (AR mode): one token per forward pass, left to right. "
+    "This is how an autoregressive model writes; the grid shows it in blocks of {block} so that it compares with "
+    "block diffusion. A cell's number is its step, the forward of its block that wrote it, so each block runs from "
+    "dark to bright. "
     "Hover or tap a cell (or Tab to the block and use the arrow keys) for its token and probability. ␣ is a space, "
     "↵ a newline."
 )
@@ -255,6 +258,12 @@ HOW_TO_READ_BELOW = (
     f" A red corner (or underline) marks a token committed below the threshold: {BELOW_WHY}, and such guesses are "
     "wrong far more often."
 )
+
+
+def _how_to_html(text: str) -> str:
+    summary, _, rest = text.partition(". ")
+    return (f'<details class="pg-howto"><summary>{html.escape(summary)}.</summary>{html.escape(rest)}'
+            "</details>")
 
 
 def block_speed(block: BlockState, mask_id: int) -> tuple[int, int, float]:
@@ -318,8 +327,12 @@ def _cell_html(i: int, tok: int, current: BlockState, token_text: TokenText, mas
     if text in SPECIAL_LABELS:
         cls.append("pg-special")
     label, title = visible_text(text), _cell_title(text, i, current, i)
-    if len(label) > 4:  # smaller and wrapped, rather than cut to "‹/t…"
+    fit = ""
+    if 4 < len(label) <= 7:  # on one line, in a font made to fit the cell, rather than cut or broken ("␣answ|er")
         cls.append("pg-long")
+        fit = f";--pg-chars:{len(label)}"
+    elif len(label) > 7:  # too long for a legible line (under 8 px): smaller, and wrapped anywhere
+        cls.append("pg-wrap")
     if i in current.padding:  # end-of-turn padding: a dot, which does not read as text
         cls.append("pg-pad")
         label, title = "·", title + "\npadding after the stop token"
@@ -327,7 +340,7 @@ def _cell_html(i: int, tok: int, current: BlockState, token_text: TokenText, mas
         title += "\nafter the stop token: not part of the reply"
     if i in current.below:
         cls.append("pg-below")
-    return (f'<div class="{" ".join(cls)}" style="background:{bg};color:{fg}" data-pos="{i}" '
+    return (f'<div class="{" ".join(cls)}" style="background:{bg};color:{fg}{fit}" data-pos="{i}" '
             f'data-sb="{sb}" data-step="{current.step[i]}" title="{html.escape(title)}">'
             f'<span class="pg-tok">{html.escape(label)}</span>'
             f'<span class="pg-step">{current.step[i]}</span></div>')
@@ -418,7 +431,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     if upto == 0:  # before a run: the page's block length
         return (f'<div class="pg-grid">{legend_html(top, threshold, run=False)}'
                 '<div class="pg-empty">The decoding grid appears here when you send a message.</div>'
-                f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
+                f'{_how_to_html(how_to)}</div>')
     blocks = block_states(steps, upto, threshold, stop_ids) if blocks is None else blocks
     current, finished = blocks[-1], blocks[:-1]
     size = max(1, len(current.tokens) // max(1, num_small_blocks))
@@ -448,7 +461,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
             # Filled by the page's script with the title of a tapped cell (a phone shows no hover titles) or of the
             # cell walked to with the arrow keys.
             '<div class="pg-inspect" aria-live="polite"></div>'
-            f'<div class="pg-howto">{html.escape(how_to)}</div></div>')
+            f'{_how_to_html(how_to)}</div>')
 
 
 # -- the confidence heatmap ---------------------------------------------------------------------

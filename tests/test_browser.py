@@ -151,11 +151,15 @@ def test_generate_replay_stop_and_escaping(browser, app_url):
     buttons.last.click()
     page.wait_for_function("t => document.querySelector('#pg-prompt textarea').value === t", arg=EXAMPLES[-1][1])
 
-    # A generation: committed cells and a non-zero NFE appear while it runs; the heatmap renders.
+    # A generation: committed cells and a non-zero NFE appear while it runs; the heatmap renders. The grid's
+    # how-to, opened before, stays open through the run's frames, each of which replaces the grid.
+    page.click("#pg-grid details.pg-howto > summary")
     send(page, EVIL)
     page.wait_for_function("() => +(document.querySelector('.pg-stats')?.dataset.nfe || 0) > 0", timeout=60_000)
     page.wait_for_selector("#pg-grid .pg-cell.pg-done")
     wait_finished(page)
+    assert page.eval_on_selector("#pg-grid details.pg-howto", "d => d.open")
+    page.click("#pg-grid details.pg-howto > summary")
     assert page.locator("#pg-grid .pg-cells .pg-cell").count() == 32
     assert_tokens_take_their_cells_colour(page)
     page.wait_for_selector("#pg-heatmap .js-plotly-plot .main-svg", timeout=30_000)
