@@ -185,7 +185,12 @@ def visible_text(text: str) -> str:
 
 def _cell_title(text: str, pos: int, block: BlockState, i: int) -> str:
     meaning = SPECIAL_MEANING.get(text) or (BYTE_MEANING if BYTE_PIECE.fullmatch(text) else None)
-    parts = [f"token {text!r}" + (f" ({meaning})" if meaning else ""), f"position {pos} of block {block.index + 1}"]
+    if text in SPECIAL_LABELS:  # as the cell shows it, then the tokenizer's own name
+        meaning = f"{text}" + (f", {meaning}" if meaning else "")
+        text = SPECIAL_LABELS[text]
+    else:
+        text = repr(text)
+    parts = [f"token {text}" + (f" ({meaning})" if meaning else ""), f"position {pos} of block {block.index + 1}"]
     step, nfe, conf = block.step[i], block.nfe[i], block.confidence[i]
     if step == 0:
         parts.append(f"step 0: predicted by the forward that opened the block (NFE {nfe})")

@@ -186,6 +186,13 @@ def test_block_tokens_per_forward_sum_to_the_runs_figures(tiny_run):
     assert sum(b.forwards + 1 for b in render.block_states(steps)) == result.nfe and len(result.tokens) == 64
 
 
+def test_a_special_tokens_title_names_it_as_its_cell_shows_it():
+    steps, table = fake_run(SEVEN, texts={token_id(1): "[unused17]", token_id(2): "cows"})
+    html_text = html.unescape(render.grid_html(steps, len(steps) - 1, table.get, MASK))
+    assert "token ‹/think› ([unused17], end of the thinking trace)" in html_text
+    assert "token 'cows'\n" in html_text and "token '[unused17]'" not in html_text
+
+
 @pytest.mark.parametrize("evil", ["<script>alert(1)</script>", "a & b", "\"quoted\" 'single'", "<b id=x>broken</b>"])
 def test_tokens_are_escaped(evil):
     steps, table = fake_run(SEVEN, texts={token_id(1): evil, token_id(3): evil})
