@@ -577,14 +577,15 @@ def _block_figure(steps: list[Step], upto: int, blocks: list[BlockState], token_
             "zmin": 0, "zmax": 1, "colorscale": CONFIDENCE_SCALE, "name": "candidate confidence",
             "colorbar": {"title": {"text": "confidence"}, "thickness": 12}, "text": text,
             "hovertemplate": "position %{x} · forward %{y}<br>%{text}<extra></extra>", "xgap": 1, "ygap": 1}
-    # Markers about a cell wide on a phone (32 cells in about 250 px), well inside one on a desktop.
-    data = [heat, _marks(*marks[False], "committed here", "circle-open", "#22d3ee", size=9, width=2)]
+    # Markers within a cell on a phone (32 cells in about 250 px: bigger ones ran together), and drawn over the
+    # plot area's edge rather than cut by it.
+    data = [heat, _marks(*marks[False], "committed here", "circle-open", "#22d3ee", size=7, width=1.5)]
     if marks[True][0]:
         # A below-threshold commit's cell is red or orange (confidence under 0.9): a white halo keeps the red
         # cross visible on it.
-        halo = _marks(*marks[True], "", "x-thin-open", "#ffffff", size=10, width=5.5)
+        halo = _marks(*marks[True], "", "x-thin-open", "#ffffff", size=8, width=5)
         data += [halo | {"showlegend": False, "hoverinfo": "skip"},
-                 _marks(*marks[True], "committed below the threshold", "x-thin-open", "#f43f5e", size=10)]
+                 _marks(*marks[True], "committed below the threshold", "x-thin-open", "#f43f5e", size=8)]
     latest = steps[upto - 1].block
     # Just after a commit forward the new block has no denoising forward yet: say so, as the grid shows that block.
     detail = ("at each denoising forward" if latest == block else
@@ -603,7 +604,7 @@ def _marks(x: list, y: list, text: list, name: str, symbol: str, colour: str, wi
            hover: str = "position %{x} · forward %{y}<br>%{text}", size: int = 11) -> dict:
     return {"type": "scatter", "mode": "markers", "x": x, "y": y, "name": name, "text": text,
             "marker": {"symbol": symbol, "size": size, "color": colour, "line": {"width": width, "color": colour}},
-            "hovertemplate": hover + "<extra></extra>"}
+            "cliponaxis": False, "hovertemplate": hover + "<extra></extra>"}
 
 
 def _answer_figure(steps: list[Step], blocks: list[BlockState], token_text: TokenText | None, colour: str,
