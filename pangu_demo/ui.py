@@ -379,7 +379,8 @@ class DemoApp:
             self.plot = gr.Plot(empty_plot(), label="Decoding heatmap", elem_id="pg-heatmap")
             with gr.Column(visible=False, elem_id="pg-replay-row") as self.replay_row:  # shown after a run
                 with gr.Row():
-                    self.replay = gr.Slider(1, 2, value=1, step=1, label="Replay: forward", scale=4,
+                    # min_width: on a phone the speed goes under the slider, which keeps the whole width.
+                    self.replay = gr.Slider(1, 2, value=1, step=1, label="Replay: forward", scale=4, min_width=300,
                                             info="Scrub through every recorded forward; nothing is recomputed.",
                                             elem_id="pg-replay")
                     self.speed = gr.Dropdown([1, 2, 5, 10, 20, 50], value=5, label="Forwards/s", scale=1,
