@@ -299,12 +299,13 @@ class DemoApp:
             self.page_clears = gr.Number(0, visible=False)
             self.playing = gr.State(False)
             self._header()
-            self._settings_panel()  # above the run, closed: in reach without scrolling past the grid
+            # Closed, one line each: the explainer in sight of a newcomer, the settings in reach of the grid.
+            with gr.Accordion("How block diffusion works", open=False, elem_id="pg-how"):
+                gr.HTML(explainer_html())
+            self._settings_panel()
             with gr.Row(equal_height=False):
                 self._chat_column()
                 self._run_column()
-            with gr.Accordion("How block diffusion works", open=False, elem_id="pg-how"):
-                gr.HTML(explainer_html())
             self._model_panel()
             self._wire_generation()
             self._wire_replay()
