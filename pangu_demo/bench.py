@@ -43,7 +43,7 @@ VERSION = 1
 HEADLINE = "ct0.9/1"
 FUSED = "ct0.9/1+fused"
 THRESHOLDS = (0.7, 0.8, 0.9, 0.95)
-SMALL_BLOCKS = (1, 4, 8)
+SWEPT_SMALL_BLOCKS = (1, 4, 8)  # the small-block counts the table sweeps
 DEBIAN_CHROMIUM = Path("/usr/bin/chromium")  # what kaleido drives for the PNG when BROWSER_PATH is unset
 N_PROMPTS = 10  # the default prompt set: the whole default run ends within 10 minutes on a 2-core CPU
 RATIO_TRIALS = 30  # forwards timed per size for the block/one-token ratio
@@ -71,7 +71,7 @@ class Setting:
 
 def settings() -> list[Setting]:
     out = [Setting("ar", "AR (KV cache)", {"mode": "ar"})]
-    for n in SMALL_BLOCKS:
+    for n in SWEPT_SMALL_BLOCKS:
         for t in THRESHOLDS:
             out.append(Setting(f"ct{t}/{n}", f"threshold {t}, {n} small block{'s' if n > 1 else ''}",
                                {"algorithm": "confidence_threshold", "threshold": t, "num_small_blocks": n}))
@@ -132,7 +132,8 @@ def build_prompts(tok: PanguTokenizer, n: int) -> list[Prompt]:
             for ex in data.eval_set(n)]
 
 
-def make_config(setting: dict, max_new_tokens: int, block_length: int) -> engine.DecodeConfig:
+def greedy_config(setting: dict, max_new_tokens: int, block_length: int) -> engine.DecodeConfig:
+    """A benchmark setting (algorithm, threshold, …) as a DecodeConfig: greedy, as the bars are measured."""
     return engine.DecodeConfig(**setting, temperature=0.0, max_new_tokens=max_new_tokens, block_length=block_length)
 
 
@@ -159,7 +160,7 @@ def measure_settings(decoder: engine.Decoder, prompts: list[Prompt], chosen: lis
                      max_new_tokens: int, block_length: int, timer: ForwardTimer,
                      progress: Callable[[], None]) -> dict[str, Tally]:
     tallies = {s.name: Tally() for s in chosen}
-    configs = {s.name: make_config(s.config, max_new_tokens, block_length) for s in chosen}
+    configs = {s.name: greedy_config(s.config, max_new_tokens, block_length) for s in chosen}
     for r in range(repeats):
         per_repeat = {s.name: [0.0, 0.0] for s in chosen}
         for prompt in prompts:
@@ -261,7 +262,7 @@ def measure_batches(decoder: engine.Decoder, prompts: list[Prompt], batch_sizes:
     for r in range(repeats):
         for size in batch_sizes:
             for name, setting in modes.items():
-                config = make_config(setting, max_new_tokens, block_length)
+                config = greedy_config(setting, max_new_tokens, block_length)
                 tokens = nfe = 0
                 start = time.perf_counter()
                 for i in range(0, count, size):
@@ -291,7 +292,7 @@ def summarize(chosen: list[Setting], tallies: dict[str, Tally], max_new_tokens: 
     for s in chosen:
         t = tallies[s.name]
         seconds, fwd = statistics.median(t.seconds), statistics.median(t.forward_seconds)
-        rows.append({"name": s.name, "label": s.label, "config": asdict(make_config(s.config, max_new_tokens,
+        rows.append({"name": s.name, "label": s.label, "config": asdict(greedy_config(s.config, max_new_tokens,
                                                                                        block_length)),
                      "prompts": t.prompts, "tokens": t.tokens, "nfe": t.nfe,
                      "mean_nfe": t.nfe / t.prompts if t.prompts else 0.0,
@@ -350,14 +351,14 @@ def run_bench(model: torch.nn.Module, tok: PanguTokenizer, *, n_prompts: int = N
     decoder = engine.Decoder(model, tok)
     prompts = build_prompts(tok, n_prompts)
     chosen = [s for s in settings() if only is None or s.name in only or s.name == "ar"]
-    head_config = make_config({"algorithm": "confidence_threshold", "threshold": 0.9}, max_new_tokens,
+    head_config = greedy_config({"algorithm": "confidence_threshold", "threshold": 0.9}, max_new_tokens,
                               block_length)
     total = repeats * (len(prompts) * (len(chosen) + 1) + 2 * sum(
         -(-batch_sequences(len(prompts), batch_sizes) // b) for b in batch_sizes))
     bar = tqdm(total=total, desc="bench", unit="decode", disable=not progress, leave=False)
     # Warm-up: every setting once on a short run, and the streaming path (plotly's first figure is slow).
     for s in chosen:
-        decode_counting(decoder, prompts[0].ids, make_config(s.config, min(2 * block_length, max_new_tokens),
+        decode_counting(decoder, prompts[0].ids, greedy_config(s.config, min(2 * block_length, max_new_tokens),
                                                              block_length))
     decode_streaming(decoder, prompts[0].ids, head_config)
     timer = ForwardTimer(model)
@@ -467,7 +468,7 @@ def figure(report: dict) -> go.Figure:
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     rows = {r["name"]: r for r in report["rows"]}
     colours = ("#1f77b4", "#ff7f0e", "#2ca02c")
-    for n, colour in zip(SMALL_BLOCKS, colours, strict=True):
+    for n, colour in zip(SWEPT_SMALL_BLOCKS, colours, strict=True):
         pts = [(t, rows[f"ct{t}/{n}"]) for t in THRESHOLDS if f"ct{t}/{n}" in rows]
         if not pts:
             continue

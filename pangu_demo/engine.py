@@ -209,12 +209,12 @@ class Decoder:
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("The prompt is empty: give at least one token (e.g. BOS).")
         check_context(max(map(len, prompts)), cfg, self.context)
-        run = _Run(self, prompts, cfg, stop_event)
+        generation = _Run(self, prompts, cfg, stop_event)
         try:
-            yield from run.steps()
-            yield run.result()
+            yield from generation.steps()
+            yield generation.result()
         finally:
-            run.cache = None  # free the KV cache at once, also when the consumer closes us early
+            generation.cache = None  # free the KV cache at once, also when the consumer closes us early
 
 
 def fit_context(prompt_len: int, cfg: DecodeConfig, context: int | None) -> DecodeConfig:
