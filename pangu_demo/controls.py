@@ -86,7 +86,8 @@ def _number(name: str, value: object, kind: type) -> int | float:
             return int(value)  # exact, also beyond a float's 2^53
         number = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{name} must be a number (got {'nothing' if value is None else repr(value)}).") from None
+        got = "nothing: an empty box, or text" if value is None else repr(value)  # a number box sends None for both
+        raise ValueError(f"{name} must be a number (got {got}).") from None
     if not number.is_integer():
         raise ValueError(f"{name} must be a whole number (got {value!r}).")
     return int(number)
@@ -151,11 +152,12 @@ def link_query(text: str, think: str, system: str | None, settings: tuple) -> st
 LINK_NAMES = {"prompt": "question", "system": "system message", "think": "thinking setting"}  # in messages
 
 
-def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object], list[str]]:
-    """The controls' values a link gives (by name: prompt, think, system and LINK_SETTINGS) and what is wrong
-    with the rest, in words. Settings come all or none: they are checked together, as a run would use them."""
+def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object], list[str], list[str]]:
+    """The controls' values a link gives (by name: prompt, think, system and LINK_SETTINGS), what it left out and
+    why, and what it changed to fit the controls (same forwards), in words. Settings come all or none: they are
+    checked together, as a run would use them."""
     values: dict[str, object] = {}
-    problems = []
+    problems, changes = [], []
     checks = (("prompt", check_prompt), ("system", check_system),
               ("think", lambda v: v if v in THINK_NAMES else think_mode(v)))
     for name, check in checks:
@@ -177,10 +179,10 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
             checked = dict(zip(LINK_SETTINGS, config_values(make_config(*(base | given).values())), strict=True))
             for o in outside_controls({name: checked[name] for name in given}, max_new_top):  # only same_forwards
                 checked[o.name] = o.nearest
-                problems.append(f"Its {LABELS[o.name]} {shown(o.value)} is taken as {shown(o.nearest)}: the page "
+                changes.append(f"Its {LABELS[o.name]} {shown(o.value)} is taken as {shown(o.nearest)}: the page "
                                 f"counts whole blocks of {BLOCK}, which decoding fills anyway.")
             values |= {name: checked[name] for name in given}
-    return values, problems
+    return values, problems, changes
 
 
 def whole_blocks(tokens: int) -> int:

@@ -61,7 +61,7 @@ class LoadedModel:
     def facts(self) -> list[str]:
         """Size, device, dtype and context, in words."""
         return [f"{self.n_params / 1e6:.1f}M parameters", self.device.type, str(self.dtype).removeprefix("torch."),
-                f"context {self.context_length} tokens"]
+                f"context {self.context_length:,} tokens"]
 
     def describe(self) -> str:
         return f"{self.name}: {', '.join(self.facts())}"

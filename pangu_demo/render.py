@@ -242,7 +242,7 @@ HOW_TO_READ = (
     "it is sure of). A cell's number is its step, the forward of its block that committed it: step 0 (dark) is "
     "the block's first token, predicted autoregressively by the forward that opened the block (the prefill or the "
     "commit of the block before; a fused commit also denoises, so all it commits is step 0); steps 1, 2, … are "
-    "its denoising forwards, so bright cells were decided late. "
+    "its denoising forwards. "
     "Hover or tap a cell (or Tab to the block and use the arrow keys) for its token, confidence (the candidate's "
     "probability) and step. Finished blocks are listed above the current one, coloured the same way. Each block "
     "counts its forwards with the one that opened it (they add up to the run's NFE) and its tokens per forward. "
@@ -478,7 +478,7 @@ def _empty_figure(message: str) -> dict:
     """A figure that only says `message`, once, in the middle, in lines short enough for a phone."""
     return {"data": [], "layout": _layout("") | {
         "xaxis": {"visible": False}, "yaxis": {"visible": False}, "modebar": {"remove": [*ZOOM_BUTTONS, "toimage"]},
-        "annotations": [{"text": "<br>".join(textwrap.wrap(message, 48)), "showarrow": False, "x": 0.5, "y": 0.5,
+        "annotations": [{"text": "<br>".join(textwrap.wrap(message, 36)), "showarrow": False, "x": 0.5, "y": 0.5,
                          "xref": "paper", "yref": "paper", "font": {"size": 14}}]}}
 
 
@@ -487,9 +487,9 @@ def _title(main: str, detail: str) -> str:
     return f'{main}<br><span style="font-size:11px">{detail}</span>'
 
 
+OUTLINE = "rgba(128,128,128,0.9)"  # around markers: visible on the light and the dark theme alike
 # Translucent, so that the grid lines are faint on both the light and the dark page (plotly's white ones cross a
 # dark page's heatmap cells).
-OUTLINE = "rgba(128,128,128,0.9)"  # around markers: visible on the light and the dark theme alike
 GRID_LINE = "rgba(127,127,127,0.3)"
 
 

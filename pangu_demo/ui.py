@@ -456,8 +456,9 @@ class DemoApp:
                                        info="0 = off. As top_p, it raises the confidence of what it "
                                             "keeps.")
                 # No minimum or maximum: Gradio would refuse a value beyond them before the handler, with error
-                # badges over the whole page; the handler's check names the Seed box instead.
-                self.seed = gr.Number(0, precision=0, label="Seed",
+                # badges over the whole page; and no precision, which would round 3.7 to 4 unsaid. The handler's
+                # check names the Seed box instead.
+                self.seed = gr.Number(0, label="Seed",
                                       info="Same seed + settings = same answer.")
             with gr.Row(equal_height=True):
                 # Whole blocks: the reference decodes whole blocks of 32 and cuts the result.
@@ -698,7 +699,7 @@ class DemoApp:
     def from_link(self, request: gr.Request) -> dict:
         """The page opened from a link: its question and settings in the controls, and what was wrong with it."""
         query = dict(request.query_params) if request is not None else {}
-        values, problems = read_link(query, self.models.max_new_tokens(self.models.default)[0])
+        values, problems, changes = read_link(query, self.models.max_new_tokens(self.models.default)[0])
         controls = {"prompt": self.prompt, "think": self.think, "system": self.system,
                     **dict(zip(LINK_SETTINGS, self.settings, strict=True))}
         update: dict = {controls[name]: value for name, value in values.items()}
@@ -706,8 +707,9 @@ class DemoApp:
             update[self.preset] = "Custom"
         if any(name in values for name in (*LINK_SETTINGS, "system")):  # in sight: the reader runs them
             update[self.settings_box] = gr.Accordion(open=True)
-        if problems:
-            update[self.notice] = message_html(" ".join(["This page's link was not taken whole.", *problems]))
+        if problems or changes:
+            heading = "This page's link was not taken whole." if problems else "This page's link was taken, so:"
+            update[self.notice] = message_html(" ".join([heading, *problems, *changes]))
         return update or {self.notice: gr.skip()}  # Gradio answers an empty update with an error (500)
 
     def compare_with_ar(self, sess: Session, request: gr.Request) -> Iterator[tuple]:

@@ -88,15 +88,17 @@ def test_clear_during_a_replay_stops_it_and_resets_the_play_button(app: ui.DemoA
 
 
 @pytest.mark.parametrize(("seed", "words"), [(-1, "Seed must be from 0 to 9,007,199,254,740,991 here (got -1)."),
-                                             (2**60, "Seed must be from 0 to 9,007,199,254,740,991 here (got 1,152")])
-def test_a_seed_the_box_cannot_hold_is_refused_by_name_and_the_chat_stays(app: ui.DemoApp, seed: int,
+                                             (2**60, "Seed must be from 0 to 9,007,199,254,740,991 here (got 1,152"),
+                                             (3.7, "Seed must be a whole number (got 3.7)"),
+                                             (None, "Seed must be a number (got nothing: an empty box, or text)")])
+def test_a_seed_the_box_cannot_hold_is_refused_by_name_and_the_chat_stays(app: ui.DemoApp, seed: object,
                                                                           words: str) -> None:
     # The Seed box has no minimum or maximum (Gradio would put error badges over the page): the handler checks it.
     sess = ui.Session(history=[("earlier", "reply")], chat=[{"role": "user", "content": "earlier"}])
     updates = list(generate(app, sess, settings=DEFAULTS[:8] + (seed,)))
     assert len(updates) == 1 and set(updates[0]) == {app.notice} and words in updates[0][app.notice]
     assert sess.history == [("earlier", "reply")] and sess.recording is None
-    assert app.seed.minimum is None and app.seed.maximum is None
+    assert app.seed.minimum is None and app.seed.maximum is None and app.seed.precision is None  # 3.7 not rounded
 
 
 def test_max_new_tokens_is_lowered_to_fit_the_context_with_a_note(app: ui.DemoApp, tiny_model: LoadedModel) -> None:
@@ -538,8 +540,8 @@ def test_a_link_gives_back_the_question_and_the_settings_it_was_made_with() -> N
     text = 'Is 3 + 4 = 7? & what about "8"? <b>'
     query = controls.link_query(text, "auto", "Be brief.", LINKED)
     parsed = urllib.parse.parse_qs(query.removeprefix("?"), keep_blank_values=True)
-    values, problems = controls.read_link({k: v[0] for k, v in parsed.items()}, 1024)
-    assert problems == []
+    values, problems, changes = controls.read_link({k: v[0] for k, v in parsed.items()}, 1024)
+    assert problems == changes == []
     assert values == {"prompt": text, "think": "auto", "system": "Be brief.",
                       **dict(zip(controls.LINK_SETTINGS, LINKED, strict=True))}
 
@@ -571,9 +573,11 @@ def test_a_link_is_refused_for_settings_that_could_not_run() -> None:
     ({"max_new_tokens": "99999", "top_p": "0"}, {}, ["top_p must be from 0.05 to 1 here (got 0). Max new tokens"]),
 ])
 def test_a_link_takes_what_it_can_and_says_what_it_left_out(query: dict, values: dict, words: list) -> None:
-    got, problems = controls.read_link(query, 1024)
+    got, problems, changes = controls.read_link(query, 1024)
     assert got == values
-    assert len(problems) == len(words) and all(w in p for w, p in zip(words, problems, strict=True)), problems
+    said = problems + changes
+    assert len(said) == len(words) and all(w in p for w, p in zip(words, said, strict=True)), said
+    assert not [c for c in changes if "left out" in c]  # a change is not a refusal
 
 
 def test_a_page_opened_from_a_link_fills_the_controls(app: ui.DemoApp) -> None:
@@ -589,6 +593,8 @@ def test_a_page_opened_from_a_link_fills_the_controls(app: ui.DemoApp) -> None:
     assert app.preset not in system  # no decoding setting changed
     bad = app.from_link(SimpleNamespace(query_params={"threshold": "<b>2</b>"}))
     assert "not taken whole" in bad[app.notice] and "<b>" not in bad[app.notice]  # escaped
+    rounded = app.from_link(SimpleNamespace(query_params={"max_new_tokens": "40"}))  # taken, as 64
+    assert "was taken, so: Its Max new tokens 40 is taken as 64" in rounded[app.notice]
 
 
 def test_the_link_button_takes_the_last_question_when_the_box_is_empty(app: ui.DemoApp) -> None:
