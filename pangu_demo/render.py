@@ -333,10 +333,10 @@ def _cell_html(i: int, tok: int, current: BlockState, token_text: TokenText, mas
         cls.append("pg-special")
     label, title = visible_text(text), _cell_title(text, i, current, i)
     fit = ""
-    if 4 < len(label) <= 7:  # on one line, in a font made to fit the cell, rather than cut or broken ("␣answ|er")
+    if 4 < len(label) <= 10:  # on one line, in a font made to fit the cell, rather than cut or broken ("␣answ|er")
         cls.append("pg-long")
         fit = f";--pg-chars:{len(label)}"
-    elif len(label) > 7:  # too long for a legible line (under 8 px): smaller, and wrapped anywhere
+    elif len(label) > 10:  # too long for a legible line: smaller, and wrapped anywhere
         cls.append("pg-wrap")
     if i in current.padding:  # end-of-turn padding: a dot, which does not read as text
         cls.append("pg-pad")
@@ -577,15 +577,17 @@ def _block_figure(steps: list[Step], upto: int, blocks: list[BlockState], token_
             "zmin": 0, "zmax": 1, "colorscale": CONFIDENCE_SCALE, "name": "candidate confidence",
             "colorbar": {"title": {"text": "confidence"}, "thickness": 12}, "text": text,
             "hovertemplate": "position %{x} · forward %{y}<br>%{text}<extra></extra>", "xgap": 1, "ygap": 1}
-    # Markers within a cell on a phone (32 cells in about 250 px: bigger ones ran together), and drawn over the
-    # plot area's edge rather than cut by it.
-    data = [heat, _marks(*marks[False], "committed here", "circle-open", "#22d3ee", size=7, width=1.5)]
+    # Small dots, outlined dark: they stay inside their cells where 32 columns get about 5 px each (a phone), and
+    # are drawn over the plot area's edge rather than cut by it.
+    committed = _marks(*marks[False], "committed here", "circle", "#22d3ee", size=5, width=1)
+    committed["marker"]["line"]["color"] = "#0b3a46"
+    data = [heat, committed]
     if marks[True][0]:
         # A below-threshold commit's cell is red or orange (confidence under 0.9): a white halo keeps the red
         # cross visible on it.
-        halo = _marks(*marks[True], "", "x-thin-open", "#ffffff", size=8, width=5)
+        halo = _marks(*marks[True], "", "x-thin-open", "#ffffff", size=6, width=4.5)
         data += [halo | {"showlegend": False, "hoverinfo": "skip"},
-                 _marks(*marks[True], "committed below the threshold", "x-thin-open", "#f43f5e", size=8)]
+                 _marks(*marks[True], "committed below the threshold", "x-thin-open", "#f43f5e", size=6)]
     latest = steps[upto - 1].block
     # Just after a commit forward the new block has no denoising forward yet: say so, as the grid shows that block.
     detail = ("at each denoising forward" if latest == block else
@@ -908,6 +910,7 @@ def assistant_messages(reply: Reply, thinking_seconds: float | None, running: bo
         out.append({"role": "assistant", "content": escape_chat(reply.answer) or "(no answer)"})
     elif not reply.has_trace:
         out.append({"role": "assistant", "content": "…"})
-    if not running and stop_reason in UNFINISHED:  # a message of its own: the answer's Copy copies the answer only
-        out.append({"role": "assistant", "content": UNFINISHED[stop_reason]})
+    if not running and stop_reason in UNFINISHED:  # a titled box, as the thought is: not the model's words
+        out.append({"role": "assistant", "content": "", "metadata": {"title": UNFINISHED[stop_reason],
+                                                                     "status": "done"}})
     return out

@@ -78,10 +78,12 @@ def set_number(page, elem_id: str, value: int) -> None:
     for _ in range(5):
         box.fill(str(value))
         box.press("Enter")
+        held = "([id, v]) => document.querySelector(`#${id} input[type=range]`)?.value === v"
         try:  # the track follows the component's value
-            page.wait_for_function("([id, v]) => document.querySelector(`#${id} input[type=range]`)?.value === v",
-                                   arg=[elem_id, str(value)], timeout=2_000)
-            return
+            page.wait_for_function(held, arg=[elem_id, str(value)], timeout=2_000)
+            page.wait_for_timeout(300)  # and still holds it a moment on (a mounting slider may take its own back)
+            if page.evaluate(held, [elem_id, str(value)]):
+                return
         except PlaywrightTimeout:
             # A value typed while the slider mounts (its accordion just opened) gives way to the initial one.
             continue
@@ -309,12 +311,17 @@ def test_tab_reaches_every_control(browser, app_url):
                     "pg-compare", "pg-sweep", "pg-rules", "pg-trace", "pg-gif-btn", "pg-open", "pg-how", "pg-model"):
         assert control in ids, (control, sorted(ids))
     assert not [s for s in stops if s[1]], "a button inside another control took the focus"
-    # The current block is one stop; its arrow keys walk the cells (16 to a row here) and show each one's details.
+    # The current block is one stop; its arrow keys walk the cells (8 to a row in this column: wide enough for a
+    # word) and show each one's details.
     assert "pg-grid" in ids
+    cols = page.eval_on_selector("#pg-grid .pg-cells", "g => getComputedStyle(g).gridTemplateColumns.split(' ').length")
+    assert cols == 8
+    # A cell holds a word of 7 characters at 9 px or more (at 16 to a row, "␣answer" came out at 5-7 px).
+    assert page.locator("#pg-grid .pg-cells .pg-cell").first.bounding_box()["width"] >= 7 * 9 * 0.62 + 6
     page.focus("#pg-grid .pg-cells")
     for key in ("ArrowRight", "ArrowRight", "ArrowDown", "ArrowLeft"):
         page.keyboard.press(key)
-    cell = page.locator("#pg-grid .pg-cell").nth(17)
+    cell = page.locator("#pg-grid .pg-cell").nth(1 + cols)
     assert "pg-focus" in cell.get_attribute("class")
     assert page.locator(".pg-inspect").inner_text() == cell.get_attribute("title").replace("\n", " · ")
     page.keyboard.press("End")

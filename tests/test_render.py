@@ -266,7 +266,7 @@ def test_an_unfinished_reply_says_so_in_the_chat(stop_reason, said):
     reply = render.split_reply("[unused16]4 + 5 = 9[unused17]The answer")
     messages = render.assistant_messages(reply, 1.0, running=False, stop_reason=stop_reason)
     assert messages[1]["content"] == "The answer"  # the answer's own message (and its Copy) unchanged
-    assert (messages[2:] and messages[2]["content"].startswith(said)) if said else len(messages) == 2
+    assert (messages[2:] and messages[2]["metadata"]["title"].startswith(said)) if said else len(messages) == 2
     assert render.assistant_messages(reply, 1.0, running=True, stop_reason=stop_reason)[2:] == []
 
 
