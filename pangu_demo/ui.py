@@ -69,6 +69,19 @@ HEAD_PATH = ASSETS / "head.html"  # the page's meta description and script
 SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)  # "Try other thresholds" (the recorded run's own is kept)
 SLOW_REPLAY_MAX_SECONDS = 3.0  # a longer run could be watched as it ran: no replay after it
 THINK_CHOICES = dict(zip(("Think first", "Answer at once", "Model decides"), THINK_NAMES, strict=True))
+ALGORITHM_HELP = (
+    "Which MASKs a forward commits. confidence_threshold: every one whose probability clears the threshold, and at "
+    "least the most probable. entropy (lowest entropy), low_confidence (highest probability) and topk_margin "
+    "(widest lead of the top candidate over the second) commit one token per forward, as in the reference: never "
+    "faster than AR, chosen for accuracy. elastic (this demo's extension, not the reference's) commits the leftmost "
+    "MASK, then the run after it that clears the threshold. The confidences on this page are the candidates' "
+    "probabilities, whatever the rule ranks by."
+)
+THRESHOLD_HELP = (
+    "confidence_threshold commits every MASK of the small block whose probability is above this (at least the most "
+    "probable one); elastic, the leftmost MASK and the run after it above this. Lower commits more per forward, and "
+    "more wrongly."
+)
 # (button label, prompt). Labels stay under 60 characters, where Gradio cuts them; the word problems are ones
 # the embedded model answers right by block diffusion at the default settings.
 EXAMPLES = [
@@ -419,60 +432,9 @@ class DemoApp:
             self.preset = gr.Radio(list(PRESETS) + ["Custom"], value="Throughput",
                                    label="Preset (the model card's three, and one of ours)",
                                    info=" · ".join(f"{name}: {describe_preset(p)}" for name, p in PRESETS.items()))
-            with gr.Row():
-                self.mode = gr.Radio([("Block diffusion", "diffusion"), ("Autoregressive (AR)", "ar")],
-                                     value="diffusion", label="Mode",
-                                     info="AR decodes one token per forward, for comparison.")
-                self.algorithm = gr.Dropdown(list(ALGORITHMS), value="confidence_threshold", label="Algorithm",
-                                             elem_id="pg-algorithm",
-                                             info="Which MASKs a forward commits. confidence_threshold: every one "
-                                                  "whose probability clears the threshold, and at least the most "
-                                                  "probable. entropy (lowest entropy), low_confidence (highest "
-                                                  "probability) and topk_margin (widest lead of the top candidate "
-                                                  "over the second) commit one token per forward, as in the "
-                                                  "reference: never faster than AR, chosen for accuracy. elastic "
-                                                  "(this demo's extension, not the reference's) commits the leftmost "
-                                                  "MASK, then the run after it that clears the threshold. The "
-                                                  "confidences on this page are the candidates' probabilities, "
-                                                  "whatever the rule ranks by.")
-                self.threshold = gr.Slider(*RANGES["threshold"], value=0.9, step=0.01, label="Threshold",
-                                           elem_id="pg-threshold",
-                                           info="confidence_threshold commits every MASK of the small block whose "
-                                                "probability is above this (at least the most probable one); "
-                                                "elastic, the leftmost MASK and the run after it above this. Lower "
-                                                "commits more per forward, and more wrongly.")
-                self.small_blocks = gr.Dropdown(SMALL_BLOCKS, value=1, label="Small blocks per block",
-                                                info=f"The {BLOCK}-token block is filled small block by small block, "
-                                                     "left to right.")
-            with gr.Row(equal_height=True, elem_id="pg-sampling"):
-                self.temperature = gr.Slider(*RANGES["temperature"], value=0.0, step=0.05, label="Temperature",
-                                             info="0 = greedy (deterministic).")
-                # As in the reference, confidence is read after the filter, also at temperature 0: the token stays,
-                # its confidence rises, and more tokens clear the threshold.
-                self.top_p = gr.Slider(*RANGES["top_p"], value=1.0, step=0.05, label="top_p",
-                                       info="1 = off. Confidence is read after the filter: lower top_p, "
-                                            "more tokens clear the threshold.")
-                self.top_k = gr.Slider(*RANGES["top_k"], value=0, step=1, label="top_k",
-                                       info="0 = off. As top_p, it raises the confidence of what it "
-                                            "keeps.")
-                # No minimum or maximum: Gradio would refuse a value beyond them before the handler, with error
-                # badges over the whole page; and no precision, which would round 3.7 to 4 unsaid. The handler's
-                # check names the Seed box instead.
-                self.seed = gr.Number(0, label="Seed",
-                                      info="Same seed + settings = same answer.")
-            with gr.Row(equal_height=True):
-                # Whole blocks: the reference decodes whole blocks of 32 and cuts the result.
-                top, start = self.models.max_new_tokens(self.models.default)
-                self.max_new = gr.Slider(BLOCK, top, value=start, step=BLOCK, label="Max new tokens",
-                                         elem_id="pg-max-new",
-                                         info="Whole blocks. A run lowers it to what the model's context "
-                                              "leaves after the prompt, and says so.",
-                                         scale=1, min_width=240)
-                self.system = gr.Textbox(label="System message", lines=1, max_lines=4, max_length=MAX_PROMPT_CHARS,
-                                         elem_id="pg-system", scale=3,
-                                         placeholder="None. For example: You are a helpful assistant.",
-                                         info="Goes before the chat, for every turn. The teaching model saw a few "
-                                              "short ones in training.")
+            self._rule_controls()
+            self._sampling_controls()
+            self._length_controls()
             self.slow_replay = gr.Checkbox(self.slow_replay_default, label="Slow-motion replay after a fast run",
                                            elem_id="pg-slow-replay",
                                            info="A run of the teaching model takes well under a second: after a run "
@@ -481,6 +443,50 @@ class DemoApp:
                                                 "keeps the answer).")
         self.settings = [self.mode, self.algorithm, self.threshold, self.small_blocks, self.temperature, self.top_p,
                          self.top_k, self.max_new, self.seed]
+
+    def _rule_controls(self) -> None:
+        with gr.Row():
+            self.mode = gr.Radio([("Block diffusion", "diffusion"), ("Autoregressive (AR)", "ar")],
+                                 value="diffusion", label="Mode",
+                                 info="AR decodes one token per forward, for comparison.")
+            self.algorithm = gr.Dropdown(list(ALGORITHMS), value="confidence_threshold", label="Algorithm",
+                                         elem_id="pg-algorithm", info=ALGORITHM_HELP)
+            self.threshold = gr.Slider(*RANGES["threshold"], value=0.9, step=0.01, label="Threshold",
+                                       elem_id="pg-threshold", info=THRESHOLD_HELP)
+            self.small_blocks = gr.Dropdown(SMALL_BLOCKS, value=1, label="Small blocks per block",
+                                            info=f"The {BLOCK}-token block is filled small block by small block, "
+                                                 "left to right.")
+
+    def _sampling_controls(self) -> None:
+        with gr.Row(equal_height=True, elem_id="pg-sampling"):
+            self.temperature = gr.Slider(*RANGES["temperature"], value=0.0, step=0.05, label="Temperature",
+                                         info="0 = greedy (deterministic).")
+            # As in the reference, confidence is read after the filter, also at temperature 0: the token stays,
+            # its confidence rises, and more tokens clear the threshold.
+            self.top_p = gr.Slider(*RANGES["top_p"], value=1.0, step=0.05, label="top_p",
+                                   info="1 = off. Confidence is read after the filter: lower top_p, "
+                                        "more tokens clear the threshold.")
+            self.top_k = gr.Slider(*RANGES["top_k"], value=0, step=1, label="top_k",
+                                   info="0 = off. As top_p, it raises the confidence of what it keeps.")
+            # No minimum or maximum: Gradio would refuse a value beyond them before the handler, with error
+            # badges over the whole page; and no precision, which would round 3.7 to 4 unsaid. The handler's
+            # check names the Seed box instead.
+            self.seed = gr.Number(0, label="Seed", info="Same seed + settings = same answer.")
+
+    def _length_controls(self) -> None:
+        with gr.Row(equal_height=True):
+            # Whole blocks: the reference decodes whole blocks of 32 and cuts the result.
+            top, start = self.models.max_new_tokens(self.models.default)
+            self.max_new = gr.Slider(BLOCK, top, value=start, step=BLOCK, label="Max new tokens",
+                                     elem_id="pg-max-new",
+                                     info="Whole blocks. A run lowers it to what the model's context "
+                                          "leaves after the prompt, and says so.",
+                                     scale=1, min_width=240)
+            self.system = gr.Textbox(label="System message", lines=1, max_lines=4, max_length=MAX_PROMPT_CHARS,
+                                     elem_id="pg-system", scale=3,
+                                     placeholder="None. For example: You are a helpful assistant.",
+                                     info="Goes before the chat, for every turn. The teaching model saw a few "
+                                          "short ones in training.")
 
     def _model_panel(self) -> None:
         models = self.models
