@@ -18,7 +18,7 @@ from . import render
 from .engine import Result, Step
 from .streaming import Recording
 
-COLS = 16  # as on the page: a block of 32 in two rows (a trace may hold longer blocks: more rows)
+COLS = 16  # as on a wide page: a block of 32 in two rows (a trace may hold longer blocks: more rows)
 CELL_W, CELL_H, GAP, MARGIN = 46, 30, 3, 12
 NARRATION_TOP, NARRATION_LINE, NARRATION_LINES = 36, 15, 3  # the forward's line under the counts, wrapped
 HEADER_H = NARRATION_TOP + NARRATION_LINE * NARRATION_LINES + 6

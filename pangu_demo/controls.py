@@ -15,10 +15,11 @@ from .engine import DecodeConfig, small_block_counts
 
 BLOCK = DecodeConfig().block_length  # the page decodes blocks of the reference's length
 SMALL_BLOCKS = small_block_counts(BLOCK)
-# The ends of the page's sliders (and the seed box); Max new tokens goes from BLOCK to its model's top. A value
-# beyond an end is refused by Gradio, so what a link or a trace puts in a control must be checked against them.
+# The ends of the page's sliders, and the seed's (a browser number is exact up to 2^53 - 1); Max new tokens goes
+# from BLOCK to its model's top. A slider refuses a value beyond its ends, so what a link or a trace puts in a
+# control is checked against them; the Seed box has no ends of its own, and a request is checked instead.
 RANGES = {"threshold": (0.0, 1.0), "temperature": (0.0, 2.0), "top_p": (0.05, 1.0), "top_k": (0, 200),
-          "seed": (0, 2**53 - 1)}  # a browser number is exact up to 2^53 - 1; beyond it a seed would be rounded
+          "seed": (0, 2**53 - 1)}
 # The settings by name, in make_config's order (which is also the page's controls' and a link's), with the
 # controls' labels (messages name them) and the type the engine takes.
 LINK_SETTINGS = ("mode", "algorithm", "threshold", "small_blocks", "temperature", "top_p", "top_k",
@@ -55,7 +56,8 @@ def max_new_default(embedded: bool, top: int) -> int:
 
 def make_config(mode: str, algorithm: str, threshold: float, small_blocks: int | str, temperature: float,
                 top_p: float, top_k: int | float, max_new_tokens: int | float, seed: int | float) -> DecodeConfig:
-    """Controls to a DecodeConfig; raises ValueError (the engine's words) for impossible settings."""
+    """Controls to a DecodeConfig; ValueError for impossible settings (naming the control of a value that is no
+    number, else in the engine's words)."""
     values = (mode, algorithm, threshold, small_blocks, temperature, top_p, top_k, max_new_tokens, seed)
     return _config(_numbers(dict(zip(LINK_SETTINGS, values, strict=True))))
 
@@ -92,6 +94,7 @@ def _number(name: str, value: object, kind: type) -> int | float:
         raise ValueError(f"{name} must be a whole number (got {value!r}).")
     return int(number)
 
+
 def _within_limit(what: str, text: str) -> str:
     if len(text) > MAX_PROMPT_CHARS:
         raise ValueError(f"{what} has {len(text):,} characters; the limit here is {MAX_PROMPT_CHARS:,}.")
@@ -123,8 +126,6 @@ def check_history(history: object) -> list[tuple[str, str]]:
     raise ValueError('history must be a list of [user message, answer] pairs of text, e.g. [["Hi", "Hello!"]].')
 
 
-
-
 def config_values(cfg: DecodeConfig) -> tuple:
     """A config's settings in make_config's (and LINK_SETTINGS') order."""
     return (cfg.mode, cfg.algorithm, cfg.threshold, cfg.num_small_blocks, cfg.temperature, cfg.top_p, cfg.top_k,
@@ -139,7 +140,9 @@ LINK_BASE = config_values(replace(DecodeConfig(), max_new_tokens=32))
 # A link opens the page with a question and its settings filled in (not run: Generate stays the reader's).
 def link_query(text: str, think: str, system: str | None, settings: tuple) -> str:
     """The query string of a link to `text` asked with these controls' values (`settings` in make_config's
-    order); ValueError if they could not be run as they are."""
+    order); ValueError if they could not be run as they are (the page's Generate would refuse them too)."""
+    if error := controls_error(settings):
+        raise ValueError(error)
     cfg = make_config(*settings)
     values = {"prompt": check_prompt(text), "think": think if think in THINK_NAMES else "on"}
     if check_system(system):
@@ -211,7 +214,7 @@ def outside_controls(settings: dict[str, object], max_new_top: int) -> list[Outs
     out = []
     for name, value in settings.items():
         lo, hi = (BLOCK, max_new_top) if name == "max_new_tokens" else RANGES.get(name, (None, None))
-        if name == "max_new_tokens" and value <= hi and value % BLOCK:  # the engine decodes whole blocks anyway
+        if name == "max_new_tokens" and 0 < value <= hi and value % BLOCK:  # decoding fills whole blocks anyway
             out.append(Outside(name, value, f"whole blocks of {BLOCK} up to {shown(hi)}", whole_blocks(value),
                                same_forwards=True))
         elif lo is not None and not lo <= value <= hi:
@@ -219,6 +222,12 @@ def outside_controls(settings: dict[str, object], max_new_top: int) -> list[Outs
         elif name == "small_blocks" and value not in SMALL_BLOCKS:
             out.append(Outside(name, value, f"one of {', '.join(map(str, SMALL_BLOCKS))}", None))
     return out
+
+
+def controls_error(settings: tuple) -> str | None:
+    """What is wrong with the page's own controls' values (make_config's order) for the page, in words; None if
+    nothing is. Max new tokens is left out: a run fits it to the context after the prompt, and says so."""
+    return settings_error(dict(zip(LINK_SETTINGS, settings, strict=True)) | {"max_new_tokens": BLOCK}, BLOCK)
 
 
 def settings_error(settings: dict[str, object], max_new_top: int) -> str | None:

@@ -85,6 +85,6 @@ def explainer_html() -> str:
              "to right; the attention stays as drawn. Every block costs at least two forwards, the one that opens "
              "it (the prefill or the commit of the block before) and one denoising forward, where autoregressive "
              "decoding spends one per token: the fewer denoising forwards a block needs, the larger the saving the "
-             "stats beside the grid show.")
+             "stats over the grid show.")
     return (f'<div class="pg-explainer"><p>{html.escape(intro)}</p>{legend}'
             f'<div class="pg-att-panels">{panels}</div><p>{html.escape(outro)}</p></div>')

@@ -432,7 +432,8 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     `block_states(steps, upto, threshold, stop_ids)` if the caller has it already."""
     upto = clamp_upto(steps, upto)
     top = scale_max(steps) if top is None else top
-    how_to = HOW_TO_READ.format(block=32) + (HOW_TO_READ_BELOW if threshold is not None else "")
+    how_to = HOW_TO_READ.format(block=DecodeConfig().block_length) + (
+        HOW_TO_READ_BELOW if threshold is not None else "")
     if upto == 0:  # before a run: the page's block length
         return (f'<div class="pg-grid">{legend_html(top, threshold, run=False)}'
                 '<div class="pg-empty">The decoding grid appears here when you send a message.</div>'
@@ -869,8 +870,9 @@ def reply_at(steps: list[Step], upto: int | None, result: Result | None = None) 
     return split_reply(steps[upto - 1].text if upto else "")
 
 
-# Every ASCII character Markdown may read as syntax (CommonMark lets a backslash make each of them literal).
-_MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:])")
+# Every ASCII character Markdown may read as syntax, Gradio's LaTeX delimiters ($) and setext underlines (=)
+# included (CommonMark lets a backslash make each of them literal; <, > and & are escaped as HTML).
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:$=])")
 
 
 def escape_markdown(text: str) -> str:

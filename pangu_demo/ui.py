@@ -38,13 +38,12 @@ from .controls import (
     check_prompt,
     check_system,
     config_values,
+    controls_error,
     describe_preset,
     link_query,
     make_config,
-    max_new_limit,
     outside_controls,
     read_link,
-    settings_error,
     shown,
 )
 from .engine import (
@@ -169,12 +168,9 @@ class Session:
         self.epoch += 1
 
 
-
 def warn(text: str) -> None:
     """A pop-up warning. Gradio renders its message as HTML, and the text may quote what the user typed."""
     gr.Warning(html.escape(text))
-
-
 
 
 def plot_value(figure: dict | None) -> PlotData | None:
@@ -237,7 +233,6 @@ def play_interval(speed: float | None) -> float:
     return max(0.1, 1.0 / float(speed or 5))
 
 
-
 def rerun(decoder: Decoder, prompt_ids: list[int], cfg: DecodeConfig,
           stop: threading.Event) -> tuple[list[Step], Result]:
     """A recorded run's prompt decoded again with other settings. Block diffusion decodes whole blocks, so a
@@ -277,7 +272,6 @@ def apply_preset(name: str) -> tuple:
         return (gr.skip(),) * 6
     return ("diffusion", p["algorithm"], p.get("threshold", gr.skip()), p["num_small_blocks"],
             p.get("temperature", 0.0), p.get("top_p", 1.0))
-
 
 
 class Prepared(NamedTuple):
@@ -355,8 +349,9 @@ class DemoApp:
             # One line that grows: Gradio sends a one-line box on Enter (a taller one only on Shift+Enter).
             self.prompt = gr.Textbox(label="Message", placeholder="Type a message and press Enter", lines=1,
                                      info="Enter sends, Shift+Enter starts a new line. The conversation and the reply "
-                                          "must fit the model's context: 1,024 tokens (a few thousand characters) "
-                                          "for the teaching model, 32,768 for openPangu (see Model below).",
+                                          "must fit the model's context (Model below; the teaching model's 1,024 "
+                                          "tokens hold a few thousand characters). Pastes are cut at "
+                                          f"{MAX_PROMPT_CHARS:,} characters.",
                                      max_lines=8, max_length=MAX_PROMPT_CHARS, elem_id="pg-prompt")
             with gr.Row():
                 self.generate_btn = gr.Button("Generate", variant="primary", elem_id="pg-generate")
@@ -599,12 +594,10 @@ class DemoApp:
         requests), the settings must be ones the page's controls hold (a number box takes what is typed), and max
         new tokens is lowered to what the context leaves after the prompt (and a note says so) instead of refused."""
         text, system, asked = check_prompt(text), check_system(system), think_mode(think)
-        lm, decoder = self.models.get(model_label)
-        # Max new tokens is not checked against the slider here: below, it is fitted to the context instead.
-        named = dict(zip(LINK_SETTINGS, settings, strict=True)) | {"max_new_tokens": BLOCK}
-        if fit and (error := settings_error(named, max_new_limit(lm.context_length))):
+        if fit and (error := controls_error(settings)):  # before a model loads: it may take minutes
             raise ValueError(error)
         cfg = make_config(*settings)
+        lm, decoder = self.models.get(model_label)
         ids = prompt_ids(lm.tokenizer, history, text, asked, system)
         think = think_name(asked)
         if not fit:
@@ -612,8 +605,8 @@ class DemoApp:
             return Prepared(lm, decoder, cfg, ids, text, think, system)
         fitted = fit_context(len(ids), cfg, lm.context_length)  # a long conversation may need Clear to fit
         notes = [] if fitted is cfg else [
-            f"Max new tokens lowered from {cfg.max_new_tokens} to {fitted.max_new_tokens}: the prompt is {len(ids)} "
-            f"tokens and the model's context is {lm.context_length}."]
+            f"Max new tokens lowered from {cfg.max_new_tokens:,} to {fitted.max_new_tokens:,}: the prompt is "
+            f"{len(ids):,} tokens and the model's context is {lm.context_length:,}."]
         if len(history) >= 2 and self.models.is_embedded(model_label):
             notes.append("The teaching model was trained on single questions and two-turn chats; from the third "
                          "turn on its answers get worse. Clear starts a new chat.")

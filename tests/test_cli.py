@@ -78,8 +78,18 @@ def test_replay_of_a_bad_file_is_one_clean_line(content: bytes, words: str, tmp_
     code = cli.main(["replay", str(path)])
     err = capsys.readouterr().err
     assert code == 2 and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-
     assert str(path) in err  # which file
+
+
+def test_replay_refuses_an_oversized_file_before_reading_it(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "big.json"
+    path.write_bytes(b" " * 2048)
+    monkeypatch.setattr(trace_format, "MAX_BYTES", 1024)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the file was read whole"))
+    code = cli.main(["replay", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "a trace may be at most" in err and "big.json" in err
 
 
 def test_replay_of_a_missing_file_names_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

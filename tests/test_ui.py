@@ -40,6 +40,12 @@ def test_a_run_files_its_turn_in_the_session(app: ui.DemoApp) -> None:
     assert len(sess.history) == 1 and sess.history[0][0] == "Tom has 3 apples."
     assert updates[-1][app.session] is sess and sess.recording is not None
     assert updates[-1][app.generate_btn].interactive is True
+    # A reply cut off at Max new tokens (this random model never stops by itself) says so, in the chat as sent
+    # and as kept for replay.
+    cut = sess.recording.result.stop_reason == "length"
+    for chat in (updates[-1][app.chatbot], sess.chat):
+        assert chat[-1].get("metadata", {}).get("title", "").startswith("Cut off at Max new tokens") == cut
+    assert cut
 
 
 def test_clear_during_a_run_forgets_the_turn_for_good(app: ui.DemoApp) -> None:
@@ -106,8 +112,8 @@ def test_max_new_tokens_is_lowered_to_fit_the_context_with_a_note(app: ui.DemoAp
     too_many = DEFAULTS[:7] + (1024, 0)  # the tiny model's context is 512
     first = next(generate(app, sess, settings=too_many))
     note = first[app.notice]
-    assert "lowered from 1024 to" in note
-    lowered = int(note.split("lowered from 1024 to ")[1].split(":")[0])
+    assert "lowered from 1,024 to" in note
+    lowered = int(note.split("lowered from 1,024 to ")[1].split(":")[0])
     assert lowered % 32 == 0 and 0 < lowered < tiny_model.context_length
     # The API is strict instead: it says what would fit.
     with pytest.raises(gr.Error, match=f"Lower max new tokens to {lowered}"):
@@ -536,6 +542,11 @@ def test_a_system_message_goes_first_and_a_blank_one_is_none(app: ui.DemoApp) ->
 LINKED = ("diffusion", "elastic", 0.7, 4, 0.5, 0.9, 20, 64, 7)
 
 
+def test_no_link_is_made_with_a_seed_the_page_would_refuse() -> None:
+    with pytest.raises(ValueError, match=r"Seed must be from 0 to 9,007,199,254,740,991 here \(got 1,152"):
+        controls.link_query("Hi", "on", "", DEFAULTS[:8] + (2**60,))
+
+
 def test_a_link_gives_back_the_question_and_the_settings_it_was_made_with() -> None:
     text = 'Is 3 + 4 = 7? & what about "8"? <b>'
     query = controls.link_query(text, "auto", "Be brief.", LINKED)
@@ -547,7 +558,7 @@ def test_a_link_gives_back_the_question_and_the_settings_it_was_made_with() -> N
 
 
 def test_a_link_is_refused_for_settings_that_could_not_run() -> None:
-    with pytest.raises(ValueError, match="num_small_blocks"):
+    with pytest.raises(ValueError, match="Small blocks per block must be one of 1, 2, 4"):
         controls.link_query("Hi", "on", "", ("diffusion", "confidence_threshold", 0.9, 3, 0.0, 1.0, 0, 64, 0))
     with pytest.raises(ValueError, match="Type a message first"):
         controls.link_query("  ", "on", "", LINKED)
@@ -563,6 +574,7 @@ def test_a_link_is_refused_for_settings_that_could_not_run() -> None:
     ({"max_new_tokens": "40"}, {"max_new_tokens": 64}, ["Max new tokens 40 is taken as 64: the page counts whole"]),
     ({"max_new_tokens": "2048"}, {}, ["Max new tokens must be from 32 to 1,024 here (got 2,048)."]),
     ({"max_new_tokens": "10"}, {"max_new_tokens": 32}, ["Max new tokens 10 is taken as 32"]),  # the slider's least
+    ({"max_new_tokens": "-5"}, {}, ["Max new tokens must be from 32 to 1,024 here (got -5)."]),
     ({"temperature": "3", "seed": str(2**60)}, {},  # the engine takes them, the page's controls do not
      ["Temperature must be from 0 to 2 here (got 3). Seed must be from 0 to 9,007,199,254,740,991 here (got "
       "1,152,921,504,606,846,976)."]),
