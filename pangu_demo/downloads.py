@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "pangu-demo-traces"
+DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "pangu-demo-downloads"  # traces and GIFs
 KEEP_SECONDS = 3600  # the page's own copies go after an hour too (gr.Blocks' delete_cache)
 
 
