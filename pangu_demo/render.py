@@ -761,20 +761,21 @@ def stats_html(s: dict, live: bool = False) -> str:
 
 
 def comparison_html(run: Result, ar: Result) -> str:
-    """A finished block-diffusion run beside the same prompt decoded by AR on the same machine: the measured
+    """The prompt decoded again by the run's settings and by AR, one after the other on this machine: the measured
     wall-clock speed-up (generated tokens/s) and the forwards each needed."""
     def side(name: str, r: Result) -> str:
         return (f"<b>{name}</b>: {plural(len(r.tokens), 'token')} in {plural(r.nfe, 'forward')}, {r.seconds:.2f} s "
                 f"({r.tokens_per_second:.0f} tokens/s)")
 
-    lines = [side("This run (block diffusion)", run), side("The same prompt by AR", ar)]
+    lines = [side("This run's settings (block diffusion)", run), side("The same prompt by AR", ar)]
     if ar.tokens_per_second > 0 and run.tokens_per_second > 0:
         speedup = run.tokens_per_second / ar.tokens_per_second
         verdict = (f"Speed-up over AR on this machine: {speedup:.2f}×" if speedup >= 1 else
                    f"Slower than AR on this machine: {speedup:.2f}× its speed")
         lines.append(f"<b>{verdict}</b> (tokens/s), with "
-                     f"{run.tpf:.2f} tokens per forward. One run each, so machine noise counts; "
-                     "<code>python -m pangu_demo.bench</code> interleaves many.")
+                     f"{run.tpf:.2f} tokens per forward. Both were decoded again just now, one after the other and "
+                     "without drawing, so that they are timed alike; one run each, so machine noise counts "
+                     "(<code>python -m pangu_demo.bench</code> interleaves many).")
     if ar.tokens != run.tokens:
         lines.append("The two replies differ: the speed-up compares tokens per second, not whole replies.")
     if run.stop_reason == "cancelled" or ar.stop_reason == "cancelled":

@@ -712,8 +712,9 @@ class DemoApp:
         return update or {self.notice: gr.skip()}  # Gradio answers an empty update with an error (500)
 
     def compare_with_ar(self, sess: Session, request: gr.Request) -> Iterator[tuple]:
-        """Decode the recorded run's prompt again by AR and show both speeds, and both runs as lines of tokens
-        against forwards and seconds (the recording is kept)."""
+        """Decode the recorded run's prompt again, by its own settings and by AR, one after the other, and show
+        both speeds and both runs as lines of tokens against forwards and seconds (the recording is kept). Both are
+        timed here and alike: the recorded run was timed while the page drew it, or on another machine."""
         rec = recording_of(sess)
         decoder, refusal = self._rerun_decoder(sess, "comparing")
         if refusal:
@@ -724,14 +725,17 @@ class DemoApp:
                              "settings → Mode), then compare.")
             return
         with self.stop_event(request) as stop:
-            yield self._said("Decoding the same prompt by AR…", running=True)
-            try:
-                ar_steps, ar = rerun(decoder, rec.result.prompt_ids, replace(rec.config, mode="ar"), stop)
-            except Exception as e:
-                yield self._said(rerun_failed(e))
-                return
-            figure = render.race_figure([("block diffusion", rec.steps), ("AR", ar_steps)], rec.stop_ids)
-            yield render.comparison_html(rec.result, ar), gr.Plot(value=plot_value(figure), visible=True), *self._idle()
+            runs = []
+            for name, cfg in (("block diffusion", rec.config), ("AR", replace(rec.config, mode="ar"))):
+                yield self._said(f"Decoding the same prompt by {name} ({len(runs) + 1} of 2)…", running=True)
+                try:
+                    runs.append(rerun(decoder, rec.result.prompt_ids, cfg, stop))
+                except Exception as e:
+                    yield self._said(rerun_failed(e))
+                    return
+            (own_steps, own), (ar_steps, ar) = runs
+            figure = render.race_figure([("block diffusion", own_steps), ("AR", ar_steps)], rec.stop_ids)
+            yield render.comparison_html(own, ar), gr.Plot(value=plot_value(figure), visible=True), *self._idle()
 
     def sweep_thresholds(self, sess: Session, request: gr.Request) -> Iterator[tuple]:
         """Decode the recorded run's prompt again at other thresholds, the other settings the same."""
@@ -760,8 +764,9 @@ class DemoApp:
 
     def _sweep(self, sess: Session, request: gr.Request, doing: str,
                make_plans: Callable[[DecodeConfig], list[SweepPlan] | str], varies: str) -> Iterator[tuple]:
-        """Decode the recorded run's prompt once per plan (a plan with this run's settings is this run): a table and
-        a figure of every run in the plans' order. Stop keeps the runs finished so far, and this one."""
+        """Decode the recorded run's prompt once per plan (a plan with this run's settings is this run, decoded again
+        first, so that every row is timed here and alike): a table and a figure of every run in the plans' order.
+        Stop keeps the runs finished so far, and this one (as recorded, if it was not decoded again yet)."""
         rec = recording_of(sess)
         decoder, refusal = self._rerun_decoder(sess, doing)
         plans = make_plans(rec.config) if not refusal else []
@@ -770,7 +775,7 @@ class DemoApp:
             return
         rows = {i: render.SweepRow(p.label, rec.steps, rec.result, p.threshold, this_run=True)
                 for i, p in enumerate(plans) if p.config == rec.config}
-        todo = [i for i in range(len(plans)) if i not in rows]
+        todo = sorted(range(len(plans)), key=lambda i: i not in rows)  # this run first
         with self.stop_event(request) as stop:
             for n, i in enumerate(todo, 1):
                 plan = plans[i]
@@ -780,7 +785,8 @@ class DemoApp:
                 except Exception as e:
                     yield self._said(rerun_failed(e))
                     return
-                rows[i] = render.SweepRow(plan.label, steps, result, plan.threshold)
+                if not (i in rows and stop.is_set()):  # this run cut short: it stays as recorded
+                    rows[i] = render.SweepRow(plan.label, steps, result, plan.threshold, this_run=i in rows)
                 if stop.is_set():
                     break
         table, figure = render.sweep_view([rows[i] for i in sorted(rows)], rec.stop_ids, varies)

@@ -480,7 +480,7 @@ def test_compare_with_ar_trace_and_gif(browser, app_url, tmp_path):
                            "document.querySelector('#pg-compare-out').textContent)",
                            timeout=60_000)
     text = page.locator("#pg-compare-out").inner_text()
-    assert "This run (block diffusion)" in text and "The same prompt by AR" in text
+    assert "This run's settings (block diffusion)" in text and "The same prompt by AR" in text
     assert re.search(r"by AR: (\d+) tokens in \1 forwards", text), text  # AR: one token per forward
     assert nfe(page) == before
     # Both runs as lines: block diffusion and AR, against forwards and against seconds.
