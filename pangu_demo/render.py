@@ -274,8 +274,10 @@ def _how_to_html(text: str) -> str:
 def block_speed(block: BlockState, mask_id: int) -> tuple[int, int, float]:
     """(tokens committed, forwards, tokens per forward) of a block. The forward that opened it (the prefill or
     the previous block's commit, which predicts its position 0) counts as its own: summed over the blocks, the
-    forwards are the run's NFE, and a block's tokens per forward shows where the speed-up came from."""
-    tokens = sum(1 for t, st in zip(block.tokens, block.step, strict=True) if t != mask_id and st is not None)
+    forwards are the run's NFE, and a block's tokens per forward shows where the speed-up came from. Padding after
+    the stop token is not counted, as the run's stats do not count it: the blocks' tokens add up to the run's."""
+    tokens = sum(1 for i, (t, st) in enumerate(zip(block.tokens, block.step, strict=True))
+                 if t != mask_id and st is not None and i not in block.padding)
     return tokens, block.forwards + 1, tokens / (block.forwards + 1)
 
 
@@ -378,8 +380,10 @@ def _quoted(token_text: TokenText, tokens: list[int], confidences: list[float], 
     return ", ".join(words[:most]) + (f" and {len(words) - most} more" if len(words) > most else "")
 
 
-def forward_text(step: Step, token_text: TokenText, threshold: float | None = None, num_small_blocks: int = 1) -> str:
-    """What one forward pass did, in a sentence or two: the line under the grid's caption while a run plays."""
+def forward_text(step: Step, token_text: TokenText, threshold: float | None = None, num_small_blocks: int = 1,
+                 stop_ids: Collection[int] = ()) -> str:
+    """What one forward pass did, in a sentence or two: the line under the grid's caption while a run plays.
+    Commits after the block's stop token (`stop_ids`) are named as padding, as the grid draws them."""
     first = (f"{visible_text(token_text(step.committed_tokens[0]))!r} ({step.committed_confidence[0]:.3f})"
              if step.committed else "nothing")
     head = f"Forward {step.nfe}: "
@@ -401,8 +405,14 @@ def forward_text(step: Step, token_text: TokenText, threshold: float | None = No
     what = (f"the commit of block {step.block} and the first denoising of block {step.block + 1} in one pass "
             "(fused, this demo's option)" if step.kind == "fused" else f"denoising {where}")
     count = "Its last MASK" if masked == 1 else f"{len(step.committed)} of its {masked} MASKs"
-    said = (f"{head}{what}. {count} committed: "
-            f"{_quoted(token_text, step.committed_tokens, step.committed_confidence)}.")
+    end = reply_end(step.block_tokens, stop_ids)
+    reply = [(t, c) for p, t, c in zip(step.committed, step.committed_tokens, step.committed_confidence, strict=True)
+             if p <= end]
+    padding = len(step.committed) - len(reply)
+    words = _quoted(token_text, [t for t, _ in reply], [c for _, c in reply]) if reply else ""
+    if padding:
+        words += (" and " if words else "") + f"{plural(padding, 'position')} of padding after the stop token"
+    said = f"{head}{what}. {count} committed: {words}."
     below = below_threshold(step, threshold)
     # Passed over: cleared the threshold but not committed, which only elastic does (it goes left to right).
     passed_over = [p for p, (_, c) in step.candidates.items() if p not in step.committed and c > (threshold or 1)
@@ -459,7 +469,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     done_part = (f'<div class="pg-caption">Finished blocks (decoding order by colour){note}</div>'
                  f'<div class="pg-finished">{rows}</div>') if rows else ""
     caption = _block_caption(current, mask_id, len(masked), num_small_blocks, size, run_over, stop_ids)
-    forward = html.escape(forward_text(steps[upto - 1], token_text, threshold, num_small_blocks))
+    forward = html.escape(forward_text(steps[upto - 1], token_text, threshold, num_small_blocks, stop_ids))
     return (f'<div class="pg-grid">{legend_html(top, threshold, padding, ar=current.ar)}{done_part}'
             f'<div class="pg-caption">{caption}</div><div class="pg-forward">{forward}</div>'
             '<div class="pg-cells" tabindex="0" aria-label="The current block: the arrow keys read its cells">'

@@ -580,6 +580,10 @@ def test_figures_count_the_reply_not_the_padding_after_its_stop_token():
     result = Result(tokens=[token_id(j) for j in range(21)], text="", nfe=len(steps), seconds=0.1,
                     stop_reason="stop_token", prompt_ids=[1], config={"max_new_tokens": 64})
     assert render.stats(steps, None, result, threshold=0.9, stop_ids=stop_ids)["tokens"] == figures[-1]["tokens"]
+    # The block's own count (its row label) is the reply's too, and the forward line names the padding as such.
+    assert render.block_speed(render.block_states(steps, None, 0.9, stop_ids)[0], MASK)[0] == figures[-1]["tokens"]
+    said = render.forward_text(steps[1], table.get, 0.9, stop_ids=stop_ids)
+    assert "'‹end›' 0.500 and 11 positions of padding after the stop token." in said and said.count("‹end›") == 1
     # The grid marks the same 20 commits below the threshold; the padding cells are padding only.
     page = render.grid_html(steps, None, table.get, MASK, threshold=0.9, stop_ids=stop_ids)
     tags = cells(page)
