@@ -241,7 +241,8 @@ HOW_TO_READ = (
     "it is sure enough of, anywhere in the small block; elastic: the leftmost and the unbroken run after it that "
     "it is sure of). A cell's number is its step, the forward of its block that committed it: step 0 (dark) is "
     "the block's first token, predicted autoregressively by the forward that opened the block (the prefill or the "
-    "commit of the block before; a fused commit also denoises, so all it commits is step 0); steps 1, 2, … are "
+    "commit of the block before; the command line's fused commit also denoises, so all it commits is step 0); "
+    "steps 1, 2, … are "
     "its denoising forwards. "
     "Hover or tap a cell (or Tab to the block and use the arrow keys) for its token, confidence (the candidate's "
     "probability) and step. Finished blocks are listed above the current one, coloured the same way. Each block "
@@ -466,8 +467,8 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     older = len(finished) - len(shown)
     note = (f" · the latest {len(shown)}; blocks 1-{older} are in the chat, the whole-answer heatmap and the "
             "trace") if older else ""
-    done_part = (f'<div class="pg-caption">Finished blocks (decoding order by colour){note}</div>'
-                 f'<div class="pg-finished">{rows}</div>') if rows else ""
+    done_part = (f'<div class="pg-caption">Finished blocks (coloured by the forward that committed each token)'
+                 f'{note}</div><div class="pg-finished">{rows}</div>') if rows else ""
     caption = _block_caption(current, mask_id, len(masked), num_small_blocks, size, run_over, stop_ids)
     forward = html.escape(forward_text(steps[upto - 1], token_text, threshold, num_small_blocks, stop_ids))
     return (f'<div class="pg-grid">{legend_html(top, threshold, padding, ar=current.ar)}{done_part}'
@@ -859,15 +860,18 @@ def sweep_view(rows: list[SweepRow], stop_ids: Collection[int] = (), varies: str
     for row in rows:
         r = row.result
         below = "—" if row.threshold is None else reply_commits(row.steps, None, stop_ids, row.threshold)[1]
-        answer = split_reply(r.text).answer.strip() or "(no answer)"
+        reply = split_reply(r.text)
+        answer = reply.answer.strip() or ("(no answer: the reply ended inside its thinking trace)"
+                                          if reply.thinking_open else "(no answer)")
         answer = answer if len(answer) <= 70 else answer[:69] + "…"
         stopped = " (stopped)" if r.stop_reason == "cancelled" else ""
         label = row.label + (" · this run" if row.this_run else "")
         css = ' class="pg-this-run"' if row.this_run else ""
         body.append(f"<tr{css}><td>{html.escape(label)}</td><td>{r.nfe}{stopped}</td><td>{r.tpf:.2f}</td>"
                     f"<td>{below}</td><td>{html.escape(answer)}</td></tr>")
-    head = (f"<tr><th>{column}</th><th>forwards</th><th>tokens / forward</th><th>below threshold</th>"
-            "<th>answer</th></tr>")
+    head = (f"<tr><th>{column}</th><th>forwards</th><th>tokens / forward</th>"
+            '<th title="commits below the row\'s own threshold: guesses, forced because every forward commits">'
+            "below its threshold</th><th>answer</th></tr>")
     table = (f'<div class="pg-compare"><b>{title}</b> (the settings of this run otherwise; one run each on this '
              f'machine)<table class="pg-sweep">{head}{"".join(body)}</table></div>')
     return table, figure

@@ -432,6 +432,10 @@ def test_the_threshold_sweep_table_lists_each_run_in_order():
     assert [c[1:4] for c in cells] == [["4", "2.50", "1"], ["4", "2.50", "2"]]
     assert cells[1][4] == "It is &lt;b&gt;7&lt;/b&gt;." and cells[0][4] == "x" * 69 + "…"
     assert 'class="pg-this-run"' in html_text and "<th>threshold</th>" in html_text
+    # A reply that ended inside its thinking trace says so, not a bare "(no answer)".
+    unfinished, _ = render.sweep_view([sweep_row("0.5", "[unused16]14 + 4 = 18", 0.5)])
+    assert "(no answer: the reply ended inside its thinking trace)" in unfinished
+    assert "below its threshold" in unfinished  # each row's own threshold
 
 
 def test_the_rule_sweep_counts_guesses_only_for_rules_with_a_threshold():
