@@ -23,11 +23,12 @@ CELL_W, CELL_H, GAP, MARGIN = 46, 30, 3, 12
 NARRATION_TOP, NARRATION_LINE, NARRATION_LINES = 36, 15, 3  # the forward's line under the counts, wrapped
 HEADER_H = NARRATION_TOP + NARRATION_LINE * NARRATION_LINES + 6
 CAPTION_H, BLOCK_GAP, FOOTER_H = 20, 8, 22
-MAX_BLOCKS = 4  # the newest blocks shown; older ones scroll out, as on the page
+MAX_BLOCKS = 4  # the newest blocks shown; older ones scroll out (the page lists every finished block)
 MAX_FRAMES = 600  # a longer run keeps every k-th forward (and the last), so the file stays small
 HOLD_LAST_MS = 2500  # the finished state stays up before the loop starts again
 MASK_FILL, MASK_LINE, LATEST, BELOW = "#e5e7eb", "#cbd5e1", "#ff7a1a", "#f43f5e"
 INK, PAPER, LEGEND_INK = "#111827", "#ffffff", "#4b5563"
+SMALL_BLOCK_MARK = "#e879f9"  # the page's small-block boundary
 
 
 # Tried in order for each character: the first font that has it draws it. Latin and the grid's symbols first,
@@ -149,14 +150,16 @@ def frame_size(n_blocks: int, block_length: int = 32) -> tuple[int, int]:
                    + MARGIN)
 
 
-def legend(threshold: float | None, ar: bool = False) -> str:
+def legend(threshold: float | None, ar: bool = False, small_blocks: bool = False) -> str:
     text = (f"colour: the forward of its block that committed the token (dark = first) · grey: "
-            f"{'not written yet' if ar else 'MASK'} · orange: this forward")
+            f"{'not written yet' if ar else 'MASK'} · orange: this forward"
+            + (" · pink bar: small block" if small_blocks else ""))
     return text + (f" · red corner: below the threshold {threshold:g}" if threshold is not None else "")
 
 
 def _draw_block(draw: ImageDraw.ImageDraw, block: render.BlockState, top_y: int, token_text: render.TokenText,
-                mask_id: int, scale: int) -> None:
+                mask_id: int, scale: int, num_small_blocks: int = 1) -> None:
+    size = max(1, len(block.tokens) // max(1, num_small_blocks))
     _, forwards, tpf = render.block_speed(block, mask_id)  # as the page's grid counts them
     draw.text((MARGIN, top_y + 2), f"block {block.index + 1} · {render.plural(forwards, 'forward')} · "
               f"{tpf:.1f} tok/fwd", fill=INK, font=_font(12))
@@ -164,6 +167,8 @@ def _draw_block(draw: ImageDraw.ImageDraw, block: render.BlockState, top_y: int,
         x = MARGIN + (i % COLS) * (CELL_W + GAP)
         y = top_y + CAPTION_H + (i // COLS) * (CELL_H + GAP)
         box = (x, y, x + CELL_W - 1, y + CELL_H - 1)
+        if i and i % size == 0:  # a small block starts here: the page's boundary bar, in the gap before the cell
+            draw.rectangle((x - GAP, y, x - 1, y + CELL_H - 1), fill=SMALL_BLOCK_MARK)
         if tok == mask_id or block.step[i] is None:
             draw.rectangle(box, fill=MASK_FILL, outline=MASK_LINE)
             continue
@@ -203,17 +208,17 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
     for k, block in enumerate(shown):
         top = HEADER_H + k * _block_height(block_length)
         if finished is None or block is blocks[-1]:
-            _draw_block(draw, block, top, token_text, mask_id, scale)
+            _draw_block(draw, block, top, token_text, mask_id, scale, num_small_blocks)
             continue
         if block.index not in finished:
             finished[block.index] = Image.new("RGB", (image.width, _block_height(block_length)), PAPER)
-            _draw_block(ImageDraw.Draw(finished[block.index]), block, 0, token_text, mask_id, scale)
+            _draw_block(ImageDraw.Draw(finished[block.index]), block, 0, token_text, mask_id, scale, num_small_blocks)
         image.paste(finished[block.index], (0, top))
     if finished is not None:
         for index in [i for i in finished if i < shown[0].index]:  # scrolled out: never shown again
             del finished[index]
-    draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold, blocks[-1].ar), fill=LEGEND_INK,
-              font=_font(11))
+    draw.text((MARGIN, image.height - MARGIN - FOOTER_H + 6), legend(threshold, blocks[-1].ar, num_small_blocks > 1),
+              fill=LEGEND_INK, font=_font(11))
     return image
 
 

@@ -76,6 +76,15 @@ def test_cells_have_the_grid_colours_and_marks() -> None:
     assert plain.getpixel((x + 2, y + 2)) != ImageColor.getrgb(A.BELOW)
 
 
+def test_small_blocks_are_marked_as_on_the_page() -> None:
+    steps, table = fake_run(SEVEN)
+    mark = ImageColor.getrgb(A.SMALL_BLOCK_MARK)
+    for small_blocks, starts in ((4, [8, 16, 24]), (1, [])):
+        frame = A.draw_frame(steps, 4, table.get, MASK, num_small_blocks=small_blocks).convert("RGB")
+        marked = [p for p in range(1, 32) if frame.getpixel((cell_box(0, p)[0] - 2, cell_box(0, p)[1] + 5)) == mark]
+        assert marked == starts
+
+
 def test_the_newest_blocks_are_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     steps, table = fake_run(SEVEN)
     assert A.frame_size(1) == A.draw_frame(steps, 3, table.get, MASK, n_blocks=1).size
@@ -186,7 +195,7 @@ def test_the_gif_legend_of_an_ar_run_names_no_mask(tiny_decoder: Decoder, monkey
     assert "grey: MASK" in A.legend(0.9)
     # A recorded AR run's GIF gets that legend from its first frame on (the prefill alone does not say AR).
     drawn = []
-    monkeypatch.setattr(A, "legend", lambda threshold, ar=False: drawn.append(ar) or "")
+    monkeypatch.setattr(A, "legend", lambda threshold, ar=False, small_blocks=False: drawn.append(ar) or "")
     config = DecodeConfig(mode="ar", max_new_tokens=8, stop_ids=())
     steps, result = run(tiny_decoder, [1, 5, 6, 7], config)
     A.recording_gif(Recording(steps=steps, result=result, config=config), str, tiny_decoder.mask_id)
