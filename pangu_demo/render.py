@@ -810,6 +810,7 @@ def reply_curve(steps: list[Step], stop_ids: Collection[int] = ()) -> list[int]:
 
 # Each line at least 3:1 against both themes' figure backgrounds (white, slate #1e293b), as WCAG asks of graphics.
 RACE_COLOURS = ("#6366f1", "#d97706", "#059669", "#ef4444", "#0284c7", "#64748b", "#a855f7")
+RACE_DASHES = ("solid", "dot", "dash", "longdash", "dashdot", "longdashdot")
 
 
 def race_figure(runs: Sequence[tuple[str, list[Step]]], stop_ids: Collection[int] = (),
@@ -817,9 +818,12 @@ def race_figure(runs: Sequence[tuple[str, list[Step]]], stop_ids: Collection[int
     """Runs of one prompt as lines: reply tokens against forwards (left) and against wall-clock seconds
     (right). AR climbs one token per forward; block diffusion in steps of many, steeper at a lower threshold."""
     data = []
-    for (name, steps), colour in zip(runs, itertools.cycle(RACE_COLOURS)):
+    # A dash pattern each as well as a colour: runs that commit one token per forward (AR and three of the rules)
+    # draw the same line, and one solid line over another hid it.
+    for (name, steps), colour, dash in zip(runs, itertools.cycle(RACE_COLOURS), itertools.cycle(RACE_DASHES)):
         tokens = reply_curve(steps, stop_ids)
-        line = {"type": "scatter", "mode": "lines", "line": {"color": colour, "shape": "hv", "width": 2.5},
+        line = {"type": "scatter", "mode": "lines",
+                "line": {"color": colour, "shape": "hv", "width": 2.5, "dash": dash},
                 "y": tokens, "name": name, "legendgroup": name}
         data.append(line | {"x": [s.nfe for s in steps],
                             "hovertemplate": f"{name}: %{{y}} tokens after %{{x}} forwards<extra></extra>"})

@@ -414,6 +414,13 @@ def test_the_race_figure_climbs_by_the_commits_of_each_forward():
     assert run_by_time["xaxis"] == ar_by_time["xaxis"] == "x2" and "xaxis" not in ar_by_nfe
 
 
+def test_runs_with_the_same_curve_stay_told_apart():
+    # AR and the one-token rules draw the same line: a dash pattern each keeps every one visible over the others.
+    steps, _ = fake_run(SEVEN)
+    fig = render.race_figure([(f"run {k}", steps) for k in range(6)])
+    assert len({line["line"]["dash"] for line in fig["data"][::2]}) == 6
+
+
 def sweep_row(label: str, text: str, threshold: float | None, this_run: bool = False) -> render.SweepRow:
     steps, _ = fake_run(SEVEN)
     with_confidences(steps, {3: 0.41, 4: 0.6})  # below 0.7 and 0.9: one guess at 0.5, two at 0.9
