@@ -66,7 +66,7 @@ def think_name(think: Think) -> str:
 
 def think_mode(value: object) -> Think:
     """The Thinking control's value (or the API's `think`: a bool, or "on" / "off" / "auto") as chat's Think."""
-    modes = {"on": True, "off": False, "auto": "auto", True: True, False: False}
+    modes = {**dict(zip(THINK_NAMES, (True, False, "auto"), strict=True)), True: True, False: False}
     if isinstance(value, (str, bool)) and value in modes:
         return modes[value]
     raise ValueError(f"Thinking must be one of on, off or auto (got {value!r}).")

@@ -27,6 +27,7 @@ LINK_SETTINGS = ("mode", "algorithm", "threshold", "small_blocks", "temperature"
 LABELS = dict(zip(LINK_SETTINGS, ("Mode", "Algorithm", "Threshold", "Small blocks per block", "Temperature",
                                   "top_p", "top_k", "Max new tokens", "Seed"), strict=True))
 KINDS = dict(zip(LINK_SETTINGS, (str, str, float, int, float, float, int, int, int), strict=True))
+FIELDS = {name: "num_small_blocks" if name == "small_blocks" else name for name in LINK_SETTINGS}  # DecodeConfig's
 MAX_PROMPT_CHARS = 20_000
 # The page's ceiling on Max new tokens (the API's is the context): a longer reply's trace file and whole-answer
 # figure get heavy for a browser. Its context (32k) lets the real model think for longer than 1,024 tokens.
@@ -69,9 +70,7 @@ def _numbers(settings: dict[str, object]) -> dict[str, object]:
 
 
 def _config(v: dict[str, object]) -> DecodeConfig:
-    cfg = DecodeConfig(mode=v["mode"], algorithm=v["algorithm"], threshold=v["threshold"],
-                       num_small_blocks=v["small_blocks"], temperature=v["temperature"], top_p=v["top_p"],
-                       top_k=v["top_k"], max_new_tokens=v["max_new_tokens"], seed=v["seed"])
+    cfg = DecodeConfig(**{FIELDS[name]: value for name, value in v.items()})
     cfg.validate()
     return cfg
 
@@ -128,8 +127,7 @@ def check_history(history: object) -> list[tuple[str, str]]:
 
 def config_values(cfg: DecodeConfig) -> tuple:
     """A config's settings in make_config's (and LINK_SETTINGS') order."""
-    return (cfg.mode, cfg.algorithm, cfg.threshold, cfg.num_small_blocks, cfg.temperature, cfg.top_p, cfg.top_k,
-            cfg.max_new_tokens, cfg.seed)
+    return tuple(getattr(cfg, FIELDS[name]) for name in LINK_SETTINGS)
 
 
 # What a link's settings are checked with where it gives no value (the engine's defaults, where the controls
