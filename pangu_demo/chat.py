@@ -11,6 +11,7 @@ THINK_START, THINK_END = ROLE_TOKENS["think_start"], ROLE_TOKENS["think_end"]
 # True: think first; False: answer at once (/no_think); "auto": the model decides (/auto_think).
 Think = bool | Literal["auto"]
 THINK_NAMES = ("on", "off", "auto")  # how links, trace files and the API name the three
+NO_ANSWER_IN_TRACE = "no answer: the reply ended inside its thinking trace"  # what an unclosed trace left
 
 
 @dataclass(frozen=True)

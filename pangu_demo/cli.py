@@ -141,7 +141,7 @@ def _report(rec: Recording) -> None:
     if reply.answer:
         print(reply.answer)
     else:
-        print("(no answer yet: the reply ended inside the thinking trace)" if reply.thinking_open else "(empty)")
+        print(f"({chat.NO_ANSWER_IN_TRACE})" if reply.thinking_open else "(empty)")
     print(f"NFE {result.nfe} | TPF {result.tpf:.2f} | {result.tokens_per_second:.1f} tokens/s | "
           f"{len(result.tokens)} tokens | stop: {result.stop_reason}")
 

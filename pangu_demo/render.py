@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .chat import Reply, split_reply
+from .chat import NO_ANSWER_IN_TRACE, Reply, split_reply
 from .engine import THRESHOLD_ALGORITHMS, DecodeConfig, Result, Step
 from .tokenizer import ROLE_TOKENS
 
@@ -186,7 +186,7 @@ def visible_text(text: str) -> str:
 def _cell_title(text: str, pos: int, block: BlockState, i: int) -> str:
     meaning = SPECIAL_MEANING.get(text) or (BYTE_MEANING if BYTE_PIECE.fullmatch(text) else None)
     if text in SPECIAL_LABELS:  # as the cell shows it, then the tokenizer's own name
-        meaning = f"{text}" + (f", {meaning}" if meaning else "")
+        meaning = text + (f", {meaning}" if meaning else "")
         text = SPECIAL_LABELS[text]
     else:
         text = repr(text)
@@ -264,6 +264,12 @@ HOW_TO_READ_BELOW = (
     f" A red corner (or underline) marks a token committed below the threshold: {BELOW_WHY}, and such guesses are "
     "wrong far more often."
 )
+
+
+def _how_to(ar: bool, block_length: int, threshold: float | None) -> str:
+    if ar:
+        return HOW_TO_READ_AR.format(block=block_length)
+    return HOW_TO_READ.format(block=block_length) + (HOW_TO_READ_BELOW if threshold is not None else "")
 
 
 def _how_to_html(text: str) -> str:
@@ -399,7 +405,8 @@ def forward_text(step: Step, token_text: TokenText, threshold: float | None = No
     sb = step.small_block or 0
     size = max(1, len(step.block_tokens) // max(1, num_small_blocks))
     # Candidates span the whole block, but only the small block's MASKs can be committed by this forward.
-    masked = sum(1 for p in step.candidates if num_small_blocks == 1 or p // size == sb)
+    in_small_block = [p for p in step.candidates if num_small_blocks == 1 or p // size == sb]
+    masked = len(in_small_block)
     left = masked - len(step.committed)
     where = f"block {step.block + 1}" + (f", small block {sb + 1} of {num_small_blocks}"
                                          if num_small_blocks > 1 else "")
@@ -416,8 +423,7 @@ def forward_text(step: Step, token_text: TokenText, threshold: float | None = No
     said = f"{head}{what}. {count} committed: {words}."
     below = below_threshold(step, threshold)
     # Passed over: cleared the threshold but not committed, which only elastic does (it goes left to right).
-    passed_over = [p for p, (_, c) in step.candidates.items() if p not in step.committed and c > (threshold or 1)
-                   and (num_small_blocks == 1 or p // size == sb)]
+    passed_over = [p for p in in_small_block if p not in step.committed and step.candidates[p][1] > (threshold or 1)]
     if below and len(below) == len(step.committed) and passed_over:
         said += (f" Elastic commits the leftmost MASK first, sure or not: a guess; {len(passed_over)} further right "
                  f"cleared {threshold:g} but do not follow it.")
@@ -443,12 +449,10 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     `block_states(steps, upto, threshold, stop_ids)` if the caller has it already."""
     upto = clamp_upto(steps, upto)
     top = scale_max(steps) if top is None else top
-    how_to = HOW_TO_READ.format(block=DecodeConfig().block_length) + (
-        HOW_TO_READ_BELOW if threshold is not None else "")
     if upto == 0:  # before a run: the page's block length
         return (f'<div class="pg-grid">{legend_html(top, threshold, run=False)}'
                 '<div class="pg-empty">The decoding grid appears here when you send a message.</div>'
-                f'{_how_to_html(how_to)}</div>')
+                f'{_how_to_html(_how_to(False, DecodeConfig().block_length, threshold))}</div>')
     blocks = block_states(steps, upto, threshold, stop_ids) if blocks is None else blocks
     current, finished = blocks[-1], blocks[:-1]
     size = max(1, len(current.tokens) // max(1, num_small_blocks))
@@ -457,8 +461,6 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     end = reply_end(current.tokens, stop_ids)  # what follows the stop token is not reply
     cells = [_cell_html(i, tok, current, token_text, mask_id, top, size, active_sb, end)
              for i, tok in enumerate(current.tokens)]
-    how_to = (HOW_TO_READ_AR if current.ar else HOW_TO_READ).format(block=len(current.tokens)) + (
-        HOW_TO_READ_BELOW if threshold is not None and not current.ar else "")
     padding = bool(current.padding)
     # Newest first in the page source: the box is flex column-reverse, so it reads top to bottom in block order
     # and stays scrolled to the newest row.
@@ -478,7 +480,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
             # Filled by the page's script with the title of a tapped cell (a phone shows no hover titles) or of the
             # cell walked to with the arrow keys.
             '<div class="pg-inspect" aria-live="polite"></div>'
-            f'{_how_to_html(how_to)}</div>')
+            f'{_how_to_html(_how_to(current.ar, len(current.tokens), threshold))}</div>')
 
 
 # -- the confidence heatmap ---------------------------------------------------------------------
@@ -591,9 +593,7 @@ def _block_figure(steps: list[Step], upto: int, blocks: list[BlockState], token_
             "hovertemplate": "position %{x} · forward %{y}<br>%{text}<extra></extra>", "xgap": 1, "ygap": 1}
     # Small dots, outlined dark: they stay inside their cells where 32 columns get about 5 px each (a phone), and
     # are drawn over the plot area's edge rather than cut by it.
-    committed = _marks(*marks[False], "committed here", "circle", "#22d3ee", size=5, width=1)
-    committed["marker"]["line"]["color"] = "#0b3a46"
-    data = [heat, committed]
+    data = [heat, _marks(*marks[False], "committed here", "circle", "#22d3ee", size=5, width=1, outline="#0b3a46")]
     if marks[True][0]:
         # A below-threshold commit's cell is red or orange (confidence under 0.9): a white halo keeps the red
         # cross visible on it.
@@ -615,9 +615,10 @@ def _block_figure(steps: list[Step], upto: int, blocks: list[BlockState], token_
 
 
 def _marks(x: list, y: list, text: list, name: str, symbol: str, colour: str, width: float = 2.5,
-           hover: str = "position %{x} · forward %{y}<br>%{text}", size: int = 11) -> dict:
+           hover: str = "position %{x} · forward %{y}<br>%{text}", size: int = 11, outline: str | None = None) -> dict:
     return {"type": "scatter", "mode": "markers", "x": x, "y": y, "name": name, "text": text,
-            "marker": {"symbol": symbol, "size": size, "color": colour, "line": {"width": width, "color": colour}},
+            "marker": {"symbol": symbol, "size": size, "color": colour,
+                       "line": {"width": width, "color": outline or colour}},
             "cliponaxis": False, "hovertemplate": hover + "<extra></extra>"}
 
 
@@ -865,8 +866,7 @@ def sweep_view(rows: list[SweepRow], stop_ids: Collection[int] = (), varies: str
         r = row.result
         below = "—" if row.threshold is None else reply_commits(row.steps, None, stop_ids, row.threshold)[1]
         reply = split_reply(r.text)
-        answer = reply.answer.strip() or ("(no answer: the reply ended inside its thinking trace)"
-                                          if reply.thinking_open else "(no answer)")
+        answer = reply.answer.strip() or (f"({NO_ANSWER_IN_TRACE})" if reply.thinking_open else "(no answer)")
         answer = answer if len(answer) <= 70 else answer[:69] + "…"
         stopped = " (stopped)" if r.stop_reason == "cancelled" else ""
         label = row.label + (" · this run" if row.this_run else "")
@@ -907,10 +907,6 @@ def escape_chat(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-UNFINISHED = {"cancelled": "Stopped by you: the reply above is unfinished.",
-              "length": "Cut off at Max new tokens: the reply above is unfinished."}
-
-
 def assistant_messages(reply: Reply, thinking_seconds: float | None, running: bool,
                        stop_reason: str | None = None) -> list[dict]:
     """The thought message (when the reply has a trace) and the answer, as Chatbot messages, and a line saying so
@@ -931,7 +927,8 @@ def assistant_messages(reply: Reply, thinking_seconds: float | None, running: bo
         out.append({"role": "assistant", "content": escape_chat(reply.answer) or "(no answer)"})
     elif not reply.has_trace:
         out.append({"role": "assistant", "content": "…"})
-    if not running and stop_reason in UNFINISHED:  # a titled box, as the thought is: not the model's words
-        out.append({"role": "assistant", "content": "", "metadata": {"title": UNFINISHED[stop_reason],
-                                                                     "status": "done"}})
+    if not running and stop_reason in ("cancelled", "length"):  # a titled box, as the thought is: not the model's
+        said = STOP_REASONS[stop_reason]
+        out.append({"role": "assistant", "content": "", "metadata": {
+            "title": f"{said[0].upper()}{said[1:]}: the reply above is unfinished.", "status": "done"}})
     return out

@@ -261,8 +261,8 @@ def test_thought_message_pending_then_done():
     assert no_think == [{"role": "assistant", "content": "It is 9."}]
 
 
-@pytest.mark.parametrize(("stop_reason", "said"), [("cancelled", "Stopped by you"), ("length", "Cut off at Max new"),
-                                                   ("stop_token", None)])
+@pytest.mark.parametrize(("stop_reason", "said"), [("cancelled", "Stopped by you"),
+                                                   ("length", "Reached max new tokens"), ("stop_token", None)])
 def test_an_unfinished_reply_says_so_in_the_chat(stop_reason, said):
     reply = render.split_reply("[unused16]4 + 5 = 9[unused17]The answer")
     messages = render.assistant_messages(reply, 1.0, running=False, stop_reason=stop_reason)

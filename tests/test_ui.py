@@ -43,7 +43,7 @@ def test_a_run_files_its_turn_in_the_session(app: ui.DemoApp) -> None:
     # and as kept for replay.
     cut = sess.recording.result.stop_reason == "length"
     for chat in (updates[-1][app.chatbot], sess.chat):
-        assert chat[-1].get("metadata", {}).get("title", "").startswith("Cut off at Max new tokens") == cut
+        assert chat[-1].get("metadata", {}).get("title", "").startswith("Reached max new tokens") == cut
     assert cut
 
 
