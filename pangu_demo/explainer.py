@@ -82,9 +82,9 @@ def explainer_html() -> str:
              "hold 32). A row is a token the forward runs, a column a token it can attend to. The pictures come "
              "from the decoder's own attention mask.")
     outro = ("With small blocks (Decoding settings) the MASKs of a block are filled one small block at a time, left "
-             "to right; the attention stays as drawn. Every block costs at least two forwards (one more for each "
-             "further small block), the one that opens it (the prefill or the commit of the block before) and one "
-             "denoising forward, where autoregressive "
+             "to right; the attention stays as drawn. Every block costs the forward that opens it (the prefill or the "
+             "commit of the block before, which writes its first token) and at least one denoising forward for each "
+             "small block that still holds a MASK (31 with 32 small blocks of one token), where autoregressive "
              "decoding spends one per token: the fewer denoising forwards a block needs, the larger the saving the "
              "stats over the grid show.")
     return (f'<div class="pg-explainer"><p>{html.escape(intro)}</p>{legend}'

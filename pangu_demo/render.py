@@ -437,6 +437,32 @@ def forward_text(step: Step, token_text: TokenText, threshold: float | None = No
     return said + (" The block is complete." if last else f" Small block {sb + 1} is complete.")
 
 
+SO_FAR_CHARS = 240  # the readable prefix's tail under the grid: a few lines, however long the reply
+
+
+def state_html(step: Step, current: BlockState, run_over: bool) -> str:
+    """Under the grid: the reply as far as it reads left to right (the chat shows the finished reply during a
+    replay) and what the KV cache holds after this forward."""
+    text = step.text
+    for name, label in SPECIAL_LABELS.items():
+        text = text.replace(name, label)
+    if len(text) > SO_FAR_CHARS:
+        text = "…" + text[-SO_FAR_CHARS:]
+    done = current.index
+    blocks = "" if not done else " and block 1" if done == 1 else f" and blocks 1 to {done}"
+    if current.ar:
+        cache = "the prompt and every token before the newest"
+    elif run_over:
+        cache = f"the prompt{blocks}; the last block was never stored: decoding ended in it"
+    else:
+        cache = (f"the prompt{blocks}; block {done + 1} runs against it with full attention inside the block and "
+                 "is stored by its commit forward")
+    return ('<div class="pg-state"><div><b>Readable prefix</b> (the reply up to its first MASK, as the chat '
+            'streams it): '
+            f'<span class="pg-sofar">{html.escape(text) if text else "nothing yet"}</span></div>'
+            f"<div><b>KV cache</b>: {html.escape(cache)}.</div></div>")
+
+
 FINISHED_SHOWN = 32  # finished blocks drawn above the current one (1,024 tokens, about 250 KB of HTML)
 
 
@@ -480,6 +506,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
             # Filled by the page's script with the title of a tapped cell (a phone shows no hover titles) or of the
             # cell walked to with the arrow keys.
             '<div class="pg-inspect" aria-live="polite"></div>'
+            f'{state_html(steps[upto - 1], current, run_over)}'
             f'{_how_to_html(_how_to(current.ar, len(current.tokens), threshold))}</div>')
 
 
@@ -547,7 +574,7 @@ def block_heatmap_data(steps: list[Step], upto: int | None) -> tuple[int, list[l
 def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", token_text: TokenText | None = None,
                    colour: str = "confidence", threshold: float | None = None,
                    stop_ids: Collection[int] = (), latest_blocks: int | None = None,
-                   blocks: list[BlockState] | None = None) -> dict:
+                   blocks: list[BlockState] | None = None, num_small_blocks: int = 1) -> dict:
     """A plotly figure (as a dict) of the decoding so far.
 
     view "block": x = position in the block, y = denoising forward, colour = confidence of that
@@ -557,7 +584,8 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
     With a `threshold`, commits that did not clear it get their own markers, in the reply only: as in the grid
     and the stats, what follows a stop id (`stop_ids`) is padding. `latest_blocks`: the answer view draws only
     that many of the newest blocks (a browser redraws thousands of markers slowly, and frames come several a
-    second while a run streams or plays). `blocks`: as for `grid_html`.
+    second while a run streams or plays). `blocks`: as for `grid_html`. With `num_small_blocks` > 1 the block
+    view dims, in each row, the cells outside the small block that forward could commit, and draws the bounds.
     """
     upto = clamp_upto(steps, upto)
     if upto == 0:
@@ -565,10 +593,26 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
     blocks = block_states(steps, upto, threshold, stop_ids) if blocks is None else blocks
     if view == "answer":
         return _answer_figure(steps, blocks, token_text, colour, latest_blocks, stop_ids)
-    return _block_figure(steps, upto, blocks, token_text)
+    return _block_figure(steps, upto, blocks, token_text, num_small_blocks)
 
 
-def _block_figure(steps: list[Step], upto: int, blocks: list[BlockState], token_text: TokenText | None) -> dict:
+def _small_block_overlay(rows: list[Step], z: list[list], num_small_blocks: int) -> tuple[dict, list[dict]]:
+    """A translucent layer over each row's MASKs outside its small block (predicted, not committable yet), and a
+    line at each small block's bound."""
+    width = len(z[0])
+    size = max(1, width // num_small_blocks)
+    outside = [[1 if (s.small_block or 0) != j // size and c is not None else None for j, c in enumerate(zr)]
+               for s, zr in zip(rows, z, strict=True)]
+    veil = {"type": "heatmap", "z": outside, "x": list(range(width)), "y": list(range(1, len(rows) + 1)),
+            "zmin": 0, "zmax": 1, "colorscale": [[0, "rgba(128,128,128,0.7)"], [1, "rgba(128,128,128,0.7)"]],
+            "showscale": False, "hoverinfo": "skip", "xgap": 1, "ygap": 1, "name": "outside the small block"}
+    bounds = [{"type": "line", "xref": "x", "yref": "paper", "x0": k * size - 0.5, "x1": k * size - 0.5, "y0": 0,
+               "y1": 1, "line": {"color": "#ec4899", "width": 2}} for k in range(1, num_small_blocks)]
+    return veil, bounds
+
+
+def _block_figure(steps: list[Step], upto: int, blocks: list[BlockState], token_text: TokenText | None,
+                  num_small_blocks: int = 1) -> dict:
     """The block view: the latest block with denoising forwards, one row per forward, its commits marked."""
     block, z = block_heatmap_data(steps, upto)
     if not z and blocks[-1].ar:
@@ -593,7 +637,12 @@ def _block_figure(steps: list[Step], upto: int, blocks: list[BlockState], token_
             "hovertemplate": "position %{x} · forward %{y}<br>%{text}<extra></extra>", "xgap": 1, "ygap": 1}
     # Small dots, outlined dark: they stay inside their cells where 32 columns get about 5 px each (a phone), and
     # are drawn over the plot area's edge rather than cut by it.
-    data = [heat, _marks(*marks[False], "committed here", "circle", "#22d3ee", size=5, width=1, outline="#0b3a46")]
+    data = [heat]
+    shapes = []
+    if num_small_blocks > 1:
+        veil, shapes = _small_block_overlay(rows, z, num_small_blocks)
+        data.append(veil)
+    data.append(_marks(*marks[False], "committed here", "circle", "#22d3ee", size=5, width=1, outline="#0b3a46"))
     if marks[True][0]:
         # A below-threshold commit's cell is red or orange (confidence under 0.9): a white halo keeps the red
         # cross visible on it.
@@ -604,7 +653,10 @@ def _block_figure(steps: list[Step], upto: int, blocks: list[BlockState], token_
     # Just after a commit forward the new block has no denoising forward yet: say so, as the grid shows that block.
     detail = ("at each denoising forward" if latest == block else
               f"at each denoising forward; block {latest + 1} has none yet")
+    if num_small_blocks > 1:
+        detail += "; greyed: outside the forward's small block"
     layout = _layout(_title(f"Block {block + 1}: candidate confidence", detail))
+    layout["shapes"] = shapes
     layout["modebar"] = {"remove": ZOOM_BUTTONS}  # one block fits the figure; its PNG download stays
     # No grid lines: the cells are the grid, and lines through their centres would cross every cell.
     layout["xaxis"] = _axis("position in block", range=[-0.5, len(z[0]) - 0.5], dtick=4, showgrid=False)
@@ -787,7 +839,10 @@ def comparison_html(run: Result, ar: Result) -> str:
         lines.append(f"<b>{verdict}</b> (tokens/s), with "
                      f"{run.tpf:.2f} tokens per forward. Both were decoded again just now, one after the other and "
                      "without drawing, so that they are timed alike; one run each, so machine noise counts "
-                     "(<code>python -m pangu_demo.bench</code> interleaves many).")
+                     "(<code>python -m pangu_demo.bench</code> interleaves many). The speed-up is "
+                     "smaller than the tokens per forward where a forward over a whole block costs more than a "
+                     "one-token forward, as it does for a small model on a CPU; for the 7B model on an accelerator "
+                     "the two cost about the same.")
     if ar.tokens != run.tokens:
         lines.append("The two replies differ: the speed-up compares tokens per second, not whole replies.")
     if run.stop_reason == "cancelled" or ar.stop_reason == "cancelled":

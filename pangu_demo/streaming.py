@@ -101,12 +101,13 @@ def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, opti
     result = rec.result if final and upto == len(steps) else None
     # Once: it walks every step so far.
     blocks = render.block_states(steps, upto, threshold, rec.stop_ids, ar=cfg.mode == "ar")
-    grid = render.grid_html(steps, upto, token_text, mask_id, num_small_blocks=cfg.num_small_blocks
-                            if cfg.mode == "diffusion" else 1, threshold=threshold, run_over=result is not None,
-                            stop_ids=rec.stop_ids, blocks=blocks)
+    small_blocks = cfg.num_small_blocks if cfg.mode == "diffusion" else 1
+    grid = render.grid_html(steps, upto, token_text, mask_id, num_small_blocks=small_blocks, threshold=threshold,
+                            run_over=result is not None, stop_ids=rec.stop_ids, blocks=blocks)
     moving = not final if moving is None else moving
     figure = render.heatmap_figure(steps, upto, options.view, token_text, options.colour, threshold, rec.stop_ids,
-                                   ANSWER_BLOCKS_MOVING if moving else None, blocks) if with_figure else None
+                                   ANSWER_BLOCKS_MOVING if moving else None, blocks,
+                                   small_blocks) if with_figure else None
     stats = render.stats(steps, upto, result, cfg.max_new_tokens, cfg.block_length, threshold, rec.stop_ids)
     reply = render.reply_at(steps, upto, result)
     return Frame(rec, upto, final, grid, figure, stats, reply)

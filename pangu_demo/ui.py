@@ -70,8 +70,8 @@ SLOW_REPLAY_MAX_SECONDS = 3.0  # a longer run could be watched as it ran: no rep
 THINK_CHOICES = dict(zip(("Think first", "Answer at once", "Model decides"), THINK_NAMES, strict=True))
 ALGORITHM_HELP = (
     "Which MASKs a forward commits. confidence_threshold: every one whose probability clears the threshold, and at "
-    "least the most probable. entropy (lowest entropy), low_confidence (highest probability: it remasks the "
-    "low-confidence rest) and topk_margin "
+    "least the most probable. entropy (lowest entropy), low_confidence (highest probability; the name says that the "
+    "less sure positions stay MASK) and topk_margin "
     "(widest lead of the top candidate over the second) commit one token per forward, as in the reference: never "
     "faster than AR, chosen for accuracy. elastic (this demo's extension, not the reference's) commits the leftmost "
     "MASK, then the run after it that clears the threshold. The confidences on this page are the candidates' "

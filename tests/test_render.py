@@ -167,6 +167,23 @@ def test_replay_shows_only_what_was_committed_up_to_k():
         assert status.startswith(f"replay: forward {k} of {len(steps)} ") and "chat" in status
 
 
+def test_under_the_grid_the_readable_prefix_and_the_cache():
+    steps, table = fake_run(SEVEN)
+    steps = [dataclasses.replace(s, text=f"[unused16]<b>{s.nfe}</b>") for s in steps]
+    raw = render.grid_html(steps, 3, table.get, MASK)
+    during = html.unescape(raw)
+    assert html.unescape(re.search(r'class="pg-sofar">([^<]*)<', raw).group(1)) == "‹think›<b>3</b>"
+    assert "<b>3</b>" not in raw  # the model's text is never markup
+    assert "KV cache</b>: the prompt; block 1 runs against it" in during
+    # After the commit forward the cache holds block 1 too; a finished run never stored its last block.
+    assert "KV cache</b>: the prompt and block 1; block 2 runs" in render.grid_html(steps, len(steps), table.get, MASK)
+    done = render.grid_html(steps, len(steps), table.get, MASK, run_over=True)
+    assert "the prompt and block 1; the last block was never stored" in done
+    long = [dataclasses.replace(s, text="x" * 1000 + "END") for s in steps]
+    tail = re.search(r'class="pg-sofar">([^<]*)<', render.grid_html(long, 3, table.get, MASK)).group(1)
+    assert tail.startswith("…") and tail.endswith("END") and len(tail) == render.SO_FAR_CHARS + 1
+
+
 def test_finished_blocks_stay_as_rows():
     steps, table = fake_run(SEVEN)
     html_text = render.grid_html(steps, len(steps), table.get, MASK)
@@ -296,6 +313,22 @@ def test_heatmap_shape_and_marks():
     assert "AR mode" in said(render.heatmap_figure([steps[0], *ar_steps], 4, "block", table.get))
     # A value is given exactly where the position was masked before that forward.
     assert z[0][1] is not None and z[0][0] is None and z[1][1] is None
+
+
+def test_the_block_heatmap_greys_what_a_forward_could_not_commit():
+    """With small blocks, a forward commits only inside its own: the other cells are veiled, the bounds drawn."""
+    steps, table = fake_run([[1, 2], [3], [16, 17], [18]])
+    steps = [dataclasses.replace(s, small_block=1) if s.kind == "denoise" and s.committed[0] >= 16 else s
+             for s in steps]
+    fig = render.heatmap_figure(steps, 5, "block", table.get, num_small_blocks=2)
+    veil = next(t for t in fig["data"] if t.get("name") == "outside the small block")
+    # Rows 1-2 decode small block 1, rows 3-4 small block 2, whose committed cells (no candidate) are not veiled.
+    assert [[j for j, v in enumerate(row) if v == 1] for row in veil["z"]] == [list(range(16, 32))] * 2 + [
+        list(range(4, 16))] * 2
+    assert [shape["x0"] for shape in fig["layout"]["shapes"]] == [15.5]
+    assert "greyed: outside the forward's small block" in fig["layout"]["title"]["text"]
+    whole = render.heatmap_figure(steps, 5, "block", table.get)
+    assert not whole["layout"]["shapes"] and all(t.get("name") != "outside the small block" for t in whole["data"])
 
 
 def test_figures_draw_no_opaque_grid_lines():
