@@ -201,7 +201,8 @@ def draw_frame(steps: list[Step], upto: int, token_text: render.TokenText, mask_
     counts = (f"{render.plural(s['tokens'], 'token')} · {s['tokens_per_forward']:.2f} per forward · "
               f"AR would need {render.plural(s['ar_forwards'], 'forward')}")  # as the page's stats say it
     draw.text((image.width - MARGIN, 12), counts, fill=INK, font=_font(14), anchor="ra")
-    said = render.forward_text(steps[upto - 1], token_text, threshold, num_small_blocks, stop_ids)
+    said = render.forward_text(steps[upto - 1], token_text, threshold, num_small_blocks, stop_ids,
+                               blocks[-1].forwards)
     for k, runs in enumerate(wrap(said, 12, image.width - 2 * MARGIN, NARRATION_LINES)):
         _draw_runs(draw, (MARGIN, NARRATION_TOP + k * NARRATION_LINE), runs, LEGEND_INK, "la")
     shown = blocks[-MAX_BLOCKS:]

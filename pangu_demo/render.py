@@ -388,9 +388,10 @@ def _quoted(token_text: TokenText, tokens: list[int], confidences: list[float], 
 
 
 def forward_text(step: Step, token_text: TokenText, threshold: float | None = None, num_small_blocks: int = 1,
-                 stop_ids: Collection[int] = ()) -> str:
+                 stop_ids: Collection[int] = (), block_step: int | None = None) -> str:
     """What one forward pass did, in a sentence or two: the line under the grid's caption while a run plays.
-    Commits after the block's stop token (`stop_ids`) are named as padding, as the grid draws them."""
+    Commits after the block's stop token (`stop_ids`) are named as padding, as the grid draws them. `block_step`:
+    a denoising forward's number within its block, the step its cells show (the forward's number is the run's)."""
     first = (f"{visible_text(token_text(step.committed_tokens[0]))!r} ({step.committed_confidence[0]:.3f})"
              if step.committed else "nothing")
     head = f"Forward {step.nfe}: "
@@ -408,8 +409,8 @@ def forward_text(step: Step, token_text: TokenText, threshold: float | None = No
     in_small_block = [p for p in step.candidates if num_small_blocks == 1 or p // size == sb]
     masked = len(in_small_block)
     left = masked - len(step.committed)
-    where = f"block {step.block + 1}" + (f", small block {sb + 1} of {num_small_blocks}"
-                                         if num_small_blocks > 1 else "")
+    where = (f"block {step.block + 1}" + (f" (its step {block_step})" if block_step else "")
+             + (f", small block {sb + 1} of {num_small_blocks}" if num_small_blocks > 1 else ""))
     what = (f"the commit of block {step.block} and the first denoising of block {step.block + 1} in one pass "
             "(fused, this demo's option)" if step.kind == "fused" else f"denoising {where}")
     count = "Its last MASK" if masked == 1 else f"{len(step.committed)} of its {masked} MASKs"
@@ -498,7 +499,8 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     done_part = (f'<div class="pg-caption">Finished blocks (coloured by the forward that committed each token)'
                  f'{note}</div><div class="pg-finished">{rows}</div>') if rows else ""
     caption = _block_caption(current, mask_id, len(masked), num_small_blocks, size, run_over, stop_ids)
-    forward = html.escape(forward_text(steps[upto - 1], token_text, threshold, num_small_blocks, stop_ids))
+    forward = html.escape(forward_text(steps[upto - 1], token_text, threshold, num_small_blocks, stop_ids,
+                                       current.forwards))
     return (f'<div class="pg-grid">{legend_html(top, threshold, padding, ar=current.ar)}{done_part}'
             f'<div class="pg-caption">{caption}</div><div class="pg-forward">{forward}</div>'
             '<div class="pg-cells" tabindex="0" aria-label="The current block: the arrow keys read its cells">'

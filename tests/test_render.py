@@ -147,7 +147,10 @@ def test_each_forward_is_told_in_words():
     assert "guess" not in render.forward_text(steps[2], table.get, None)
     # In the grid, under the caption, escaped.
     grid = render.grid_html(steps, 3, table.get, MASK, threshold=0.9)
-    assert '<div class="pg-forward">Forward 3: denoising block 1. 1 of its 29 MASKs committed: &#x27;&lt;b&gt;' in grid
+    # In the grid, the forward's number in its block: the step its cells show.
+    assert ('<div class="pg-forward">Forward 3: denoising block 1 (its step 2). 1 of its 29 MASKs committed: '
+            '&#x27;&lt;b&gt;') in grid
+    assert re.findall(r'data-step="(\d+)"', grid)[-1] == "2"
 
 
 def test_latest_forward_highlighted():
