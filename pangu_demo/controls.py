@@ -186,6 +186,30 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
     return values, problems, changes
 
 
+def preset_of(settings: dict[str, object]) -> str:
+    """The preset that `settings` (by LINK_SETTINGS name, the others at the page's starting values) amount to, as
+    the preset buttons would set them, else "Custom"."""
+    full = dict(zip(LINK_SETTINGS, LINK_BASE, strict=True)) | settings
+    for name, preset in PRESETS.items():
+        wanted = {"mode": "diffusion", "temperature": 0.0, "top_p": 1.0} | {
+            "small_blocks" if k == "num_small_blocks" else k: v for k, v in preset.items()}
+        if all(full[k] == v for k, v in wanted.items()):
+            return name
+    return "Custom"
+
+
+def link_settings_said(values: dict[str, object]) -> str:
+    """What a link's settings were, in a sentence, e.g. 'The link set Algorithm elastic and Threshold 0.7 (the
+    Elastic (ours) preset).'"""
+    given = {name: values[name] for name in LINK_SETTINGS if name in values}
+    if not given:
+        return ""
+    words = [f"{LABELS[name]} {shown(value)}" for name, value in given.items()]
+    listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    preset = preset_of(given)
+    return f"The link set {listed}" + (f" (the {preset} preset)." if preset != "Custom" else ".")
+
+
 def whole_blocks(tokens: int) -> int:
     """Max new tokens rounded up to whole blocks: the same forwards, since decoding ends only at a block's end."""
     return max(BLOCK, -(-tokens // BLOCK) * BLOCK)

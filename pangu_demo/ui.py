@@ -41,8 +41,10 @@ from .controls import (
     controls_error,
     describe_preset,
     link_query,
+    link_settings_said,
     make_config,
     outside_controls,
+    preset_of,
     read_link,
     shown,
 )
@@ -322,7 +324,7 @@ class DemoApp:
             demo.load(None, None, None, js=CLOSE_NOTE_ON_PHONE, queue=False)
             demo.load(None, [self.slow_replay], [self.slow_replay], js=NO_AUTOPLAY_FOR_REDUCED_MOTION, queue=False)
             demo.load(self.from_link, None, [self.prompt, self.think, self.system, *self.settings, self.preset,
-                                             self.settings_box, self.notice], api_visibility="private",
+                                             self.notice], api_visibility="private",
                       show_progress="hidden", queue=False)  # answered at once, outside the queue
             gr.api(self.api_generate, api_name="generate", concurrency_limit=self.concurrency,
                    concurrency_id="decode")
@@ -703,13 +705,18 @@ class DemoApp:
         controls = {"prompt": self.prompt, "think": self.think, "system": self.system,
                     **dict(zip(LINK_SETTINGS, self.settings, strict=True))}
         update: dict = {controls[name]: value for name, value in values.items()}
-        if any(name in values for name in LINK_SETTINGS):
-            update[self.preset] = "Custom"
-        if any(name in values for name in (*LINK_SETTINGS, "system")):  # in sight: the reader runs them
-            update[self.settings_box] = gr.Accordion(open=True)
+        given = {name: values[name] for name in LINK_SETTINGS if name in values}
+        if given:
+            update[self.preset] = preset_of(given)
+        # The settings stay folded (open, they pushed the question a screen down); the notice says what was set.
+        said = [link_settings_said(values)] if given else []
+        if "system" in values:
+            said.append("It set a system message (Decoding settings).")
         if problems or changes:
             heading = "This page's link was not taken whole." if problems else "This page's link was taken, so:"
-            update[self.notice] = message_html(" ".join([heading, *problems, *changes]))
+            said = [heading, *problems, *changes, *said]
+        if said:
+            update[self.notice] = message_html(" ".join(said))
         return update or {self.notice: gr.skip()}  # Gradio answers an empty update with an error (500)
 
     def compare_with_ar(self, sess: Session, request: gr.Request) -> Iterator[tuple]:

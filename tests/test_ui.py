@@ -505,11 +505,21 @@ def test_a_page_opened_from_a_link_fills_the_controls(app: ui.DemoApp) -> None:
     assert update[app.prompt] == "Hi <b>" and update[app.think] == "off"
     assert (update[app.algorithm], update[app.threshold]) == ("elastic", 0.7)
     assert app.temperature not in update  # only what the link gives
-    assert update[app.preset] == "Custom" and update[app.settings_box].open is True
+    # The settings stay folded, so that the question is in sight; the notice says what the link set.
+    assert update[app.preset] == "Custom" and app.settings_box not in update
+    assert "The link set Algorithm elastic and Threshold 0.7." in update[app.notice]
     assert list(app.from_link(SimpleNamespace(query_params={})).values()) == [gr.skip()]  # changes nothing
     system = app.from_link(SimpleNamespace(query_params={"system": "Be brief."}))
-    assert system[app.system] == "Be brief." and system[app.settings_box].open is True  # in sight
+    assert system[app.system] == "Be brief." and "system message" in system[app.notice]
     assert app.preset not in system  # no decoding setting changed
+    # Settings that amount to a preset name it (the others at the page's starting values).
+    elastic = app.from_link(SimpleNamespace(query_params={"algorithm": "elastic"}))
+    assert elastic[app.preset] == "Elastic (ours)" and "(the Elastic (ours) preset)" in elastic[app.notice]
+    coding = app.from_link(SimpleNamespace(query_params={"algorithm": "entropy", "small_blocks": "32",
+                                                         "top_p": "0.8", "temperature": "1"}))
+    assert coding[app.preset] == "Coding"
+    assert app.from_link(SimpleNamespace(query_params={"algorithm": "entropy", "small_blocks": "32",
+                                                       "top_p": "0.8"}))[app.preset] == "Custom"  # T stays 0
     bad = app.from_link(SimpleNamespace(query_params={"threshold": "<b>2</b>"}))
     assert "not taken whole" in bad[app.notice] and "<b>" not in bad[app.notice]  # escaped
     rounded = app.from_link(SimpleNamespace(query_params={"max_new_tokens": "40"}))  # taken, as 64
