@@ -470,10 +470,11 @@ FINISHED_SHOWN = 32  # finished blocks drawn above the current one (1,024 tokens
 def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_id: int,
               num_small_blocks: int = 1, top: int | None = None,
               threshold: float | None = None, run_over: bool = False, stop_ids: Collection[int] = (),
-              blocks: list[BlockState] | None = None) -> str:
+              blocks: list[BlockState] | None = None, stepper: bool = False) -> str:
     """The current block as a grid of cells, the latest finished blocks above it as compact rows; with a `threshold`,
     commits that did not clear it are marked. `run_over`: the caption says "last", not "so far". `blocks`:
-    `block_states(steps, upto, threshold, stop_ids)` if the caller has it already."""
+    `block_states(steps, upto, threshold, stop_ids)` if the caller has it already. `stepper`: buttons by the
+    caption that step the page's replay slider (a recorded run), in sight of the cells they change."""
     upto = clamp_upto(steps, upto)
     top = scale_max(steps) if top is None else top
     if upto == 0:  # before a run: the page's block length
@@ -501,8 +502,12 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     caption = _block_caption(current, mask_id, len(masked), num_small_blocks, size, run_over, stop_ids)
     forward = html.escape(forward_text(steps[upto - 1], token_text, threshold, num_small_blocks, stop_ids,
                                        current.forwards))
+    buttons = ('<span class="pg-stepper"><button type="button" data-delta="-1" aria-label="Previous forward" '
+               'title="Previous forward (← anywhere on the page)">◀</button><button type="button" data-delta="1" '
+               'aria-label="Next forward" title="Next forward (→ anywhere on the page)">▶</button></span>'
+               if stepper else "")
     return (f'<div class="pg-grid">{legend_html(top, threshold, padding, ar=current.ar)}{done_part}'
-            f'<div class="pg-caption">{caption}</div><div class="pg-forward">{forward}</div>'
+            f'<div class="pg-caption">{buttons}{caption}</div><div class="pg-forward">{forward}</div>'
             '<div class="pg-cells" tabindex="0" aria-label="The current block: the arrow keys read its cells">'
             f'{"".join(cells)}</div>'
             # Filled by the page's script with the title of a tapped cell (a phone shows no hover titles) or of the

@@ -103,7 +103,7 @@ def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, opti
     blocks = render.block_states(steps, upto, threshold, rec.stop_ids, ar=cfg.mode == "ar")
     small_blocks = cfg.num_small_blocks if cfg.mode == "diffusion" else 1
     grid = render.grid_html(steps, upto, token_text, mask_id, num_small_blocks=small_blocks, threshold=threshold,
-                            run_over=result is not None, stop_ids=rec.stop_ids, blocks=blocks)
+                            run_over=result is not None, stop_ids=rec.stop_ids, blocks=blocks, stepper=final)
     moving = not final if moving is None else moving
     figure = render.heatmap_figure(steps, upto, options.view, token_text, options.colour, threshold, rec.stop_ids,
                                    ANSWER_BLOCKS_MOVING if moving else None, blocks,

@@ -552,7 +552,7 @@ class DemoApp:
                          api_visibility="private")
         self.play_btn.click(self.toggle_play, [self.playing, self.replay, self.speed, self.session],
                             [self.playing, self.replay, self.timer, self.play_btn], api_visibility="private")
-        self.timer.tick(self.tick, [self.replay, self.speed, self.view, self.session],
+        self.timer.tick(self.tick, [self.replay, self.speed, self.view, self.session, self.playing],
                         [self.replay, *frame_outputs, self.playing, self.timer, self.play_btn],
                         api_visibility="private", show_progress="hidden")
         self.speed.change(lambda s, playing: gr.Timer(value=play_interval(s), active=bool(playing)),
@@ -969,16 +969,19 @@ class DemoApp:
         grid_v, plot_v, stats_v = self.show_step(1, view_label, sess)
         return True, 1, grid_v, plot_v, stats_v, *self._play(speed)
 
-    def tick(self, k: float, speed: float, view_label: str, sess: Session) -> tuple:
+    def tick(self, k: float, speed: float, view_label: str, sess: Session, playing: bool = True) -> tuple:
+        """One Play frame. Ticks sent before a Pause reached the browser still arrive: they see `playing` (the
+        server's copy) false and move nothing, and no tick writes it true again, or the next Play would read it
+        as a Pause."""
         rec = recording_of(sess)
-        if rec is None or not rec.steps or sess.running:
+        if not playing or rec is None or not rec.steps or sess.running:
             return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), False, *self._pause())
         per_tick = max(1, round(float(speed or 5) * play_interval(speed)))
         k = min(len(rec.steps), int(k) + per_tick)
         grid_v, plot_v, stats_v = self.show_step(k, view_label, sess, moving=True)
         if k >= len(rec.steps):
             return (k, grid_v, plot_v, stats_v, False, *self._pause())
-        return (k, grid_v, plot_v, stats_v, True, gr.skip(), gr.skip())
+        return (k, grid_v, plot_v, stats_v, gr.skip(), gr.skip(), gr.skip())
 
     # -- model panel ----------------------------------------------------------------------------
     def choose_model(self, label: str) -> tuple:

@@ -92,6 +92,21 @@ def test_clear_during_a_replay_stops_it_and_resets_the_play_button(app: ui.DemoA
     assert "Play" in cleared[app.play_btn].value
 
 
+def test_a_tick_after_pause_moves_nothing_and_play_works_again(app: ui.DemoApp) -> None:
+    """Play's ticks never set `playing` again: one still in flight when Pause was pressed used to, and the next
+    Play press then read as a Pause and did nothing."""
+    sess = ui.Session()
+    list(generate(app, sess))
+    playing, start, _, _ = app.toggle_play(False, 1, 5, sess)
+    k, *_, still, timer, _ = app.tick(start, 5, ui.VIEWS[0], sess, playing)
+    assert k > start and still == gr.skip() and timer == gr.skip()  # moves on, and leaves `playing` as it is
+    paused, *_ = app.toggle_play(True, k, 5, sess)
+    late = app.tick(k, 5, ui.VIEWS[0], sess, paused)  # sent before the Pause reached the browser
+    assert late[0] == gr.skip() and late[4] is False and late[5].active is False
+    again, *_ = app.toggle_play(paused, k, 5, sess)
+    assert again is True
+
+
 @pytest.mark.parametrize(("seed", "words"), [(-1, "Seed must be from 0 to 9,007,199,254,740,991 here (got -1)."),
                                              (2**60, "Seed must be from 0 to 9,007,199,254,740,991 here (got 1,152"),
                                              (3.7, "Seed must be a whole number (got 3.7)"),
