@@ -109,10 +109,10 @@ GENERAL_EXAMPLES = [
     ("中文：块扩散", "用三句话解释块扩散语言模型是怎样生成文本的。"),
     ("Rewrite in French", "Translate into French: The library opens at nine and closes at six."),
 ]
-PLACEHOLDER = {True: "Ask a word problem: the examples below show the kind it knows.",
+PLACEHOLDER = {True: "Ask a word problem: the examples below show the kind it knows. It gets some answers wrong.",
                False: "Ask anything, in English or Chinese: the examples below are a start."}
-# The note's first sentence stays in view; the rest folds away on a phone (closed on load, see CLOSE_NOTE_ON_PHONE)
-# so that the chat is on the first screen.
+# The note's first sentence stays in view; the rest folds away on a phone or a short screen (closed on load, see
+# FOLD_NOTE_ON_SMALL_SCREENS) so that the message box is on the first screen.
 TEACHING_SUMMARY = (
     "<strong>About the default model.</strong> A <em>small teaching model trained by this project</em> (6.5M "
     "parameters); it decodes exactly like openPangu-R-7B-Diffusion."
@@ -130,9 +130,10 @@ TEACHING_DETAIL = (
 )
 TEACHING_NOTE = (f'<details class="pg-teaching-more" open>\n<summary>{TEACHING_SUMMARY}</summary>\n\n'
                  f"{TEACHING_DETAIL}\n\n</details>")
-# Only the stylesheet knows what width is a phone: its phone rules set --pg-phone, which this script reads.
-CLOSE_NOTE_ON_PHONE = ("() => document.querySelectorAll('#pg-teaching details').forEach(d => { "
-                       "if (getComputedStyle(d).getPropertyValue('--pg-phone').trim() === '1') d.open = false; })")
+# Where the stylesheet says so (a phone, a short screen), the teaching note opens folded to its first sentence.
+FOLD_NOTE_ON_SMALL_SCREENS = ("() => document.querySelectorAll('#pg-teaching details').forEach(d => { "
+                              "if (getComputedStyle(d).getPropertyValue('--pg-fold-note').trim() === '1') "
+                              "d.open = false; })")
 # The slow-motion replay plays the grid by itself after a run: not for a reader whose system asks for less motion.
 NO_AUTOPLAY_FOR_REDUCED_MOTION = "(on) => window.matchMedia('(prefers-reduced-motion: reduce)').matches ? false : on"
 HOW_TO_GET = (
@@ -321,7 +322,7 @@ class DemoApp:
             self._wire_replay()
             self._wire_settings()
             self._wire_model_panel()
-            demo.load(None, None, None, js=CLOSE_NOTE_ON_PHONE, queue=False)
+            demo.load(None, None, None, js=FOLD_NOTE_ON_SMALL_SCREENS, queue=False)
             demo.load(None, [self.slow_replay], [self.slow_replay], js=NO_AUTOPLAY_FOR_REDUCED_MOTION, queue=False)
             demo.load(self.from_link, None, [self.prompt, self.think, self.system, *self.settings, self.preset,
                                              self.notice], api_visibility="private",
@@ -575,7 +576,7 @@ class DemoApp:
         # The note is drawn afresh (open) when it reappears: fold it again on a phone.
         self.model_choice.change(self.choose_model, [self.model_choice],
                                  [self.model_info, self.teaching, self.max_new, self.chatbot, *self.examples.values()],
-                                 api_visibility="private").then(None, None, None, js=CLOSE_NOTE_ON_PHONE)
+                                 api_visibility="private").then(None, None, None, js=FOLD_NOTE_ON_SMALL_SCREENS)
         self.custom_btn.click(self.load_custom, [self.custom_source], [self.model_choice, self.model_info],
                               api_visibility="private")
 

@@ -343,11 +343,17 @@ def test_a_link_opens_the_page_with_its_question_and_settings(browser, app_url):
     page.goto(app_url + query)
     page.wait_for_function("() => document.querySelector('#pg-prompt textarea')?.value.startsWith('Ann')")
     assert page.locator("#pg-prompt textarea").input_value() == "Ann has 12 pens & 7 more?"
+    assert page.locator("#pg-think input:checked").get_attribute("value") == "off"
+    assert page.locator(".pg-status").inner_text().startswith("ready")  # filled in, not run
+    # The settings stay folded so that the question and Generate are on the first screen; the notice says.
+    page.get_by_text("The link set Algorithm elastic, Threshold 0.7 and Max new tokens 64.").wait_for()
+    assert page.locator("#pg-generate").bounding_box()["y"] < 1000
+    page.click("#pg-settings")
     assert page.locator("#pg-threshold input[type=number]").input_value() == "0.7"
     assert page.locator("#pg-max-new input[type=number]").input_value() == "64"
     assert page.locator("#pg-algorithm input").input_value() == "elastic"
-    assert page.locator("#pg-think input:checked").get_attribute("value") == "off"
-    assert page.locator(".pg-status").inner_text().startswith("ready")  # filled in, not run
+    page.wait_for_timeout(1000)  # and they stay (a mounting slider could take its starting value back)
+    assert page.locator("#pg-threshold input[type=range]").input_value() == "0.7"
     page.click("#pg-generate")
     wait_finished(page)
     page.click("#pg-link-btn")
@@ -357,6 +363,32 @@ def test_a_link_opens_the_page_with_its_question_and_settings(browser, app_url):
     assert "algorithm=elastic&threshold=0.7&" in link and "max_new_tokens=64" in link
     page.goto(app_url + "?threshold=3")
     page.get_by_text("This page's link was not taken whole.").wait_for()
+    page.close()
+
+
+def test_the_grid_steps_a_recorded_run_by_its_buttons_and_the_arrow_keys(browser, app_url):
+    """◀ ▶ by the grid's caption and ← → anywhere the keys have no use of their own move the replay slider."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    send(page, "A farm has 72 cows and 45 sheep. How many animals are on the farm?")
+    wait_finished(page)
+    end = nfe(page)
+
+    def shows(k: int) -> None:
+        page.wait_for_function("k => document.querySelector('.pg-forward')?.textContent.startsWith(`Forward ${k}:`)",
+                               arg=k, timeout=10_000)
+        assert page.locator("#pg-replay input[type=range]").input_value() == str(k)
+
+    page.click("#pg-grid .pg-stepper button[data-delta='-1']")
+    shows(end - 1)
+    page.keyboard.press("ArrowLeft")  # the focus is on the button: no use of its own for the key
+    shows(end - 2)
+    page.keyboard.press("ArrowRight")
+    shows(end - 1)
+    page.locator("#pg-prompt textarea").focus()
+    page.keyboard.press("ArrowLeft")  # in the message box the key moves the caret, not the replay
+    page.wait_for_timeout(1000)
+    shows(end - 1)
     page.close()
 
 
@@ -440,7 +472,7 @@ def choose_embedded(page) -> None:
     page.wait_for_selector("#pg-teaching", state="visible", timeout=60_000)
 
 
-@pytest.mark.parametrize("width, height, folded", [(390, 844, True), (1400, 1000, False)])
+@pytest.mark.parametrize("width, height, folded", [(390, 844, True), (1366, 768, True), (1400, 1000, False)])
 def test_the_teaching_note_folds_on_a_phone(browser, app_url, width, height, folded):
     """On a phone the note shows its first sentence and folds the rest (unfolded it filled the first screen
     and pushed the chat below it); a tap unfolds it. On a desktop it is open."""
@@ -459,6 +491,8 @@ def test_the_teaching_note_folds_on_a_phone(browser, app_url, width, height, fol
     assert rest.is_visible() is not folded
     if folded:
         assert page.locator("#pg-teaching").bounding_box()["height"] < 120
+        box = page.locator("#pg-prompt textarea").bounding_box()
+        assert box["y"] + box["height"] <= height  # the message box is on the first screen
         summary.click()
         rest.wait_for(state="visible", timeout=5_000)
     page.close()
