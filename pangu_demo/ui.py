@@ -507,17 +507,19 @@ class DemoApp:
         outputs = [self.chatbot, self.grid, self.plot, self.stats_box, self.replay_row, self.replay, self.notice,
                    self.prompt, self.generate_btn, self.stop_btn, self.session]
         triggers = [self.generate_btn.click, self.prompt.submit]
-        gr.on(triggers, self.generate, inputs=[self.prompt, self.think, self.system, *self.settings, self.model_choice,
-                                               self.view, self.session, self.page_clears],
-              outputs=outputs, api_name="ui_generate", api_visibility="private", concurrency_limit=self.concurrency,
-              concurrency_id="decode").then(
-            self.trace_file, [self.session], [self.trace_btn], api_visibility="private",
-            show_progress="hidden").then(
-            self.replay_after_run, [self.slow_replay, self.speed, self.view, self.session],
-            [self.playing, self.replay, self.grid, self.plot, self.stats_box, self.timer, self.play_btn],
-            api_visibility="private", show_progress="hidden")
-        gr.on(triggers, self._stale, None, list(self._stale()), queue=False,
-              show_progress="hidden", api_visibility="private")
+        asked = [self.think, self.system, *self.settings, self.model_choice, self.view, self.session, self.page_clears]
+        # The chat's retry button under the last answer asks its question again, by the settings as they are now.
+        for runs, handler, inputs in ((triggers, self.generate, [self.prompt, *asked]),
+                                      ([self.chatbot.retry], self.ask_again, asked)):
+            gr.on(runs, handler, inputs=inputs, outputs=outputs, api_visibility="private",
+                  concurrency_limit=self.concurrency, concurrency_id="decode").then(
+                self.trace_file, [self.session], [self.trace_btn], api_visibility="private",
+                show_progress="hidden").then(
+                self.replay_after_run, [self.slow_replay, self.speed, self.view, self.session],
+                [self.playing, self.replay, self.grid, self.plot, self.stats_box, self.timer, self.play_btn],
+                api_visibility="private", show_progress="hidden")
+            gr.on(runs, self._stale, None, list(self._stale()), queue=False,
+                  show_progress="hidden", api_visibility="private")
         self.gif_btn.click(self.gif_file, [self.speed, self.session], [self.gif], api_visibility="private",
                            concurrency_limit=self.concurrency, concurrency_id="decode")
         # The server knows the query, the page its own address: the browser puts the two together.
@@ -629,19 +631,26 @@ class DemoApp:
     def generate(self, text: str | None, think_on: str | bool, system: str | None, mode_v: str, alg: str,
                  thr: float, sb: int | str, temp: float, tp: float, tk: int | float, mx: int | float, sd: int | float,
                  model_label: str | None, view_label: str, sess: Session, request: gr.Request,
-                 page_clears: float | None = None) -> Iterator[dict]:
+                 page_clears: float | None = None, again: bool = False) -> Iterator[dict]:
+        """Ask `text` (with `again`: the last question once more, in place of its answer) and stream the run."""
         sess = sess if isinstance(sess, Session) else Session()
         if page_clears is not None and int(page_clears) != sess.clears:  # asked, then cleared while it waited
             yield {self.notice: gr.skip()}  # nothing changes (a generator that yields nothing blanks its outputs)
             return
         sess.fresh = False  # what follows this request (trace file, slow replay) is for a run that finishes now
         try:
+            if again and not sess.history:
+                raise ValueError("There is no question to ask again: type one.")
+            text, history = (sess.history[-1][0], sess.history[:-1]) if again else (text, sess.history)
             req = self.prepare(text, think_on, (mode_v, alg, thr, sb, temp, tp, tk, mx, sd), model_label,
-                               sess.history, fit=True, system=system)
+                               history, fit=True, system=system)
         except (ValueError, ModelLoadError) as e:
             warn(str(e))
             yield {self.notice: message_html(str(e))}
             return
+        if again:  # the old answer goes; the question is asked anew below
+            sess.history.pop()
+            sess.chat = sess.chat[:max(i for i, m in enumerate(sess.chat) if m["role"] == "user")]
         with self.stop_event(request) as stop:
             sess.options = options_for(view_label)
             sess.mask_id, sess.token_text = req.decoder.mask_id, req.lm.tokenizer.token_text
@@ -666,6 +675,14 @@ class DemoApp:
                 yield self._failed(f"Decoding failed: {type(e).__name__}: {e}", sess, req.text)
             finally:
                 sess.running = False
+
+    def ask_again(self, think_on: str | bool, system: str | None, mode_v: str, alg: str, thr: float, sb: int | str,
+                  temp: float, tp: float, tk: int | float, mx: int | float, sd: int | float, model_label: str | None,
+                  view_label: str, sess: Session, request: gr.Request,
+                  page_clears: float | None = None) -> Iterator[dict]:
+        """The chat's retry button: the last question again, by the settings as they are now."""
+        yield from self.generate(None, think_on, system, mode_v, alg, thr, sb, temp, tp, tk, mx, sd, model_label,
+                                 view_label, sess, request, page_clears, again=True)
 
     def _frame_update(self, frame: Frame, req: Prepared, sess: Session, base: list[dict],
                       model_label: str | None) -> dict:

@@ -389,6 +389,15 @@ def test_the_grid_steps_a_recorded_run_by_its_buttons_and_the_arrow_keys(browser
     page.keyboard.press("ArrowLeft")  # in the message box the key moves the caret, not the replay
     page.wait_for_timeout(1000)
     shows(end - 1)
+    # The chat's retry button asks the question again, by the settings as they are now, in place of its answer.
+    page.click("#pg-settings")
+    page.get_by_label("Autoregressive (AR)").check()
+    page.evaluate("document.querySelector('.pg-status').textContent = ''")
+    page.locator("#pg-chat button[aria-label='Retry']").click()
+    wait_finished(page)
+    assert page.locator("#pg-chat [data-testid=user]").count() == 1
+    assert page.locator(".pg-stats").get_attribute("data-nfe") == page.locator(".pg-stats").evaluate(
+        "s => s.textContent.match(/TOKENS\\s*(\\d+)/i)?.[1]")  # AR: a forward per token
     page.close()
 
 

@@ -47,6 +47,24 @@ def test_a_run_files_its_turn_in_the_session(app: ui.DemoApp) -> None:
     assert cut
 
 
+def test_the_chats_retry_asks_the_last_question_again_by_the_settings_now(app: ui.DemoApp) -> None:
+    sess = ui.Session()
+    list(generate(app, sess, text="First?"))
+    list(generate(app, sess, text="Second?"))
+    first_turn = sess.chat[:sess.chat.index(next(m for m in sess.chat if m["content"] == "Second?"))]
+    ar = ("ar", *DEFAULTS[1:])
+    updates = list(app.ask_again(True, "", *ar, app.models.default, ui.VIEWS[0], sess, request()))
+    # The second answer is replaced, not added to: two turns, the first as it was, and the new run decoded by AR.
+    assert [q for q, _ in sess.history] == ["First?", "Second?"]
+    assert sess.chat[:len(first_turn)] == first_turn
+    assert [m["content"] for m in sess.chat if m["role"] == "user"] == ["First?", "Second?"]
+    assert sess.recording.config.mode == "ar" and updates[-1][app.chatbot] == sess.chat
+    # Nothing to ask again: said, and nothing changes.
+    empty = ui.Session()
+    said = list(app.ask_again(True, "", *DEFAULTS, app.models.default, ui.VIEWS[0], empty, request()))
+    assert "no question to ask again" in said[-1][app.notice] and empty.chat == [] and empty.history == []
+
+
 def test_clear_during_a_run_forgets_the_turn_for_good(app: ui.DemoApp) -> None:
     sess = ui.Session(history=[("earlier", "reply")], chat=[{"role": "user", "content": "earlier"}])
     run = generate(app, sess, settings=DEFAULTS[:7] + (256, 0))
