@@ -628,7 +628,7 @@ def test_the_chats_trash_icon_forgets_the_conversation(browser, app_url):
 
 def test_phone_layout_keeps_the_grid_near_generate_and_aligns_the_sampling_sliders(browser, app_url):
     """On a phone the examples scroll sideways in one line (seven wrapped lines pushed the grid far below
-    Generate); on a desktop the sampling sliders' tracks share one baseline whatever their labels' lengths."""
+    Generate), and sending scrolls to the run; on a desktop the sampling sliders' tracks share one baseline whatever their labels' lengths."""
     page = browser.new_page(viewport={"width": 390, "height": 844})
     page.goto(app_url)
     page.wait_for_selector("#pg-prompt textarea")
@@ -638,6 +638,10 @@ def test_phone_layout_keeps_the_grid_near_generate_and_aligns_the_sampling_slide
     assert row.evaluate("r => r.scrollWidth > r.clientWidth")
     gap = page.locator("#pg-stats").bounding_box()["y"] - page.locator("#pg-generate").bounding_box()["y"]
     assert gap < 450, gap
+    # Sending scrolls to the run (stats, then the grid), which is below the message box on a phone.
+    send(page, "Tom has 3 apples.")
+    page.wait_for_function("() => Math.abs(document.querySelector('#pg-stats').getBoundingClientRect().top) < 40",
+                           timeout=5_000)
     page.close()
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url)
