@@ -366,7 +366,7 @@ def _block_caption(current: BlockState, mask_id: int, n_masked: int, num_small_b
                if num_small_blocks > 1 else f"one small block of {len(current.tokens)}")
     _, forwards, tpf = block_speed(current, mask_id)
     speed = f"{plural(forwards, 'forward')}{'' if run_over else ' so far'}, {tpf:.1f} tok/fwd"
-    left = f"{plural(n_masked, 'position')} not written" if current.ar else f"{n_masked} MASK left"
+    left = f"{plural(n_masked, 'position')} not written" if current.ar else f"{plural(n_masked, 'MASK')} left"
     if run_over:
         caption = f"Block {current.index + 1} (last) · {sb_note} · {speed}"
         caption += f" · {left}{'' if current.ar else ' unused'}" if n_masked else ""

@@ -358,9 +358,10 @@ class DemoApp:
                                           f"{MAX_PROMPT_CHARS:,} characters.",
                                      max_lines=8, max_length=MAX_PROMPT_CHARS, elem_id="pg-prompt")
             with gr.Row():
-                self.generate_btn = gr.Button("Generate", variant="primary", elem_id="pg-generate")
-                self.stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="pg-stop")
-                self.clear_btn = gr.Button("Clear", elem_id="pg-clear")
+                # min_width: at Gradio's own 160 px the three did not fit a laptop's chat column, and Clear wrapped.
+                self.generate_btn = gr.Button("Generate", variant="primary", elem_id="pg-generate", min_width=100)
+                self.stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="pg-stop", min_width=80)
+                self.clear_btn = gr.Button("Clear", elem_id="pg-clear", min_width=80)
             self.think = gr.Radio(list(THINK_CHOICES.items()), value="on", label="Thinking", elem_id="pg-think",
                                   info="Adds /no_think or /auto_think to your message; the teaching model never saw "
                                        "/auto_think.")

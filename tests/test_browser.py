@@ -628,7 +628,8 @@ def test_the_chats_trash_icon_forgets_the_conversation(browser, app_url):
 
 def test_phone_layout_keeps_the_grid_near_generate_and_aligns_the_sampling_sliders(browser, app_url):
     """On a phone the examples scroll sideways in one line (seven wrapped lines pushed the grid far below
-    Generate), and sending scrolls to the run; on a desktop the sampling sliders' tracks share one baseline whatever their labels' lengths."""
+    Generate), and sending scrolls to the run; on a desktop the sampling sliders' tracks share one baseline
+    whatever their labels' lengths."""
     page = browser.new_page(viewport={"width": 390, "height": 844})
     page.goto(app_url)
     page.wait_for_selector("#pg-prompt textarea")

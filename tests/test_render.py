@@ -505,8 +505,8 @@ def test_the_caption_of_a_finished_run_is_not_live():
     live = render.grid_html(steps, len(steps), table.get, MASK)
     done = render.grid_html(steps, len(steps), table.get, MASK, run_over=True)
     # The commit forward of block 1 opened block 2 and wrote its first token.
-    assert "Block 2 (latest) · one small block of 32 · 1 forward so far, 1.0 tok/fwd · 31 MASK left" in live
-    assert "Block 2 (last) · one small block of 32 · 1 forward, 1.0 tok/fwd · 31 MASK left unused" in done
+    assert "Block 2 (latest) · one small block of 32 · 1 forward so far, 1.0 tok/fwd · 31 MASKs left" in live
+    assert "Block 2 (last) · one small block of 32 · 1 forward, 1.0 tok/fwd · 31 MASKs left unused" in done
     assert "so far" not in done
 
 
