@@ -969,6 +969,11 @@ def escape_chat(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+# A finished trace up to this long stays open in the chat (a status-less thought is shown open): the teaching
+# model's working is what a reader came to see. A longer one (the 7B model thinks for thousands of tokens) folds.
+OPEN_TRACE_CHARS = 600
+
+
 def assistant_messages(reply: Reply, thinking_seconds: float | None, running: bool,
                        stop_reason: str | None = None) -> list[dict]:
     """The thought message (when the reply has a trace) and the answer, as Chatbot messages, and a line saying so
@@ -981,7 +986,8 @@ def assistant_messages(reply: Reply, thinking_seconds: float | None, running: bo
             meta["status"] = "pending"
             meta["title"] = "Thinking…"
         else:
-            meta["status"] = "done"
+            if len(reply.thinking) > OPEN_TRACE_CHARS:  # folded: a long trace would bury the answer
+                meta["status"] = "done"
             if thinking_seconds is not None:
                 meta["duration"] = round(thinking_seconds, 2)
         out.append({"role": "assistant", "content": escape_chat(reply.thinking) or "…", "metadata": meta})

@@ -275,8 +275,11 @@ def test_thought_message_pending_then_done():
     running = render.assistant_messages(render.split_reply("[unused16]adding 4 and 5"), None, running=True)
     assert running[0]["metadata"]["status"] == "pending" and len(running) == 1
     done = render.assistant_messages(render.split_reply("[unused16]4 + 5 = 9[unused17]9"), 2.0, running=True)
-    assert done[0]["metadata"]["status"] == "done" and done[0]["metadata"]["duration"] == 2.0
+    # A short finished trace stays open (no status, no spinner); a long one folds.
+    assert "status" not in done[0]["metadata"] and done[0]["metadata"]["duration"] == 2.0
     assert done[1]["content"] == "9"
+    long = render.assistant_messages(render.split_reply(f"[unused16]{'4 + 5 = 9. ' * 80}[unused17]9"), 2.0, False)
+    assert long[0]["metadata"]["status"] == "done"
     no_think = render.assistant_messages(render.split_reply("[unused16][unused17]It is 9."), 0.01, running=False)
     assert no_think == [{"role": "assistant", "content": "It is 9."}]
 
