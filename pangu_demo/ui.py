@@ -215,6 +215,9 @@ def empty_plot() -> PlotData:
     return plot_value(render.heatmap_figure([], 0))
 
 
+INFO = "pg-notice pg-info"  # a notice with nothing wrong to say
+
+
 def message_html(text: str, css: str = "pg-notice") -> str:
     """Plain text in a styled box (a notice by default); escaped, since it may quote what the user typed."""
     return f'<div class="{css}">{html.escape(text)}</div>'
@@ -354,7 +357,8 @@ class DemoApp:
             self.prompt = gr.Textbox(label="Message", placeholder="Type a message and press Enter", lines=1,
                                      info="Enter sends, Shift+Enter starts a new line. The conversation and the reply "
                                           "must fit the model's context (Model below; the teaching model's 1,024 "
-                                          "tokens hold a few thousand characters). Pastes are cut at "
+                                          "tokens hold about 2,000 characters of English, question and reply "
+                                          "together). Pastes are cut at "
                                           f"{MAX_PROMPT_CHARS:,} characters.",
                                      max_lines=8, max_length=MAX_PROMPT_CHARS, elem_id="pg-prompt")
             with gr.Row():
@@ -735,7 +739,7 @@ class DemoApp:
             heading = "This page's link was not taken whole." if problems else "This page's link was taken, so:"
             said = [heading, *problems, *changes, *said]
         if said:
-            update[self.notice] = message_html(" ".join(said))
+            update[self.notice] = message_html(" ".join(said), "pg-notice" if problems or changes else INFO)
         return update or {self.notice: gr.skip()}  # Gradio answers an empty update with an error (500)
 
     def compare_with_ar(self, sess: Session, request: gr.Request) -> Iterator[tuple]:
@@ -882,7 +886,8 @@ class DemoApp:
         timer, play = self._pause()
         return {self.chatbot: sess.chat, self.grid: frame.grid, self.plot: plot_value(frame.figure),
                 self.stats_box: render.stats_html(frame.stats), self.replay_row: gr.Column(visible=True),
-                self.replay: gr.Slider(minimum=1, maximum=max(n, 2), value=n), self.notice: message_html(note),
+                self.replay: gr.Slider(minimum=1, maximum=max(n, 2), value=n),
+                self.notice: message_html(note, "pg-notice" if outside else INFO),
                 self.session: sess, self.trace_btn: write_trace(sess, t.model), self.timer: timer,
                 self.play_btn: play, self.playing: False} | self._stale() | controls
 
@@ -906,7 +911,8 @@ class DemoApp:
         if t.recording.config.fused_commit:
             notes.append("It ran with the fused commit (the command line's option), which this page does not "
                          "offer: Generate decodes by the reference.")
-        return {**update, self.preset: "Custom", **asked}, " ".join(notes)
+        preset = preset_of({name: value for name, value in values.items() if value is not None})
+        return {**update, self.preset: preset, **asked}, " ".join(notes)
 
     def _stale(self) -> dict:
         """What a new run or Clear makes stale: the comparisons, their figure, the GIF and the link."""

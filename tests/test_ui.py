@@ -264,6 +264,8 @@ def test_an_opened_trace_fills_the_chat_grid_and_replay(app: ui.DemoApp, tiny_mo
     assert update[app.replay].maximum == n and update[app.replay].value == n and update[app.replay_row].visible
     assert other.history == sess.history and other.opened == tiny_model.name
     assert f"Opened a trace of {tiny_model.name}: {n} forwards" in update[app.notice]
+    assert 'class="pg-notice pg-info"' in update[app.notice]  # a report, not a warning
+    assert update[app.preset] == "Throughput"  # its settings are that preset's
     assert json.loads(Path(update[app.trace_btn]).read_text(encoding="utf-8"))["steps"] == json.loads(
         Path(path).read_text(encoding="utf-8"))["steps"]  # Download trace now gives this run
     list(generate(app, other))  # a follow-up question is this model's run again
