@@ -938,8 +938,11 @@ def sweep_view(rows: list[SweepRow], stop_ids: Collection[int] = (), varies: str
     head = (f"<tr><th>{column}</th><th>forwards</th><th>tokens / forward</th>"
             '<th title="commits below the row\'s own threshold: guesses, forced because every forward commits">'
             "below its threshold</th><th>answer</th></tr>")
+    note = ('<p class="pg-sweep-note">entropy, low_confidence and topk_margin commit one token per forward, and '
+            "after the stop token they denoise the end-of-turn padding one position a forward too: they need more "
+            "forwards than AR, which stops at the stop token.</p>") if varies == "rule" else ""
     table = (f'<div class="pg-compare"><b>{title}</b> (the settings of this run otherwise; one run each on this '
-             f'machine)<table class="pg-sweep">{head}{"".join(body)}</table></div>')
+             f'machine)<table class="pg-sweep">{head}{"".join(body)}</table>{note}</div>')
     return table, figure
 
 

@@ -493,6 +493,8 @@ def test_the_rule_sweep_counts_guesses_only_for_rules_with_a_threshold():
     assert [c[0] for c in cells] == ["confidence_threshold 0.9", "entropy · this run", "&lt;AR&gt;"]
     assert [c[3] for c in cells] == ["2", "—", "—"]
     assert "<th>rule</th>" in html_text and "other rules" in html_text
+    assert "need more forwards than AR" in html_text  # why the one-token rules lose to AR, said by the table
+    assert "more forwards than AR" not in render.sweep_view([sweep_row("0.5", "[unused16][unused17]7", 0.5)])[0]
 
 
 def test_the_race_figure_gives_each_run_its_colour():
