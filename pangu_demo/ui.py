@@ -162,6 +162,7 @@ class Session:
     model_label: str | None = None  # the model of the recorded run, for "Compare with AR"
     opened: str | None = None  # the recording came from an opened trace of this model: only it may rerun it
     fresh: bool = False  # the recording is the run that just finished (not one from before a refused send)
+    plays: int = 0  # Play and Pause presses so far: a Play frame drawn across one of them is dropped
     think: str | None = None  # how the recorded run's question was asked ("on", "off", "auto"), for its trace:
     system: str | None = None  # both None for a run opened from a trace that does not say
 
@@ -963,6 +964,8 @@ class DemoApp:
 
     def toggle_play(self, playing: bool, k: float, speed: float, sess: Session) -> tuple:
         rec = recording_of(sess)
+        if isinstance(sess, Session):
+            sess.plays += 1
         if playing or rec is None:
             return (False, gr.skip(), *self._pause())
         start = 1 if int(k) >= len(rec.steps) else int(k)  # at the end: play from the start
@@ -999,11 +1002,15 @@ class DemoApp:
         server's copy) false and move nothing, and no tick writes it true again, or the next Play would read it
         as a Pause."""
         rec = recording_of(sess)
+        stopped = (gr.skip(), gr.skip(), gr.skip(), gr.skip(), False, *self._pause())
         if not playing or rec is None or not rec.steps or sess.running:
-            return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), False, *self._pause())
+            return stopped
+        plays = sess.plays
         per_tick = max(1, round(float(speed or 5) * play_interval(speed)))
         k = min(len(rec.steps), int(k) + per_tick)
         grid_v, plot_v, stats_v = self.show_step(k, view_label, sess, moving=True)
+        if sess.plays != plays:  # paused while this frame was drawn: it must not land
+            return stopped
         if k >= len(rec.steps):
             return (k, grid_v, plot_v, stats_v, False, *self._pause())
         return (k, grid_v, plot_v, stats_v, gr.skip(), gr.skip(), gr.skip())
