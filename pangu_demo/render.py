@@ -933,7 +933,8 @@ def sweep_view(rows: list[SweepRow], stop_ids: Collection[int] = (), varies: str
         stopped = " (stopped)" if r.stop_reason == "cancelled" else ""
         label = row.label + (" · this run" if row.this_run else "")
         css = ' class="pg-this-run"' if row.this_run else ""
-        body.append(f"<tr{css}><td>{html.escape(label)}</td><td>{r.nfe}{stopped}</td><td>{r.tpf:.2f}</td>"
+        name = html.escape(label).replace("_", "_<wbr>")  # a narrow column breaks it there, not inside a word
+        body.append(f"<tr{css}><td>{name}</td><td>{r.nfe}{stopped}</td><td>{r.tpf:.2f}</td>"
                     f"<td>{below}</td><td>{html.escape(answer)}</td></tr>")
     head = (f"<tr><th>{column}</th><th>forwards</th><th>tokens / forward</th>"
             '<th title="commits below the row\'s own threshold: guesses, forced because every forward commits">'

@@ -490,7 +490,7 @@ def test_the_rule_sweep_counts_guesses_only_for_rules_with_a_threshold():
                                            sweep_row("<AR>", "[unused16][unused17]7", None)], varies="rule")
     assert [t["name"] for t in figure["data"][::2]] == ["confidence_threshold 0.9", "entropy", "<AR>"]
     cells = [re.findall(r"<td>(.*?)</td>", r) for r in re.findall(r"<tr[^>]*>(.*?)</tr>", html_text)[1:]]
-    assert [c[0] for c in cells] == ["confidence_threshold 0.9", "entropy · this run", "&lt;AR&gt;"]
+    assert [c[0] for c in cells] == ["confidence_<wbr>threshold 0.9", "entropy · this run", "&lt;AR&gt;"]
     assert [c[3] for c in cells] == ["2", "—", "—"]
     assert "<th>rule</th>" in html_text and "other rules" in html_text
     assert "need more forwards than AR" in html_text  # why the one-token rules lose to AR, said by the table
