@@ -134,6 +134,8 @@ TEACHING_NOTE = (f'<details class="pg-teaching-more" open>\n<summary>{TEACHING_S
 FOLD_NOTE_ON_SMALL_SCREENS = ("() => document.querySelectorAll('#pg-teaching details').forEach(d => { "
                               "if (getComputedStyle(d).getPropertyValue('--pg-fold-note').trim() === '1') "
                               "d.open = false; })")
+LARGE_TEXT = ("(on) => { ['#pg-grid', '#pg-stats', '#pg-how'].forEach(id => "
+              "document.querySelector(id)?.classList.toggle('pg-large', on)); }")
 # The slow-motion replay plays the grid by itself after a run: not for a reader whose system asks for less motion.
 NO_AUTOPLAY_FOR_REDUCED_MOTION = "(on) => window.matchMedia('(prefers-reduced-motion: reduce)').matches ? false : on"
 HOW_TO_GET = (
@@ -394,6 +396,10 @@ class DemoApp:
                 self.view = gr.Radio(VIEWS, value=VIEWS[0], label="Heatmap view", scale=3,
                                      info="Current block: confidence of every candidate at every denoising "
                                           "forward. Whole answer: when each token was committed.")
+                # In the browser only: a class on the page that the stylesheet reads (no round trip).
+                self.large = gr.Checkbox(False, label="Large text", info="For a projector: the grid, its lines "
+                                         "and the stats.", scale=1, min_width=160, elem_id="pg-large")
+                self.large.change(None, [self.large], None, js=LARGE_TEXT, api_visibility="private")
             # An empty figure of the full height, so the page does not jump when the first one arrives.
             self.plot = gr.Plot(empty_plot(), label="Decoding heatmap", elem_id="pg-heatmap")
             with gr.Column(visible=False, elem_id="pg-replay-row") as self.replay_row:  # shown after a run

@@ -401,6 +401,24 @@ def test_the_grid_steps_a_recorded_run_by_its_buttons_and_the_arrow_keys(browser
     page.close()
 
 
+def test_large_text_enlarges_the_grid_and_the_stats_and_lasts_across_runs(browser, app_url):
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(app_url)
+    size = "s => parseFloat(getComputedStyle(document.querySelector(s)).fontSize)"
+    send(page, "Tom has 3 apples.")
+    wait_finished(page)
+    small = page.evaluate(size, ".pg-forward"), page.evaluate(size, ".pg-stat-v")
+    page.locator("#pg-large input").check()
+    page.wait_for_function(f"() => ({size})('.pg-forward') >= 1.4 * {small[0]}", timeout=5_000)
+    assert page.evaluate(size, ".pg-stat-v") >= 1.4 * small[1]
+    send(page, "Ann has 12 pens and buys 7 more. How many pens does she have?")  # new HTML in the same boxes
+    wait_finished(page)
+    assert page.evaluate(size, ".pg-forward") >= 1.4 * small[0]
+    page.locator("#pg-large input").uncheck()
+    page.wait_for_function(f"() => ({size})('.pg-forward') === {small[0]}", timeout=5_000)
+    page.close()
+
+
 def test_the_slow_motion_replay_is_off_for_reduced_motion(browser):
     """The replay plays the grid by itself after a fast run: on by default, off where the system asks for less
     motion."""
