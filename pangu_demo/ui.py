@@ -521,9 +521,11 @@ class DemoApp:
         triggers = [self.generate_btn.click, self.prompt.submit]
         asked = [self.think, self.system, *self.settings, self.model_choice, self.view, self.session, self.page_clears]
         # The chat's retry button under the last answer asks its question again, by the settings as they are now.
-        for runs, handler, inputs in ((triggers, self.generate, [self.prompt, *asked]),
-                                      ([self.chatbot.retry], self.ask_again, asked)):
-            gr.on(runs, handler, inputs=inputs, outputs=outputs, api_visibility="private",
+        # The page's own names: without them Gradio names the first after its function, "generate", and the public
+        # API's /generate becomes /generate_1.
+        for runs, handler, inputs, name in ((triggers, self.generate, [self.prompt, *asked], "ui_generate"),
+                                            ([self.chatbot.retry], self.ask_again, asked, "ui_ask_again")):
+            gr.on(runs, handler, inputs=inputs, outputs=outputs, api_name=name, api_visibility="private",
                   concurrency_limit=self.concurrency, concurrency_id="decode").then(
                 self.trace_file, [self.session], [self.trace_btn], api_visibility="private",
                 show_progress="hidden").then(
