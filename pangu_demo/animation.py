@@ -90,12 +90,24 @@ def _width(runs: Runs) -> float:
 def _fit(text: str, width: int) -> Runs:
     """The token's label in the larger of two sizes that fits the cell, cut with … if neither does."""
     for size in (13, 10):
-        runs = font_runs(text, size)
-        if _width(runs) <= width:
+        runs = font_runs(text[:width + 1], size)  # no glyph is narrower than a pixel: a longer text never fits
+        if len(text) <= width and _width(runs) <= width:
             return runs
-    while len(text) > 1 and _width(font_runs(text + "…", size)) > width:
-        text = text[:-1]
-    return font_runs(text + "…", size)
+    return font_runs(_cut(text, "…", size, width), size)
+
+
+def _cut(text: str, mark: str, size: int, width: int) -> str:
+    """The longest start of `text` that fits `width` with `mark` after it, found by halving: a label cut one
+    character at a time was measured once per character, and a trace's token can be long."""
+    text = text[:width]  # as in _fit: more could never fit
+    lo, hi = 1, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _width(font_runs(text[:mid] + mark, size)) <= width:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + mark
 
 
 def wrap(text: str, size: int, width: int, max_lines: int) -> list[Runs]:
@@ -103,20 +115,16 @@ def wrap(text: str, size: int, width: int, max_lines: int) -> list[Runs]:
     cut with " …" if the text goes on, and a word too long for a line with "…"."""
     lines: list[str] = []
     for word in text.split(" "):
+        word = word[:width + 1]  # as in _fit: longer never fits, and it is cut below anyway
         if lines and _width(font_runs(f"{lines[-1]} {word}", size)) <= width:
             lines[-1] += f" {word}"
         else:
             lines.append(word)
     more = len(lines) > max_lines
     lines = lines[:max_lines]
-
-    def cut(line: str, mark: str) -> str:
-        while len(line) > 1 and _width(font_runs(line + mark, size)) > width:
-            line = line[:-1]
-        return line + mark
-
-    lines = [cut(line, " …") if more and k == len(lines) - 1 else
-             cut(line, "…") if _width(font_runs(line, size)) > width else line for k, line in enumerate(lines)]
+    lines = [_cut(line, " …", size, width) if more and k == len(lines) - 1 else
+             _cut(line, "…", size, width) if _width(font_runs(line, size)) > width else line
+             for k, line in enumerate(lines)]
     return [font_runs(line, size) for line in lines]
 
 

@@ -8,6 +8,8 @@ GPU can be watched, scrubbed and turned into a GIF on a laptop. Opened files are
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -24,6 +26,11 @@ VERSION = 2
 UNNAMED = "an unnamed model"  # what a trace that names no model is called
 MAX_BYTES = 20 * 2**20  # 960 forwards of the teaching model (32 small blocks, all candidates kept) wrote 4.8 MB
 KINDS = ("prefill", "denoise", "commit", "fused", "ar")
+STOP_REASONS = ("stop_token", "length", "cancelled")
+# A hostile file could ask every frame to draw blocks of thousands of cells or tokens of a megabyte: the page and the
+# GIF froze on them. The real model's blocks are 32 tokens and its longest pieces a few dozen characters.
+MAX_BLOCK = 256
+MAX_TOKEN_CHARS = 256
 
 
 class TraceError(ValueError):
@@ -125,6 +132,40 @@ def _check_steps(steps: list[Step], block_length: int) -> None:
             raise TraceError(f"step {n} has a probability outside 0-1 or an impossible time.")
 
 
+def _check_run(f: _File) -> None:
+    """The rest that types cannot say: ids that are ids, token texts of a token's length, a real duration."""
+    if f.mask_id < 0 or any(i < 0 for i in (*f.stop_ids, *f.tokens)):
+        raise TraceError("This trace is damaged: it has a negative token id.")
+    if any(len(text) > MAX_TOKEN_CHARS for text in f.tokens.values()):
+        raise TraceError(f"This trace is damaged: a token's text is longer than {MAX_TOKEN_CHARS} characters.")
+    if any(s.block < 0 or s.nfe < 1 for s in f.steps):
+        raise TraceError("This trace is damaged: a step has a negative block or a forward count below 1.")
+    if f.result.stop_reason not in STOP_REASONS:
+        raise TraceError(f"This trace is damaged: its run ended for an unknown reason {f.result.stop_reason!r} "
+                         f"(known: {', '.join(STOP_REASONS)}).")
+    if not 0.0 <= f.result.seconds < math.inf:
+        raise TraceError("This trace is damaged: its run took an impossible time.")
+
+
+def _config(settings: dict) -> DecodeConfig:
+    """The run's settings, checked as a run's are; TraceError in plain words."""
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(DecodeConfig)})
+    if unknown:
+        raise TraceError(f"This trace's settings are not valid: it has an unknown setting {unknown[0]!r}.")
+    try:
+        config = DecodeConfig(**settings)
+        config.validate()
+    except TypeError:  # text where a number belongs, and the like
+        raise TraceError("This trace's settings are not valid: a setting has the wrong type (text where a number "
+                         "belongs, say).") from None
+    except ValueError as e:
+        raise TraceError(f"This trace's settings are not valid: {e}") from None
+    if config.block_length > MAX_BLOCK:
+        raise TraceError(f"This trace's settings are not valid: blocks of {config.block_length:,} tokens (this "
+                         f"page draws blocks of at most {MAX_BLOCK}).")
+    return config
+
+
 def check_size(n_bytes: int) -> None:
     """TraceError for a file too large to be a trace (before it is read or parsed)."""
     if n_bytes > MAX_BYTES:
@@ -146,6 +187,8 @@ def load(path: str | Path | None) -> Trace:
 def loads(data: bytes | str) -> Trace:
     """Parse and check a trace file; TraceError says what is wrong."""
     check_size(len(data))
+    # A byte-order mark, as some editors save UTF-8: JSON has none, but the file is fine without it.
+    data = data.removeprefix(codecs.BOM_UTF8) if isinstance(data, bytes) else data.removeprefix("\ufeff")
     try:
         f = _File.model_validate_json(data)
     except pydantic.ValidationError as e:
@@ -161,11 +204,8 @@ def loads(data: bytes | str) -> Trace:
                                  f"; it says format {found}" if isinstance(found, int) else "") +
                              ". Older traces (format 1) do not carry the text of their tokens.") from None
         raise TraceError(f"This trace is damaged: {_first_error(e)}.") from None
-    try:
-        config = DecodeConfig(**f.result.config)
-        config.validate()
-    except (TypeError, ValueError) as e:
-        raise TraceError(f"This trace's settings are not valid: {e}") from None
+    _check_run(f)
+    config = _config(f.result.config)
     _check_steps(f.steps, config.block_length)
     rec = Recording(config=config, stop_ids=tuple(f.stop_ids))
     for step in f.steps:

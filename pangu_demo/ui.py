@@ -988,7 +988,12 @@ class DemoApp:
     def gif_file(self, speed: float | None, sess: Session | None) -> gr.Image | dict:
         """The recorded run as a GIF, shown under the buttons (with its own download button)."""
         rec = recording_of(sess)
-        path = None if rec is None or sess.running else write_gif(rec, sess.token_text, sess.mask_id, speed)
+        try:
+            path = None if rec is None or sess.running else write_gif(rec, sess.token_text, sess.mask_id, speed)
+        except Exception as e:  # a run the drawing cannot take (an opened trace is any writer's): said, not raised
+            log.exception("GIF failed")
+            warn(f"This run could not be drawn as a GIF: {type(e).__name__}: {e}")
+            return gr.skip()
         if path is None:  # no run yet, one still streaming, or one that failed before its result
             warn("Generate a reply first, and wait for it to finish.")
             return gr.skip()

@@ -200,3 +200,18 @@ def test_the_gif_legend_of_an_ar_run_names_no_mask(tiny_decoder: Decoder, monkey
     steps, result = run(tiny_decoder, [1, 5, 6, 7], config)
     A.recording_gif(Recording(steps=steps, result=result, config=config), str, tiny_decoder.mask_id)
     assert drawn and all(drawn)
+
+
+def test_a_long_label_is_cut_to_the_longest_start_that_fits_in_few_measurements(monkeypatch):
+    """A trace's token text has no length of its own: cutting it one character at a time measured it once per
+    character (a GIF of one hostile trace ran for minutes, holding a decoding slot)."""
+    text = "abcdefghij" * 6
+    cut = A._cut(text, "…", 13, 120)
+    fits = [n for n in range(1, len(text) + 1) if A._width(A.font_runs(text[:n] + "…", 13)) <= 120]
+    assert cut == text[:max(fits)] + "…"
+    calls = []
+    measure = A.font_runs
+    monkeypatch.setattr(A, "font_runs", lambda t, size: calls.append(len(t)) or measure(t, size))
+    A._fit("y" * 100_000, 60)
+    A.wrap("z" * 100_000, 12, 300, 2)
+    assert len(calls) < 60 and max(calls) <= 300 + 2  # halving, on a start no longer than the width in pixels

@@ -111,7 +111,25 @@ BAD = {
     "an unknown kind": (lambda s: _edit(s, _set_step("kind", "guess")), "unknown kind"),
     "impossible settings": (lambda s: _edit(s, lambda d: d["result"]["config"].update(num_small_blocks=3)),
                             "settings are not valid"),
+    "an unknown setting": (lambda s: _edit(s, lambda d: d["result"]["config"].update(evil=1)),
+                           "unknown setting 'evil'"),
+    "text for a number": (lambda s: _edit(s, lambda d: d["result"]["config"].update(threshold="0.9")),
+                          "a setting has the wrong type"),
+    "blocks of thousands": (lambda s: _edit(s, lambda d: d["result"]["config"].update(block_length=20_000)),
+                            "blocks of 20,000 tokens"),
+    "a token of a megabyte": (lambda s: _edit(s, lambda d: d["tokens"].update({"5": "x" * 2**20})),
+                              "longer than 256 characters"),
+    "a negative id": (lambda s: _edit(s, lambda d: d.update(mask_id=-3)), "negative token id"),
+    "a negative block": (lambda s: _edit(s, _set_step("block", -1)), "negative block"),
+    "an unknown end": (lambda s: _edit(s, lambda d: d["result"].update(stop_reason="<b>bored</b>")),
+                       "unknown reason"),
+    "a negative duration": (lambda s: _edit(s, lambda d: d["result"].update(seconds=-1.0)), "impossible time"),
 }
+
+
+def test_a_trace_saved_with_a_byte_order_mark_opens(saved: str) -> None:
+    assert trace.loads(b"\xef\xbb\xbf" + saved.encode()).recording.result is not None
+    assert trace.loads("\ufeff" + saved).recording.result is not None
 
 
 @pytest.mark.parametrize("case", list(BAD))

@@ -248,6 +248,10 @@ def test_make_a_gif_shows_the_recorded_run_one_frame_per_forward(app: ui.DemoApp
     assert update.visible is True and update.value["path"].endswith(".gif")
     gif = Image.open(update.value["path"])
     assert gif.n_frames == len(sess.recording.steps) and gif.info["duration"] == 100
+    # A run the drawing cannot take is said in a warning; the handler does not raise.
+    monkeypatch.setattr(ui.animation, "recording_gif", lambda *a, **k: 1 / 0)
+    assert isinstance(app.gif_file(10, sess), type(gr.skip()))
+    assert warned[-1].startswith("This run could not be drawn as a GIF: ZeroDivisionError")
 
 
 def test_an_opened_trace_fills_the_chat_grid_and_replay(app: ui.DemoApp, tiny_model: LoadedModel) -> None:
