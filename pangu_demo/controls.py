@@ -6,6 +6,7 @@ their ValueErrors say what is wrong in words.
 
 from __future__ import annotations
 
+import unicodedata
 import urllib.parse
 from dataclasses import replace
 from typing import NamedTuple
@@ -100,17 +101,32 @@ def _within_limit(what: str, text: str) -> str:
     return text
 
 
+def _text(what: str, value: object) -> str:
+    """`value` if it is text the tokenizer can take, else ValueError naming `what`."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be text (got {type(value).__name__}).")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate, which only an API call can send: the tokenizer raised
+        raise ValueError(f"{what} holds a character that is not text (a lone surrogate, at position "
+                         f"{e.start + 1}).") from None
+    return value
+
+
+def _blank(text: str) -> bool:
+    """Nothing to read: spaces, and the invisible format characters (zero-width space and joiners, BOM)."""
+    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in text)
+
+
 def check_system(system: str | None) -> str | None:
-    """The system message to put first (None for none), or ValueError if it is too long."""
-    text = "" if system is None else str(system)
-    return _within_limit("The system message", text) if text.strip() else None
+    """The system message to put first (None for none), or ValueError if it is too long or not text."""
+    text = "" if system is None else _text("The system message", system)
+    return None if _blank(text) else _within_limit("The system message", text)
 
 
 def check_prompt(prompt: str | None) -> str:
     """The message to send, or ValueError with what is wrong with it."""
-    if prompt is not None and not isinstance(prompt, str):
-        raise ValueError(f"The message must be text (got {type(prompt).__name__}).")
-    if prompt is None or not prompt.strip():
+    if prompt is None or _blank(_text("The message", prompt)):
         raise ValueError("Type a message first.")
     return _within_limit("The message", prompt)
 
@@ -121,7 +137,8 @@ def check_history(history: object) -> list[tuple[str, str]]:
         return []
     if isinstance(history, list) and all(isinstance(turn, list | tuple) and len(turn) == 2
                                          and all(isinstance(part, str) for part in turn) for turn in history):
-        return [(user, answer) for user, answer in history]
+        return [(_text("A message of history", user), _text("An answer of history", answer))
+                for user, answer in history]
     raise ValueError('history must be a list of [user message, answer] pairs of text, e.g. [["Hi", "Hello!"]].')
 
 

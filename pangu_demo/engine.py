@@ -13,7 +13,6 @@ Batches are left-padded; a `Step` describes row 0 of the batch.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from .tokenizer import PanguTokenizer
 ALGORITHMS = ("confidence_threshold", "entropy", "low_confidence", "topk_margin", "elastic")
 MODES = ("diffusion", "ar")
 THRESHOLD_ALGORITHMS = ("confidence_threshold", "elastic")  # the rules that read `threshold`
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0  # besides 0 (greedy)
 
 
 def small_block_counts(block_length: int) -> list[int]:
@@ -69,8 +69,10 @@ class DecodeConfig:
                              f"{', '.join(map(str, small_block_counts(self.block_length)))} (got {n!r}).")
         if not 0.0 <= self.threshold <= 1.0:  # also refuses nan
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}.")
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise ValueError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {self.temperature}.")
+        # Outside these the sampling's float32 arithmetic breaks (a logit over 1e-40 is infinite, over 1e300 nan).
+        if not (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE):
+            raise ValueError(f"temperature must be 0 (greedy) or from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}, "
+                             f"got {self.temperature}.")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}.")
         if not isinstance(self.top_k, int) or self.top_k < 0:

@@ -1076,19 +1076,26 @@ class DemoApp:
         system: a system message, put before the chat ('' = none)."""
         try:
             turns = check_history(history)
+            if model and not isinstance(model, str):
+                raise ValueError(f"model must be a model's label as text (got {type(model).__name__}).")
             if model and model not in self.models.sources:
                 raise ValueError(f"Unknown model {model!r}; this host offers: {', '.join(self.models.sources)}.")
             req = self.prepare(prompt, think, (mode, algorithm, threshold, num_small_blocks, temperature, top_p,
                                                top_k, max_new_tokens, seed), model or None, turns, system=system)
         except (ValueError, ModelLoadError, TypeError) as e:
             raise gr.Error(str(e)) from e
-        for frame in stream_frames(req.decoder, req.ids, req.cfg, figures=False):  # the API returns no figures
-            out = {"thinking": frame.reply.thinking, "answer": frame.reply.answer, "stats": frame.stats,
-                   "done": frame.final}
-            if frame.final:
-                out["trace"] = trace.dumps(frame.recording, req.lm.tokenizer.token_text, req.decoder.mask_id,
-                                           model=req.lm.name, prompt=req.text, think=req.think, system=req.system)
-            yield out
+        try:
+            for frame in stream_frames(req.decoder, req.ids, req.cfg, figures=False):  # the API returns no figures
+                out = {"thinking": frame.reply.thinking, "answer": frame.reply.answer, "stats": frame.stats,
+                       "done": frame.final}
+                if frame.final:
+                    out["trace"] = trace.dumps(frame.recording, req.lm.tokenizer.token_text, req.decoder.mask_id,
+                                               model=req.lm.name, prompt=req.text, think=req.think,
+                                               system=req.system)
+                yield out
+        except Exception as e:  # the client gets a message, not Gradio's "the upstream app raised an exception"
+            log.exception("decoding failed")
+            raise gr.Error(f"Decoding failed: {type(e).__name__}: {e}") from e
 
 
 def build_app(model: str | None = None, allow_custom: bool | None = None, preloaded: LoadedModel | None = None,

@@ -84,6 +84,10 @@ def test_bad_input_gives_a_clear_error(client):
         client.predict(prompt="Hi", num_small_blocks=3, api_name="/generate")
     with pytest.raises(AppError, match="context"):
         client.predict(prompt="word " * 600, max_new_tokens=32, api_name="/generate")
+    with pytest.raises(AppError, match="model must be a model's label as text"):
+        client.predict(prompt="Hi", model=["x"], api_name="/generate")
+    with pytest.raises(AppError, match="temperature must be 0"):  # overflowed in the sampling: a raw torch error
+        client.predict(prompt="Hi", temperature=1e-300, api_name="/generate")
 
 
 def test_missing_or_broken_model_folder_gives_a_message_and_the_app_runs(tmp_path):

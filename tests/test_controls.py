@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 
 import pytest
@@ -74,6 +75,24 @@ def test_a_link_gives_back_the_question_and_the_settings_it_was_made_with() -> N
     assert problems == changes == []
     assert values == {"prompt": text, "think": "auto", "system": "Be brief.",
                       **dict(zip(controls.LINK_SETTINGS, LINKED, strict=True))}
+
+
+@pytest.mark.parametrize(("check", "text", "words"), [
+    (controls.check_prompt, "\u200b\u200c\u200d\ufeff \n", "Type a message first"),  # nothing to read
+    (controls.check_prompt, "hi \ud800 there", "The message holds a character that is not text (a lone surrogate, "
+                                               "at position 4)"),
+    (controls.check_prompt, 5, "The message must be text (got int)"),
+    (controls.check_system, "\udfff", "The system message holds a character that is not text"),
+    (controls.check_system, 5, "The system message must be text (got int)"),
+    (controls.check_history, [["Hi", "\ud800"]], "An answer of history holds a character that is not text"),
+])
+def test_text_the_tokenizer_cannot_take_is_refused_in_words(check, text, words) -> None:
+    """A lone surrogate (only an API call can send one) reached the tokenizer, which raised; zero-width characters
+    alone were answered as a question."""
+    with pytest.raises(ValueError, match=re.escape(words)):
+        check(text)
+    assert controls.check_prompt("Hi \u200b there") == "Hi \u200b there"  # inside text they stay
+    assert controls.check_system("\u200b") is None  # an invisible system message is none
 
 
 def test_a_link_is_refused_for_settings_that_could_not_run() -> None:

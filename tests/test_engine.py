@@ -315,8 +315,11 @@ def test_whole_number_sampling_settings_run(tiny_decoder: Decoder, prompt: list[
     (dict(top_k=True), ["top_k must be a number, got True"]),  # a bool is an int to Python, not a setting
     (dict(seed=False), ["seed must be a number, got False"]),
     (dict(threshold=float("nan")), ["threshold", "between 0 and 1"]),
-    (dict(temperature=float("nan")), ["temperature", "finite"]),
-    (dict(temperature=float("inf")), ["temperature", "finite"]),
+    (dict(temperature=float("nan")), ["temperature must be 0 (greedy) or from 0.01 to 100"]),
+    (dict(temperature=float("inf")), ["temperature must be 0 (greedy) or from 0.01 to 100"]),
+    # Finite, but the sampling's arithmetic overflows: it raised torch's "probability tensor contains inf, nan".
+    (dict(temperature=1e-40), ["temperature must be 0 (greedy) or from 0.01 to 100"]),
+    (dict(temperature=1e300), ["temperature must be 0 (greedy) or from 0.01 to 100"]),
     (dict(top_p=0.0), ["top_p", "(0, 1]"]),
     (dict(max_new_tokens=0), ["max_new_tokens", "positive"]),
     (dict(mode="fast"), ["diffusion", "ar"]),

@@ -370,7 +370,7 @@ def test_other_thresholds_decode_the_same_prompt_and_keep_this_run(app: ui.DemoA
     assert "threshold 0.8 (1 of 5)" in updates[0][0] and updates[0][2].interactive is False  # busy, Stop on
     assert "threshold 0.5 (2 of 5)" in updates[1][0]
     text, race, button, stop = updates[-1]
-    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>(\d+)", text)
+    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>(\d+)", text.replace("<wbr>", ""))
     assert [r[0] for r in rows] == ["0.5", "0.7", "0.8 · this run", "0.9", "0.95"]
     assert int(rows[2][1]) == sess.recording.result.nfe and button.interactive and not stop.interactive
     names = [line["name"] for line in json.loads(race.value["plot"])["data"][::2]]
@@ -385,7 +385,7 @@ def test_stop_ends_a_threshold_sweep_with_what_it_has(app: ui.DemoApp) -> None:
     assert "at threshold 0.5 (2 of 5)" in next(sweep)[0]
     app.request_stop(request())  # pressed while the second run is about to decode
     text, race, button, stop = list(sweep)[-1]
-    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>([^<]*)</td>", text)
+    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>([^<]*)</td>", text.replace("<wbr>", ""))
     assert rows == [("0.5", rows[0][1]), ("0.9 · this run", str(sess.recording.result.nfe))]
     assert rows[0][1].endswith("(stopped)") and button.interactive and not stop.interactive
 
@@ -397,7 +397,8 @@ def test_other_rules_decode_the_same_prompt_by_every_rule_and_ar(app: ui.DemoApp
     updates = list(app.sweep_rules(sess, request()))
     assert "by entropy (1 of 6)" in updates[0][0] and updates[0][2].interactive is False  # this run first
     text, race, button, stop = updates[-1]
-    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td>", text)
+    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td>",
+                      text.replace("<wbr>", ""))
     assert [r[0] for r in rows] == ["confidence_threshold 0.8", "entropy · this run", "low_confidence",
                                     "topk_margin", "elastic 0.8", "AR"]
     assert int(rows[1][1]) == sess.recording.result.nfe and button.interactive and not stop.interactive
@@ -411,7 +412,7 @@ def test_other_rules_after_an_ar_run_mark_ar_as_this_run(app: ui.DemoApp) -> Non
     sess = ui.Session()
     list(generate(app, sess, settings=("ar", "confidence_threshold", 0.9, 1, 0.0, 1.0, 0, 16, 0)))
     text, *_ = list(app.sweep_rules(sess, request()))[-1]
-    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>(\d+)", text)
+    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>(\d+)", text.replace("<wbr>", ""))
     assert [r[0] for r in rows][-1] == "AR · this run" and int(rows[-1][1]) == sess.recording.result.nfe
     assert sum("this run" in r[0] for r in rows) == 1
 
@@ -425,7 +426,7 @@ def test_other_rules_fit_whole_blocks_into_the_context_an_ar_run_left(app: ui.De
     prompt_len = len(sess.recording.result.prompt_ids)
     monkeypatch.setattr(tiny_model.model.config, "max_position_embeddings", prompt_len + 40)
     text, race, button, stop = list(app.sweep_rules(sess, request()))[-1]
-    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>(\d+)", text)
+    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>(\d+)", text.replace("<wbr>", ""))
     assert len(rows) == 6 and race.visible and button.interactive and not stop.interactive
     lengths = [len(t["x"]) for t in json.loads(race.value["plot"])["data"][::2]]
     assert max(lengths[:-1]) <= 33  # one block (and the prefill's point) for every rule, AR as it was
