@@ -54,18 +54,32 @@ class ModelRegistry:
         return source is None or Path(source).expanduser().resolve() == EMBEDDED_MODEL.resolve()
 
     def add_custom(self, source: str) -> str:
+        """Load a visitor's folder or hub id and offer it under a label of its own; one that fails to load is not
+        offered (every visitor sees the list, and would see every path anyone typed)."""
         if not self.allow_custom:
             raise ModelLoadError("This host does not allow loading other models (start the app with "
                                  "--allow-custom-models or PANGU_DEMO_ALLOW_CUSTOM=1).")
         label = f"custom: {source}"
+        new = label not in self.sources
         self.sources[label] = source
+        try:
+            self.get(label)
+        except ModelLoadError:
+            if new:
+                del self.sources[label]
+                self.errors.pop(label, None)
+            raise
         return label
 
     def _store(self, label: str, lm: LoadedModel) -> None:
         self._loaded[label] = lm
         self._decoders[label] = Decoder(lm.model, lm.tokenizer)
-        while len(self._loaded) > self.cache_size:  # bound memory: drop the least recently used
-            old, _ = self._loaded.popitem(last=False)
+        # Bound memory: drop the least recently used, but never the host's model, which every visitor starts on.
+        while len(self._loaded) > self.cache_size:
+            old = next((k for k in self._loaded if k != self.default and k != label), None)
+            if old is None:
+                break
+            del self._loaded[old]
             self._decoders.pop(old, None)
 
     def get(self, label: str | None) -> tuple[LoadedModel, Decoder]:

@@ -839,7 +839,8 @@ def comparison_html(run: Result, ar: Result) -> str:
                 f"({r.tokens_per_second:.0f} tokens/s)")
 
     lines = [side("This run's settings (block diffusion)", run), side("The same prompt by AR", ar)]
-    if ar.tokens_per_second > 0 and run.tokens_per_second > 0:
+    stopped = run.stop_reason == "cancelled" or ar.stop_reason == "cancelled"
+    if ar.tokens_per_second > 0 and run.tokens_per_second > 0 and not stopped:
         speedup = run.tokens_per_second / ar.tokens_per_second
         verdict = (f"Speed-up over AR on this machine: {speedup:.2f}×" if speedup >= 1 else
                    f"Slower than AR on this machine: {speedup:.2f}× its speed")
@@ -852,8 +853,9 @@ def comparison_html(run: Result, ar: Result) -> str:
                      "the two cost about the same.")
     if ar.tokens != run.tokens:
         lines.append("The two replies differ: the speed-up compares tokens per second, not whole replies.")
-    if run.stop_reason == "cancelled" or ar.stop_reason == "cancelled":
-        lines.append("A run was stopped early, so the figures cover only what was decoded.")
+    if stopped:  # a stopped run's tokens/s covers a few tokens: no verdict from it
+        lines.append("A run was stopped early, so the figures cover only what was decoded, and no speed-up is "
+                     "given.")
     return '<div class="pg-compare">' + "<br>".join(lines) + "</div>"
 
 

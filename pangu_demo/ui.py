@@ -1049,7 +1049,6 @@ class DemoApp:
             return gr.skip(), gr.skip()
         try:
             label = self.models.add_custom(source)
-            self.models.get(label)
         except ModelLoadError as e:
             warn(str(e))
             return gr.skip(), f"**Not loaded:** {render.escape_markdown(str(e))}"

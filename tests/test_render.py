@@ -436,6 +436,7 @@ def test_comparison_reports_the_measured_speed_up_and_forwards():
     assert "differ" not in text and "stopped" not in text
     text = re.sub("<[^>]+>", "", render.comparison_html(result(30, 20, 0.25, "cancelled"), result(60, 60, 0.5)))
     assert "differ" in text and "stopped early" in text
+    assert "Speed-up" not in text and "Slower" not in text  # no verdict from a stopped run's few tokens
     # Slower than AR is said as such, and one of anything is singular.
     text = re.sub("<[^>]+>", "", render.comparison_html(result(1, 1, 0.5), result(1, 1, 0.1)))
     assert "Slower than AR on this machine: 0.20× its speed" in text and "Speed-up" not in text

@@ -180,6 +180,19 @@ def test_a_typed_model_path_with_markup_is_warned_about_as_text(app: ui.DemoApp,
     _, info = app.load_custom("./<b id=x>missing</b>")
     assert shown and "<b id=x>" not in shown[0] and "&lt;b id=x&gt;" in shown[0]
     assert "<b id=x>" not in info
+    # A folder that failed is not offered: every visitor sees the list (and would see every path anyone typed).
+    assert app.models.labels() == [models.EMBEDDED_LABEL, app.models.default]
+
+
+def test_visitors_models_never_push_the_hosts_model_out_of_the_cache(app: ui.DemoApp, tiny_checkpoint,
+                                                                       tmp_path: Path) -> None:
+    import shutil
+
+    app.models.allow_custom = True
+    for k in range(3):  # a cache of 2: each new one used to push out the least recently used, the host's too
+        shutil.copytree(tiny_checkpoint, tmp_path / f"m{k}")
+        app.models.add_custom(str(tmp_path / f"m{k}"))
+    assert app.models.default in app.models._loaded and len(app.models._loaded) == 2
 
 
 @pytest.mark.parametrize("history", ["abc", 5, [["only one"]], [[["x"], {"y": 1}]], [["q", "a", "b"]], {"q": "a"}])
