@@ -30,7 +30,7 @@ LABELS = dict(zip(LINK_SETTINGS, ("Mode", "Algorithm", "Threshold", "Small block
 KINDS = dict(zip(LINK_SETTINGS, (str, str, float, int, float, float, int, int, int), strict=True))
 FIELDS = {name: "num_small_blocks" if name == "small_blocks" else name for name in LINK_SETTINGS}  # DecodeConfig's
 MAX_PROMPT_CHARS = 20_000
-# The page's ceiling on Max new tokens (the API's is the context): a longer reply's trace file and whole-answer
+# The page's ceiling on Max new tokens (the API's is the context): a longer reply's trace file and whole-reply
 # figure get heavy for a browser. Its context (32k) lets the real model think for longer than 1,024 tokens.
 MAX_NEW_TOKENS_PAGE = 8192
 PRESETS = {  # the openPangu-R-7B-Diffusion model card's three, then one of ours

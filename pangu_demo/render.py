@@ -495,7 +495,7 @@ def grid_html(steps: list[Step], upto: int | None, token_text: TokenText, mask_i
     shown = finished[-FINISHED_SHOWN:]  # every frame carries the whole grid: keep a long reply's frames small
     rows = "".join(_row_html(b, token_text, mask_id, top) for b in reversed(shown))
     older = len(finished) - len(shown)
-    note = (f" · the latest {len(shown)}; blocks 1-{older} are in the chat, the whole-answer heatmap and the "
+    note = (f" · the latest {len(shown)}; blocks 1-{older} are in the chat, the whole-reply heatmap and the "
             "trace") if older else ""
     done_part = (f'<div class="pg-caption">Finished blocks (coloured by the forward that committed each token)'
                  f'{note}</div><div class="pg-finished">{rows}</div>') if rows else ""
@@ -624,7 +624,7 @@ def _block_figure(steps: list[Step], upto: int, blocks: list[BlockState], token_
     block, z = block_heatmap_data(steps, upto)
     if not z and blocks[-1].ar:
         return _empty_figure("No denoising forwards in this view (AR mode decodes one token per forward): "
-                             "switch to the whole-answer view.")
+                             "switch to the whole-reply view.")
     if not z:  # only the prefill so far
         return _empty_figure("Block 1 has no denoising forward yet: the prefill has given its first token.")
     rows = [s for s in steps[:upto] if s.block == block and s.kind == "denoise"]
@@ -706,11 +706,11 @@ def _answer_figure(steps: list[Step], blocks: list[BlockState], token_text: Toke
     if colour == "confidence":
         marker = {"color": cs, "cmin": 0, "cmax": 1, "colorscale": CONFIDENCE_SCALE,
                   "colorbar": {"title": {"text": "confidence"}, "thickness": 12}}
-        title = _title("Whole answer: when each token was committed", "coloured by its confidence" + window)
+        title = _title("Whole reply: when each token was committed", "coloured by its confidence" + window)
     else:
         marker = {"color": cs, "cmin": 0, "cmax": top, "colorscale": scale_stops(),
                   "colorbar": {"title": {"text": "step in block"}, "thickness": 12}}
-        title = _title("Whole answer: when each token was committed",
+        title = _title("Whole reply: when each token was committed",
                        "coloured by its step in the block, as in the grid" + window)
     # A mid-grey outline: the sure end of both scales is pale yellow, which alone vanished on the light theme's
     # plot area, and the unsure end of the confidence scale is near black, which vanishes on the dark one.

@@ -20,7 +20,7 @@ from . import render
 from .chat import THINK_END, THINK_START, Reply
 from .engine import DecodeConfig, Decoder, Result, Step
 
-# Blocks the whole-answer view draws in a moving frame. Chromium redraws a few hundred markers at the figure rate
+# Blocks the whole-reply view draws in a moving frame. Chromium redraws a few hundred markers at the figure rate
 # with time to spare, thousands not: an 8,128-token run with that view open took 213 s with every block drawn
 # (the page stalled for over a minute), 74 s with 32 (stalls of seconds) and 62-74 s with 8 (the page answering).
 ANSWER_BLOCKS_MOVING = 8
@@ -92,7 +92,7 @@ def build_frame(rec: Recording, token_text: render.TokenText, mask_id: int, opti
                 final: bool, with_figure: bool = True, upto: int | None = None, moving: bool | None = None) -> Frame:
     """Render the state after `upto` forwards (default: the latest recorded) for the grid, stats and chat
     split, and the figure when asked. `final`: the run is over, so the last state shows its result. `moving`
-    (default: not final): frames follow each other quickly (a live run, Play), so the whole-answer view draws
+    (default: not final): frames follow each other quickly (a live run, Play), so the whole-reply view draws
     only the newest blocks."""
     cfg = rec.settings
     steps = rec.steps[:]  # the worker thread may append while we render

@@ -228,7 +228,7 @@ def message_html(text: str, css: str = "pg-notice") -> str:
 
 # -- the app ------------------------------------------------------------------------------------
 log = logging.getLogger(__name__)
-VIEWS = ["Current block", "Whole answer: confidence", "Whole answer: step"]
+VIEWS = ["Current block", "Whole reply: confidence", "Whole reply: step"]
 
 
 def options_for(view_label: str) -> FrameOptions:
@@ -395,7 +395,8 @@ class DemoApp:
             with gr.Row():
                 self.view = gr.Radio(VIEWS, value=VIEWS[0], label="Heatmap view", scale=3,
                                      info="Current block: confidence of every candidate at every denoising "
-                                          "forward. Whole answer: when each token was committed.")
+                                          "forward. Whole reply (thinking trace and answer): when each token "
+                                          "was committed.")
                 # In the browser only: a class on the page that the stylesheet reads (no round trip).
                 self.large = gr.Checkbox(False, label="Large text", info="For a projector: the grid, its lines "
                                          "and the stats.", scale=1, min_width=160, elem_id="pg-large")
@@ -1069,7 +1070,7 @@ class DemoApp:
         elastic (this demo's). threshold: confidence_threshold commits every masked position of the small block
         whose confidence is above it (at least the most confident), elastic the leftmost and the unbroken run
         after it above it. num_small_blocks: 1, 2, 4, 8, 16 or 32 per block of 32.
-        temperature: 0 = greedy; above 0 samples with seed. top_p (1 = off) and top_k (0 = off): confidence is
+        temperature: 0 = greedy; from 0.01 to 100 samples with seed. top_p (1 = off) and top_k (0 = off): confidence is
         read after the filter. max_new_tokens: up to what the model's context leaves after the prompt.
         history: earlier turns as [[user, answer], ...]. model: a label of the model panel ('' = default).
         system: a system message, put before the chat ('' = none)."""

@@ -264,7 +264,7 @@ def test_dark_mode_screenshot(browser, app_url):
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_no_serious_accessibility_violations(browser, app_url, theme):
-    """axe-core over the whole page after a run, its AR comparison and the whole-answer view, with every accordion
+    """axe-core over the whole page after a run, its AR comparison and the whole-reply view, with every accordion
     open: no violation that axe rates serious or critical (text contrast, unnamed or nested controls, ...)."""
     axe = pytest.importorskip("axe_playwright_python.sync_playwright", reason="pip install axe-playwright-python")
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme=theme)
@@ -278,7 +278,7 @@ def test_no_serious_accessibility_violations(browser, app_url, theme):
     page.click("#pg-compare")
     page.wait_for_function("() => /Speed-up over AR|Slower than AR/.test("
                            "document.querySelector('#pg-compare-out').textContent)", timeout=60_000)
-    page.get_by_text("Whole answer: step", exact=True).click()
+    page.get_by_text("Whole reply: step", exact=True).click()
     page.click("#pg-how")
     page.wait_for_selector(".pg-att", state="visible")
     page.wait_for_selector("#pg-model-choice", state="visible")

@@ -647,7 +647,7 @@ def test_figures_count_the_reply_not_the_padding_after_its_stop_token():
         fig = render.heatmap_figure(steps, None, view, table.get, threshold=0.9, stop_ids=stop_ids)
         below = [t for t in fig["data"] if t.get("name") == "committed below the threshold"]
         assert sorted(below[0]["x"]) == list(range(1, 21)), view
-    # The whole-answer view plots the reply as the stats count it: 21 tokens, not the 11 padding cells after them.
+    # The whole-reply view plots the reply as the stats count it: 21 tokens, not the 11 padding cells after them.
     answer = render.heatmap_figure(steps, None, "answer", table.get, threshold=0.9, stop_ids=stop_ids)
     assert sorted(answer["data"][0]["x"]) == list(range(21)) == list(range(figures[-1]["tokens"]))
 
