@@ -473,14 +473,14 @@ def test_a_phone_opens_on_the_chat_with_the_embedded_model(browser):
                                timeout=10_000)
         box = page.locator("#pg-prompt textarea").bounding_box()  # the field itself, not only its label
         assert box["y"] + box["height"] <= 844, box
-        # A question and its short answer fit in the chat: the question's top is not scrolled up out of view.
+        # The reply fits in the chat: the open trace's title (its text scrolls in two lines) and the answer.
         send(page, "Ann has 12 pens and buys 7 more. How many pens does she have?")
         wait_finished(page)
         chat = page.locator("#pg-chat").bounding_box()
-        question = page.locator("#pg-chat [data-testid=user]").first.bounding_box()
+        thought = page.locator("#pg-chat .thought-group .title").last.bounding_box()
         answer = page.locator("#pg-chat [data-testid=bot]").last.bounding_box()
-        assert chat["y"] <= question["y"] and answer["y"] + answer["height"] <= chat["y"] + chat["height"], \
-            (chat, question, answer)
+        assert chat["y"] <= thought["y"] and answer["y"] + answer["height"] <= chat["y"] + chat["height"], \
+            (chat, thought, answer)
         # A phone shows no hover titles: a tapped cell shows its details under the grid.
         cell = page.locator("#pg-grid .pg-cell.pg-done").nth(3)
         cell.click()
