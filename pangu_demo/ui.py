@@ -426,7 +426,7 @@ class DemoApp:
                                                 "press Generate there.", elem_id="pg-link")
                 # For slides and posts: the grid, one frame per forward, at the replay speed.
                 self.gif = gr.Image(visible=False, type="filepath", interactive=False, buttons=["download"],
-                                    label="GIF: one frame per forward",
+                                    label="GIF: one frame per forward, at the replay's Forwards/s",
                                     elem_id="pg-gif")
             self.compare_out = gr.HTML("", elem_id="pg-compare-out")
             # After "Compare with AR", "Try other thresholds" or "Try other rules".
