@@ -203,6 +203,9 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
     return values, problems, changes
 
 
+MODE_NAMES = {"diffusion": "Block diffusion", "ar": "Autoregressive (AR)"}  # as the Mode control shows them
+
+
 def preset_of(settings: dict[str, object]) -> str:
     """The preset that `settings` (by LINK_SETTINGS name, the others at the page's starting values) amount to, as
     the preset buttons would set them, else "Custom"."""
@@ -221,7 +224,8 @@ def link_settings_said(values: dict[str, object]) -> str:
     given = {name: values[name] for name in LINK_SETTINGS if name in values}
     if not given:
         return ""
-    words = [f"{LABELS[name]} {shown(value)}" for name, value in given.items()]
+    words = [f"{LABELS[name]} {MODE_NAMES.get(value, value) if name == 'mode' else shown(value)}"
+             for name, value in given.items()]
     listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
     preset = preset_of(given)
     return f"The link set {listed}" + (f" (the {preset} preset)." if preset != "Custom" else ".")

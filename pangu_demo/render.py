@@ -446,9 +446,11 @@ def state_html(step: Step, current: BlockState, run_over: bool) -> str:
     replay) and what the KV cache holds after this forward."""
     text = step.text
     for name, label in SPECIAL_LABELS.items():
-        text = text.replace(name, label)
+        text = text.replace(name, f" {label} ")  # set apart: "= 5.‹/think›Each" read as one word
+    text = re.sub(" {2,}", " ", text).strip()
     if len(text) > SO_FAR_CHARS:
-        text = "…" + text[-SO_FAR_CHARS:]
+        tail = text[-SO_FAR_CHARS:]
+        text = "…" + (tail.split(" ", 1)[1] if " " in tail[:40] else tail)  # from a word's start where one is near
     done = current.index
     blocks = "" if not done else " and block 1" if done == 1 else f" and blocks 1 to {done}"
     if current.ar:
@@ -456,8 +458,8 @@ def state_html(step: Step, current: BlockState, run_over: bool) -> str:
     elif run_over:
         cache = f"the prompt{blocks}; the last block was never stored: decoding ended in it"
     else:
-        cache = (f"the prompt{blocks}; block {done + 1} runs against it with full attention inside the block and "
-                 "is stored by its commit forward")
+        cache = (f"the prompt{blocks}; block {done + 1} runs against it with full attention inside the block, and "
+                 "enters it at its commit forward (a reply's last block has none)")
     return ('<div class="pg-state"><div><b>Readable prefix</b> (the reply up to its first MASK, as the chat '
             'streams it): '
             f'<span class="pg-sofar">{html.escape(text) if text else "nothing yet"}</span></div>'
@@ -586,13 +588,13 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
 
     view "block": x = position in the block, y = denoising forward, colour = confidence of that
     position's candidate at that forward; committed positions marked.
-    view "answer": x = token index in the answer, y = forward (NFE) at which it was committed,
+    view "answer": x = token index in the reply (trace and answer), y = forward (NFE) at which it was committed,
     colour = confidence when committed (colour="confidence") or step within its block ("step").
     With a `threshold`, commits that did not clear it get their own markers, in the reply only: as in the grid
     and the stats, what follows a stop id (`stop_ids`) is padding. `latest_blocks`: the answer view draws only
     that many of the newest blocks (a browser redraws thousands of markers slowly, and frames come several a
     second while a run streams or plays). `blocks`: as for `grid_html`. With `num_small_blocks` > 1 the block
-    view dims, in each row, the cells outside the small block that forward could commit, and draws the bounds.
+    view fades, in each row, the cells outside the small block that forward could commit, and draws the bounds.
     """
     upto = clamp_upto(steps, upto)
     if upto == 0:
@@ -603,19 +605,20 @@ def heatmap_figure(steps: list[Step], upto: int | None, view: str = "block", tok
     return _block_figure(steps, upto, blocks, token_text, num_small_blocks)
 
 
-def _small_block_overlay(rows: list[Step], z: list[list], num_small_blocks: int) -> tuple[dict, list[dict]]:
-    """A translucent layer over each row's MASKs outside its small block (predicted, not committable yet), and a
-    line at each small block's bound."""
+def _small_block_split(heat: dict, rows: list[Step], num_small_blocks: int) -> tuple[dict, dict, list[dict]]:
+    """The heatmap cut in two: each row's cells inside the small block its forward could commit, and the others
+    (predicted, not committable yet) faded into the page, light or dark; and a line at each small block's bound."""
+    z = heat["z"]
     width = len(z[0])
     size = max(1, width // num_small_blocks)
-    outside = [[1 if (s.small_block or 0) != j // size and c is not None else None for j, c in enumerate(zr)]
+    inside = [[c if (s.small_block or 0) == j // size else None for j, c in enumerate(zr)]
+              for s, zr in zip(rows, z, strict=True)]
+    outside = [[None if (s.small_block or 0) == j // size else c for j, c in enumerate(zr)]
                for s, zr in zip(rows, z, strict=True)]
-    veil = {"type": "heatmap", "z": outside, "x": list(range(width)), "y": list(range(1, len(rows) + 1)),
-            "zmin": 0, "zmax": 1, "colorscale": [[0, "rgba(128,128,128,0.7)"], [1, "rgba(128,128,128,0.7)"]],
-            "showscale": False, "hoverinfo": "skip", "xgap": 1, "ygap": 1, "name": "outside the small block"}
+    faded = heat | {"z": outside, "opacity": 0.3, "showscale": False, "name": "outside the small block"}
     bounds = [{"type": "line", "xref": "x", "yref": "paper", "x0": k * size - 0.5, "x1": k * size - 0.5, "y0": 0,
                "y1": 1, "line": {"color": "#ec4899", "width": 2}} for k in range(1, num_small_blocks)]
-    return veil, bounds
+    return heat | {"z": inside}, faded, bounds
 
 
 def _block_figure(steps: list[Step], upto: int, blocks: list[BlockState], token_text: TokenText | None,
@@ -647,8 +650,8 @@ def _block_figure(steps: list[Step], upto: int, blocks: list[BlockState], token_
     data = [heat]
     shapes = []
     if num_small_blocks > 1:
-        veil, shapes = _small_block_overlay(rows, z, num_small_blocks)
-        data.append(veil)
+        heat, faded, shapes = _small_block_split(heat, rows, num_small_blocks)
+        data = [heat, faded]
     data.append(_marks(*marks[False], "committed here", "circle", "#22d3ee", size=5, width=1, outline="#0b3a46"))
     if marks[True][0]:
         # A below-threshold commit's cell is red or orange (confidence under 0.9): a white halo keeps the red
@@ -661,7 +664,7 @@ def _block_figure(steps: list[Step], upto: int, blocks: list[BlockState], token_
     detail = ("at each denoising forward" if latest == block else
               f"at each denoising forward; block {latest + 1} has none yet")
     if num_small_blocks > 1:
-        detail += "; greyed: outside the forward's small block"
+        detail += "; faded: outside the forward's small block"
     layout = _layout(_title(f"Block {block + 1}: candidate confidence", detail))
     layout["shapes"] = shapes
     layout["modebar"] = {"remove": ZOOM_BUTTONS}  # one block fits the figure; its PNG download stays
@@ -722,7 +725,7 @@ def _answer_figure(steps: list[Step], blocks: list[BlockState], token_text: Toke
         data.append(_marks(bx, by, btext, "committed below the threshold", "square-open", "#f43f5e", width=1.5,
                            hover="token %{x} · forward %{y}<br>%{text} · below the threshold"))
     layout = _layout(title)
-    layout["xaxis"] = _axis("token index in the answer", **_whole_ticks(xs))
+    layout["xaxis"] = _axis("token index in the reply", **_whole_ticks(xs))
     layout["yaxis"] = _axis("forward (NFE) at commit", **_whole_ticks(ys))
     layout["showlegend"] = bool(bx)
     return {"data": data, "layout": layout}

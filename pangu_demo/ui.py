@@ -31,6 +31,7 @@ from .controls import (
     LABELS,
     LINK_SETTINGS,
     MAX_PROMPT_CHARS,
+    MODE_NAMES,
     PRESETS,
     RANGES,
     SMALL_BLOCKS,
@@ -178,6 +179,11 @@ class Session:
 def warn(text: str) -> None:
     """A pop-up warning. Gradio renders its message as HTML, and the text may quote what the user typed."""
     gr.Warning(html.escape(text))
+
+
+def inform(text: str) -> None:
+    """A pop-up note, escaped as `warn`'s."""
+    gr.Info(html.escape(text))
 
 
 def plot_value(figure: dict | None) -> PlotData | None:
@@ -332,7 +338,7 @@ class DemoApp:
             demo.load(None, [self.slow_replay], [self.slow_replay], js=NO_AUTOPLAY_FOR_REDUCED_MOTION, queue=False)
             demo.load(self.from_link, None, [self.prompt, self.think, self.system, *self.settings, self.preset,
                                              self.notice], api_visibility="private",
-                      show_progress="hidden", queue=False)  # answered at once, outside the queue
+                      show_progress="hidden")  # queued: only then does a pop-up reach the page
             gr.api(self.api_generate, api_name="generate", concurrency_limit=self.concurrency,
                    concurrency_id="decode")
         demo.queue(default_concurrency_limit=self.concurrency, max_size=max_queue)
@@ -458,7 +464,7 @@ class DemoApp:
 
     def _rule_controls(self) -> None:
         with gr.Row():
-            self.mode = gr.Radio([("Block diffusion", "diffusion"), ("Autoregressive (AR)", "ar")],
+            self.mode = gr.Radio([(label, value) for value, label in MODE_NAMES.items()],
                                  value="diffusion", label="Mode",
                                  info="AR decodes one token per forward, for comparison.")
             self.algorithm = gr.Dropdown(list(ALGORITHMS), value="confidence_threshold", label="Algorithm",
@@ -750,6 +756,8 @@ class DemoApp:
             said = [heading, *problems, *changes, *said]
         if said:
             update[self.notice] = message_html(" ".join(said), "pg-notice" if problems or changes else INFO)
+            # And in a pop-up: the notice is by Generate, often below the first screen of a page just opened.
+            (warn if problems or changes else inform)(" ".join(said))
         return update or {self.notice: gr.skip()}  # Gradio answers an empty update with an error (500)
 
     def compare_with_ar(self, sess: Session, request: gr.Request) -> Iterator[tuple]:

@@ -346,7 +346,9 @@ def test_a_link_opens_the_page_with_its_question_and_settings(browser, app_url):
     assert page.locator("#pg-think input:checked").get_attribute("value") == "off"
     assert page.locator(".pg-status").inner_text().startswith("ready")  # filled in, not run
     # The settings stay folded so that the question and Generate are on the first screen; the notice says.
-    page.get_by_text("The link set Algorithm elastic, Threshold 0.7 and Max new tokens 64.").wait_for()
+    said = "The link set Algorithm elastic, Threshold 0.7 and Max new tokens 64."
+    page.locator("#pg-notice").get_by_text(said).wait_for()
+    page.get_by_test_id("toast-text").get_by_text(said).wait_for()  # in sight too, where the notice may not be
     assert page.locator("#pg-generate").bounding_box()["y"] < 1000
     page.click("#pg-settings")
     assert page.locator("#pg-threshold input[type=number]").input_value() == "0.7"
@@ -362,7 +364,7 @@ def test_a_link_opens_the_page_with_its_question_and_settings(browser, app_url):
     assert link.startswith(app_url.rstrip("/") + "/?prompt=Ann+has+12+pens+%26+7+more%3F&think=off&")
     assert "algorithm=elastic&threshold=0.7&" in link and "max_new_tokens=64" in link
     page.goto(app_url + "?threshold=3")
-    page.get_by_text("This page's link was not taken whole.").wait_for()
+    page.locator("#pg-notice").get_by_text("This page's link was not taken whole.").wait_for()
     page.close()
 
 
@@ -499,7 +501,8 @@ def choose_embedded(page) -> None:
     page.wait_for_selector("#pg-teaching", state="visible", timeout=60_000)
 
 
-@pytest.mark.parametrize("width, height, folded", [(390, 844, True), (1366, 768, True), (1400, 1000, False)])
+@pytest.mark.parametrize("width, height, folded", [(390, 844, True), (1366, 768, True), (1400, 1000, True),
+                                                   (1600, 1200, False)])
 def test_the_teaching_note_folds_on_a_phone(browser, app_url, width, height, folded):
     """On a phone the note shows its first sentence and folds the rest (unfolded it filled the first screen
     and pushed the chat below it); a tap unfolds it. On a desktop it is open."""

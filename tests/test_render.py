@@ -175,7 +175,7 @@ def test_under_the_grid_the_readable_prefix_and_the_cache():
     steps = [dataclasses.replace(s, text=f"[unused16]<b>{s.nfe}</b>") for s in steps]
     raw = render.grid_html(steps, 3, table.get, MASK)
     during = html.unescape(raw)
-    assert html.unescape(re.search(r'class="pg-sofar">([^<]*)<', raw).group(1)) == "‹think›<b>3</b>"
+    assert html.unescape(re.search(r'class="pg-sofar">([^<]*)<', raw).group(1)) == "‹think› <b>3</b>"
     assert "<b>3</b>" not in raw  # the model's text is never markup
     assert "KV cache</b>: the prompt; block 1 runs against it" in during
     # After the commit forward the cache holds block 1 too; a finished run never stored its last block.
@@ -185,6 +185,9 @@ def test_under_the_grid_the_readable_prefix_and_the_cache():
     long = [dataclasses.replace(s, text="x" * 1000 + "END") for s in steps]
     tail = re.search(r'class="pg-sofar">([^<]*)<', render.grid_html(long, 3, table.get, MASK)).group(1)
     assert tail.startswith("…") and tail.endswith("END") and len(tail) == render.SO_FAR_CHARS + 1
+    words = [dataclasses.replace(s, text="word " * 200) for s in steps]  # the tail starts at a word
+    assert re.search(r'class="pg-sofar">([^<]*)<', render.grid_html(words, 3, table.get, MASK)).group(1).startswith(
+        "…word word")
 
 
 def test_finished_blocks_stay_as_rows():
@@ -321,18 +324,20 @@ def test_heatmap_shape_and_marks():
     assert z[0][1] is not None and z[0][0] is None and z[1][1] is None
 
 
-def test_the_block_heatmap_greys_what_a_forward_could_not_commit():
-    """With small blocks, a forward commits only inside its own: the other cells are veiled, the bounds drawn."""
+def test_the_block_heatmap_fades_what_a_forward_could_not_commit():
+    """With small blocks, a forward commits only inside its own: the other cells are faded, the bounds drawn."""
     steps, table = fake_run([[1, 2], [3], [16, 17], [18]])
     steps = [dataclasses.replace(s, small_block=1) if s.kind == "denoise" and s.committed[0] >= 16 else s
              for s in steps]
     fig = render.heatmap_figure(steps, 5, "block", table.get, num_small_blocks=2)
-    veil = next(t for t in fig["data"] if t.get("name") == "outside the small block")
-    # Rows 1-2 decode small block 1, rows 3-4 small block 2, whose committed cells (no candidate) are not veiled.
-    assert [[j for j, v in enumerate(row) if v == 1] for row in veil["z"]] == [list(range(16, 32))] * 2 + [
+    heat, faded = fig["data"][:2]
+    # Rows 1-2 decode small block 1, rows 3-4 small block 2: the other half of each row is drawn faded.
+    assert [[j for j, v in enumerate(row) if v is not None] for row in faded["z"]] == [list(range(16, 32))] * 2 + [
         list(range(4, 16))] * 2
+    assert faded["opacity"] < 1 and faded["name"] == "outside the small block"
+    assert all(heat["z"][r][j] is None for r in range(4) for j in range(32) if faded["z"][r][j] is not None)
     assert [shape["x0"] for shape in fig["layout"]["shapes"]] == [15.5]
-    assert "greyed: outside the forward's small block" in fig["layout"]["title"]["text"]
+    assert "faded: outside the forward's small block" in fig["layout"]["title"]["text"]
     whole = render.heatmap_figure(steps, 5, "block", table.get)
     assert not whole["layout"]["shapes"] and all(t.get("name") != "outside the small block" for t in whole["data"])
 

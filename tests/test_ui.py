@@ -571,6 +571,8 @@ def test_a_page_opened_from_a_link_fills_the_controls(app: ui.DemoApp) -> None:
     coding = app.from_link(SimpleNamespace(query_params={"algorithm": "entropy", "small_blocks": "32",
                                                          "top_p": "0.8", "temperature": "1"}))
     assert coding[app.preset] == "Coding"
+    ar = app.from_link(SimpleNamespace(query_params={"mode": "ar"}))
+    assert "The link set Mode Autoregressive (AR)." in ar[app.notice]  # as the control shows it, not "ar"
     assert app.from_link(SimpleNamespace(query_params={"algorithm": "entropy", "small_blocks": "32",
                                                        "top_p": "0.8"}))[app.preset] == "Custom"  # T stays 0
     bad = app.from_link(SimpleNamespace(query_params={"threshold": "<b>2</b>"}))
