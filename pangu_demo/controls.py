@@ -153,9 +153,10 @@ LINK_BASE = config_values(replace(DecodeConfig(), max_new_tokens=32))
 
 
 # A link opens the page with a question and its settings filled in (not run: Generate stays the reader's).
-def link_query(text: str, think: str, system: str | None, settings: tuple) -> str:
+def link_query(text: str, think: str, system: str | None, settings: tuple, large: bool = False) -> str:
     """The query string of a link to `text` asked with these controls' values (`settings` in make_config's
-    order); ValueError if they could not be run as they are (the page's Generate would refuse them too)."""
+    order; `large`: the page's Large text); ValueError if they could not be run as they are (the page's Generate
+    would refuse them too)."""
     if error := controls_error(settings):
         raise ValueError(error)
     cfg = make_config(*settings)
@@ -164,6 +165,8 @@ def link_query(text: str, think: str, system: str | None, settings: tuple) -> st
         values["system"] = system
     values |= {name: f"{v:g}" if isinstance(v, float) else v  # 1 rather than 1.0
                for name, v in zip(LINK_SETTINGS, config_values(cfg), strict=True)}
+    if large:
+        values["large"] = 1
     return "?" + urllib.parse.urlencode(values)
 
 
@@ -184,6 +187,8 @@ def read_link(query: dict[str, str], max_new_top: int) -> tuple[dict[str, object
                 values[name] = check(query[name])
             except ValueError as e:
                 problems.append(f"Its {LINK_NAMES[name]} was left out: {e}")
+    if query.get("large", "").lower() in ("1", "true", "on", "yes"):  # a display choice: anything else is no
+        values["large"] = True
     given = {name: query[name] for name in LINK_SETTINGS if name in query}
     if given:
         base = dict(zip(LINK_SETTINGS, LINK_BASE, strict=True))

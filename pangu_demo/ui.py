@@ -337,7 +337,7 @@ class DemoApp:
             demo.load(None, None, None, js=FOLD_NOTE_ON_SMALL_SCREENS, queue=False)
             demo.load(None, [self.slow_replay], [self.slow_replay], js=NO_AUTOPLAY_FOR_REDUCED_MOTION, queue=False)
             demo.load(self.from_link, None, [self.prompt, self.think, self.system, *self.settings, self.preset,
-                                             self.notice], api_visibility="private",
+                                             self.notice, self.large], api_visibility="private",
                       show_progress="hidden")  # queued: only then does a pop-up reach the page
             gr.api(self.api_generate, api_name="generate", concurrency_limit=self.concurrency,
                    concurrency_id="decode")
@@ -544,7 +544,8 @@ class DemoApp:
         self.gif_btn.click(self.gif_file, [self.speed, self.session], [self.gif], api_visibility="private",
                            concurrency_limit=self.concurrency, concurrency_id="decode")
         # The server knows the query, the page its own address: the browser puts the two together.
-        self.link_btn.click(self.make_link, [self.prompt, self.think, self.system, *self.settings, self.session],
+        self.link_btn.click(self.make_link, [self.prompt, self.think, self.system, *self.settings, self.large,
+                                             self.session],
                             [self.link_box], api_visibility="private", show_progress="hidden").then(
             None, [self.link_box], [self.link_box], show_progress="hidden",
             js="(q) => q.startsWith('?') ? window.location.origin + window.location.pathname + q : q")
@@ -729,10 +730,10 @@ class DemoApp:
 
     def make_link(self, text: str | None, think: str, system: str | None, *values: object) -> gr.Textbox:
         """A link to the question in the message box (else the last one asked) with the current settings."""
-        *settings, sess = values
+        *settings, large, sess = values
         asked = sess.history[-1][0] if isinstance(sess, Session) and sess.history else ""
         try:
-            query = link_query((text or "").strip() or asked, think, system, tuple(settings))
+            query = link_query((text or "").strip() or asked, think, system, tuple(settings), bool(large))
         except ValueError as e:
             return gr.Textbox(value=f"No link: {e}", visible=True)
         return gr.Textbox(value=query, visible=True)
@@ -741,7 +742,7 @@ class DemoApp:
         """The page opened from a link: its question and settings in the controls, and what was wrong with it."""
         query = dict(request.query_params) if request is not None else {}
         values, problems, changes = read_link(query, self.models.max_new_tokens(self.models.default)[0])
-        controls = {"prompt": self.prompt, "think": self.think, "system": self.system,
+        controls = {"prompt": self.prompt, "think": self.think, "system": self.system, "large": self.large,
                     **dict(zip(LINK_SETTINGS, self.settings, strict=True))}
         update: dict = {controls[name]: value for name, value in values.items()}
         given = {name: values[name] for name in LINK_SETTINGS if name in values}

@@ -418,6 +418,9 @@ def test_large_text_enlarges_the_grid_and_the_stats_and_lasts_across_runs(browse
     assert page.evaluate(size, ".pg-forward") >= 1.4 * small[0]
     page.locator("#pg-large input").uncheck()
     page.wait_for_function(f"() => ({size})('.pg-forward') === {small[0]}", timeout=5_000)
+    page.goto(app_url + "?prompt=Hi&large=1")  # a lecture's link turns it on
+    page.wait_for_function("() => document.querySelector('#pg-grid')?.classList.contains('pg-large')",
+                           timeout=10_000)
     page.close()
 
 

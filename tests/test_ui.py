@@ -583,8 +583,13 @@ def test_a_page_opened_from_a_link_fills_the_controls(app: ui.DemoApp) -> None:
 
 def test_the_link_button_takes_the_last_question_when_the_box_is_empty(app: ui.DemoApp) -> None:
     sess = ui.Session()
-    assert app.make_link("", "on", "", *DEFAULTS, sess).value.startswith("No link: Type a message first")
+    assert app.make_link("", "on", "", *DEFAULTS, False, sess).value.startswith("No link: Type a message first")
     list(generate(app, sess, text="Tom has 3 apples."))
-    query = app.make_link("", "off", "", *DEFAULTS, sess).value
+    query = app.make_link("", "off", "", *DEFAULTS, False, sess).value
     assert query.startswith("?prompt=Tom+has+3+apples.&think=off&")
-    assert app.make_link("New one?", "on", "", *DEFAULTS, sess).value.startswith("?prompt=New+one%3F")
+    assert app.make_link("New one?", "on", "", *DEFAULTS, False, sess).value.startswith("?prompt=New+one%3F")
+    # Large text goes with the link (a lecture's slides), and comes back from it.
+    large = app.make_link("New one?", "on", "", *DEFAULTS, True, sess).value
+    assert large.endswith("&large=1") and "large" not in query
+    assert app.from_link(SimpleNamespace(query_params={"prompt": "Hi", "large": "1"}))[app.large] is True
+    assert app.large not in app.from_link(SimpleNamespace(query_params={"prompt": "Hi", "large": "<b>"}))
