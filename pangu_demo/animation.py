@@ -89,11 +89,12 @@ def _width(runs: Runs) -> float:
 
 def _fit(text: str, width: int) -> Runs:
     """The token's label in the larger of two sizes that fits the cell, cut with … if neither does."""
-    for size in (13, 10):
-        runs = font_runs(text[:width + 1], size)  # no glyph is narrower than a pixel: a longer text never fits
-        if len(text) <= width and _width(runs) <= width:
-            return runs
-    return font_runs(_cut(text, "…", size, width), size)
+    if len(text) <= width:  # no glyph is narrower than a pixel: a longer text never fits
+        for size in (13, 10):
+            runs = font_runs(text, size)
+            if _width(runs) <= width:
+                return runs
+    return font_runs(_cut(text, "…", 10, width), 10)
 
 
 def _cut(text: str, mark: str, size: int, width: int) -> str:

@@ -444,7 +444,8 @@ SO_FAR_CHARS = 240  # the readable prefix's tail under the grid: a few lines, ho
 def state_html(step: Step, current: BlockState, run_over: bool) -> str:
     """Under the grid: the reply as far as it reads left to right (the chat shows the finished reply during a
     replay) and what the KV cache holds after this forward."""
-    text = step.text
+    # Every frame draws this: only the tail that can be shown is worked on, however long the reply.
+    text = step.text[-2 * SO_FAR_CHARS:]
     for name, label in SPECIAL_LABELS.items():
         text = text.replace(name, f" {label} ")  # set apart: "= 5.‹/think›Each" read as one word
     text = re.sub(" {2,}", " ", text).strip()
@@ -609,12 +610,10 @@ def _small_block_split(heat: dict, rows: list[Step], num_small_blocks: int) -> t
     """The heatmap cut in two: each row's cells inside the small block its forward could commit, and the others
     (predicted, not committable yet) faded into the page, light or dark; and a line at each small block's bound."""
     z = heat["z"]
-    width = len(z[0])
-    size = max(1, width // num_small_blocks)
-    inside = [[c if (s.small_block or 0) == j // size else None for j, c in enumerate(zr)]
-              for s, zr in zip(rows, z, strict=True)]
-    outside = [[None if (s.small_block or 0) == j // size else c for j, c in enumerate(zr)]
-               for s, zr in zip(rows, z, strict=True)]
+    size = max(1, len(z[0]) // num_small_blocks)
+    own = [[(s.small_block or 0) == j // size for j in range(len(zr))] for s, zr in zip(rows, z, strict=True)]
+    inside = [[c if o else None for c, o in zip(zr, orow, strict=True)] for zr, orow in zip(z, own, strict=True)]
+    outside = [[None if o else c for c, o in zip(zr, orow, strict=True)] for zr, orow in zip(z, own, strict=True)]
     faded = heat | {"z": outside, "opacity": 0.3, "showscale": False, "name": "outside the small block"}
     bounds = [{"type": "line", "xref": "x", "yref": "paper", "x0": k * size - 0.5, "x1": k * size - 0.5, "y0": 0,
                "y1": 1, "line": {"color": "#ec4899", "width": 2}} for k in range(1, num_small_blocks)]
